@@ -1,0 +1,15 @@
+"""fastloss: loss functions and their gradients in one fused kernel, with torch.nn semantics."""
+from . import functional
+from ._criterion import Criterion, LossAndGrad
+from ._threads import get_num_threads, set_num_threads, threads
+from .losses import (BCELoss, BCEWithLogitsLoss, GaussianNLLLoss, HingeEmbeddingLoss, HuberLoss,
+                     KLDivLoss, L1Loss, MarginRankingLoss, MSELoss, PoissonNLLLoss, SigmoidFocalLoss,
+                     SmoothL1Loss, SoftMarginLoss)
+
+__version__ = "0.1.0"
+__all__ = [
+    "BCELoss", "BCEWithLogitsLoss", "Criterion", "GaussianNLLLoss", "HingeEmbeddingLoss", "HuberLoss",
+    "KLDivLoss", "L1Loss", "LossAndGrad", "MSELoss", "MarginRankingLoss", "PoissonNLLLoss",
+    "SigmoidFocalLoss", "SmoothL1Loss", "SoftMarginLoss", "functional", "get_num_threads",
+    "set_num_threads", "threads",
+]

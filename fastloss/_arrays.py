@@ -1,0 +1,146 @@
+"""Array-likes in, checks, and every error message, in one voice:
+``input: expected shape (N, C), got (3, 4)``.
+"""
+import numpy as np
+
+FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+# DLPack device types that live on a GPU: kDLCUDA, kDLCUDAHost, kDLCUDAManaged
+_DLPACK_CUDA = (2, 3, 13)
+
+
+def fail(exception, name, expected, got):
+    raise exception(f"{name}: expected {expected}, got {got}")
+
+
+def is_device_array(obj):
+    """True for arrays that live on a CUDA device (CuPy, torch CUDA, numba device arrays)."""
+    if hasattr(obj, "__cuda_array_interface__"):
+        return True
+    device = getattr(obj, "__dlpack_device__", None)
+    if device is not None and not isinstance(obj, np.ndarray):
+        try:
+            return device()[0] in _DLPACK_CUDA
+        except Exception:
+            return False
+    return False
+
+
+def as_host_array(obj, name):
+    """Any CPU array-like as an ndarray, without a copy where the object allows it."""
+    if isinstance(obj, np.ndarray):
+        return obj
+    if isinstance(obj, (int, float, bool, complex, list, tuple, np.generic)):
+        return np.asarray(obj)
+    if hasattr(obj, "__array_interface__") or hasattr(obj, "__array__"):
+        return np.asarray(obj)
+    if hasattr(obj, "__dlpack__"):
+        return np.from_dlpack(obj)
+    try:
+        return np.asarray(memoryview(obj))
+    except TypeError:
+        fail(TypeError, name, "an array-like (ndarray, buffer, __array_interface__ or __dlpack__)",
+             type(obj).__name__)
+
+
+def contiguous(arr, dtype=None):
+    """arr as C-contiguous (copied once if it is not), keeping 0-d arrays 0-d."""
+    return np.array(arr, dtype=dtype, order="C", copy=None if np.lib.NumpyVersion(np.__version__) >= "2.0.0" else False)
+
+
+def as_float_input(obj, name):
+    """A differentiable input: float32 or float64, C-contiguous (copied once if it is not)."""
+    arr = as_host_array(obj, name)
+    if arr.dtype not in FLOAT_DTYPES:
+        fail(TypeError, name, "a float32 or float64 array", f"dtype {arr.dtype}")
+    return contiguous(arr)
+
+
+def as_operand(obj, name, dtype):
+    """A non-differentiable array (target, weight, ...): real numbers, converted to dtype."""
+    arr = as_host_array(obj, name)
+    if arr.dtype.kind not in "biuf":
+        fail(TypeError, name, "a real-valued array", f"dtype {arr.dtype}")
+    return contiguous(arr, dtype)
+
+
+def check_same_shape(name, arr, shape, what="the input's shape"):
+    if arr.shape != tuple(shape):
+        fail(ValueError, name, f"shape {tuple(shape)} ({what})", tuple(arr.shape))
+
+
+def check_option(name, value, allowed):
+    if value not in allowed:
+        fail(ValueError, name, "one of " + ", ".join(repr(a) for a in allowed), repr(value))
+
+
+def check_number(name, value, *, positive=False, nonnegative=False):
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        fail(TypeError, name, "a real number", repr(value))
+    if positive and not value > 0:
+        fail(ValueError, name, "a positive number", repr(value))
+    if nonnegative and not value >= 0:
+        fail(ValueError, name, "a non-negative number", repr(value))
+    return float(value)
+
+
+def broadcast_plan(name, arr, shape):
+    """How the kernel reads `arr` at the flat positions of an array of `shape`.
+
+    Returns (arr, None) when arr has that shape (read in place), or (arr, sizes, strides):
+    `shape` collapsed to few dimensions with arr's element strides (0 where arr is
+    broadcast). arr must broadcast to `shape` without `shape` changing.
+    """
+    shape = tuple(shape)
+    if arr.shape == shape:
+        return arr, None
+    if arr.ndim > len(shape) or any(a not in (1, s) for a, s in zip(arr.shape[::-1], shape[::-1])):
+        fail(ValueError, name, f"a shape that broadcasts to {shape}", tuple(arr.shape))
+    padded = (1,) * (len(shape) - arr.ndim) + arr.shape
+    sizes, strides, stride = [], [], 1
+    for size, own in zip(shape[::-1], padded[::-1]):
+        step = stride if own == size and size != 1 else 0
+        stride *= own
+        if size == 1:
+            continue
+        if sizes and (strides[-1] == 0) == (step == 0) and (step == 0 or step == strides[-1] * sizes[-1]):
+            sizes[-1] *= size  # merge with the faster-moving dimension
+            continue
+        sizes.append(size)
+        strides.append(step)
+    if not sizes:
+        sizes, strides = [1], [0]
+    return arr, tuple(sizes[::-1]), tuple(strides[::-1])
+
+
+def scalar_grad_output(grad_output, name="grad_output"):
+    """grad_output of a scalar loss: a number (default 1)."""
+    if grad_output is None:
+        return 1.0
+    arr = as_host_array(grad_output, name)
+    if arr.size != 1 or arr.ndim > 1:
+        fail(ValueError, name, "a scalar for a reduced loss", f"shape {tuple(arr.shape)}")
+    if arr.dtype.kind not in "biuf":
+        fail(TypeError, name, "a real number", f"dtype {arr.dtype}")
+    return float(arr.reshape(()))
+
+
+def check_out(out, shapes, dtypes, names):
+    """Validate the caller's gradient buffers (one array, or a tuple for several inputs)."""
+    if len(shapes) == 1 and not isinstance(out, tuple):
+        out = (out,)
+    if not isinstance(out, tuple) or len(out) != len(shapes):
+        fail(ValueError, "out", f"a tuple of {len(shapes)} arrays ({', '.join(names)})", repr(type(out).__name__))
+    for buf, shape, dtype, name in zip(out, shapes, dtypes, names):
+        label = f"out ({name})"
+        if buf is None:
+            continue
+        if not isinstance(buf, np.ndarray):
+            fail(TypeError, label, "a NumPy array", type(buf).__name__)
+        if buf.shape != tuple(shape):
+            fail(ValueError, label, f"shape {tuple(shape)}", tuple(buf.shape))
+        if buf.dtype != dtype:
+            fail(TypeError, label, f"dtype {dtype}", f"dtype {buf.dtype}")
+        if not buf.flags.c_contiguous or not buf.flags.writeable:
+            fail(ValueError, label, "a writeable C-contiguous array", "a non-contiguous or read-only one")
+    return out

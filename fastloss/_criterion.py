@@ -1,0 +1,91 @@
+"""The Criterion base: reduction, out=, grad_output=, loss() versus __call__, and the choice
+of backend. It knows no particular loss; each family module subclasses it.
+
+Data flows one way: public class -> Criterion (checks, reduction, buffers) -> a backend
+method of the family (``_cpu``; a ``_cuda`` one arrives with the GPU backend) -> kernels ->
+back as LossAndGrad. The backend is chosen in `backend_for`, and only there.
+"""
+from collections import namedtuple
+
+import numpy as np
+
+from ._arrays import check_option, check_out, is_device_array
+from ._threads import get_num_threads
+
+LossAndGrad = namedtuple("LossAndGrad", ["loss", "grad"])
+LossAndGrad.__doc__ = """(loss, grad): grad is one array, or a tuple with one per differentiable input."""
+
+
+def backend_for(arrays):
+    """'cpu' or 'cuda', from where the arrays live; mixing the two is an error."""
+    on_device = [is_device_array(a) for a in arrays if a is not None and not isinstance(a, (int, float))]
+    if any(on_device):
+        if not all(on_device):
+            raise ValueError("arrays: expected all on the host or all on a CUDA device, got a mix of both")
+        return "cuda"
+    return "cpu"
+
+
+class Criterion:
+    """A loss criterion: ``loss, grad = crit(*arrays)`` or ``crit.loss(*arrays)``.
+
+    Subclasses set `arguments` (torch's positional array names, in torch's order),
+    `differentiable` (the ones with a gradient) and `reductions`, and implement
+    ``_cpu(arrays, want_grad, out, grad_output) -> LossAndGrad``.
+    """
+
+    arguments = ("input", "target")
+    differentiable = ("input",)
+    reductions = ("none", "mean", "sum")
+
+    def __init__(self, reduction="mean"):
+        check_option("reduction", reduction, self.reductions)
+        self.reduction = reduction
+
+    def __call__(self, *arrays, out=None, grad_output=None):
+        """Loss and gradient. `out`: gradient buffer(s) to write into; `grad_output`: the
+        incoming gradient (a scalar for reduced losses, the loss's shape for 'none')."""
+        return self._dispatch(arrays, True, out, grad_output)
+
+    def loss(self, *arrays):
+        """The loss alone: no gradient is computed and no gradient memory is taken."""
+        return self._dispatch(arrays, False, None, None).loss
+
+    def _dispatch(self, arrays, want_grad, out, grad_output):
+        if len(arrays) != len(self.arguments):
+            raise TypeError(f"{type(self).__name__}: expected {len(self.arguments)} arrays "
+                            f"({', '.join(self.arguments)}), got {len(arrays)}")
+        backend = backend_for(arrays)
+        run = getattr(self, "_" + backend, None)
+        if run is None:
+            raise NotImplementedError(f"{type(self).__name__}: no {backend} backend in this build "
+                                      "(the GPU backend is optional and not installed)")
+        return run(arrays, want_grad, out, grad_output)
+
+    # ------------------------------------------------------------- helpers for the families
+    @staticmethod
+    def _num_threads():
+        return get_num_threads()
+
+    def _gradient_buffers(self, shapes, dtype, out):
+        """Fresh gradient arrays, or the caller's `out` buffers after checking them."""
+        names = self.differentiable[: len(shapes)]
+        if out is None:
+            return tuple(None if s is None else np.empty(s, dtype) for s in shapes)
+        present = [i for i, s in enumerate(shapes) if s is not None]
+        given = check_out(out, [shapes[i] for i in present], [dtype] * len(present),
+                          [names[i] for i in present])
+        buffers = [None] * len(shapes)
+        for i, buf in zip(present, given):
+            buffers[i] = np.empty(shapes[i], dtype) if buf is None else buf
+        return tuple(buffers)
+
+    def _pack(self, grads):
+        return grads[0] if len(self.differentiable) == 1 else tuple(grads)
+
+    def __repr__(self):
+        options = ", ".join(f"{k}={v!r}" for k, v in self._options_for_repr().items())
+        return f"{type(self).__name__}({options})"
+
+    def _options_for_repr(self):
+        return {k: v for k, v in vars(self).items() if not k.startswith("_")}

@@ -1,0 +1,22 @@
+"""The criterion classes, one module per family."""
+from .pointwise import (BCELoss, BCEWithLogitsLoss, GaussianNLLLoss, HingeEmbeddingLoss, HuberLoss,
+                        KLDivLoss, L1Loss, MarginRankingLoss, MSELoss, PoissonNLLLoss, SigmoidFocalLoss,
+                        SmoothL1Loss, SoftMarginLoss)
+
+# criterion class -> the name of its function in fastloss.functional (torch's where torch has one)
+FUNCTIONAL_NAMES = {
+    L1Loss: "l1_loss",
+    MSELoss: "mse_loss",
+    SmoothL1Loss: "smooth_l1_loss",
+    HuberLoss: "huber_loss",
+    SoftMarginLoss: "soft_margin_loss",
+    BCELoss: "binary_cross_entropy",
+    BCEWithLogitsLoss: "binary_cross_entropy_with_logits",
+    PoissonNLLLoss: "poisson_nll_loss",
+    GaussianNLLLoss: "gaussian_nll_loss",
+    KLDivLoss: "kl_div",
+    HingeEmbeddingLoss: "hinge_embedding_loss",
+    MarginRankingLoss: "margin_ranking_loss",
+    SigmoidFocalLoss: "sigmoid_focal_loss",
+}
+CRITERIA = tuple(FUNCTIONAL_NAMES)

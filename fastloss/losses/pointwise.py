@@ -1,0 +1,355 @@
+"""The pointwise family: losses that act element by element on an input and its target.
+
+Every class here runs the same fused kernel (``_kernels/pointwise.pyx.tp``): one pass reads
+each operand once, writes the gradient once and reduces the loss deterministically. A class
+only holds its options, says which arrays feed the kernel's operands (target y, extra
+operands a and b) and checks what torch checks.
+
+Shapes: the input is any shape (0-d included). The target and the array options (weight,
+pos_weight, var, grad_output for 'none') must broadcast to the input's shape; broadcast
+operands are read in place, never expanded to the input's size.
+"""
+import math
+
+import numpy as np
+
+from .._arrays import (as_float_input, as_host_array, as_operand, broadcast_plan, check_number,
+                       check_same_shape, fail, scalar_grad_output)
+from .._criterion import Criterion, LossAndGrad
+from .._kernels import pointwise as _kernel
+
+_KERNEL_INDEX = {name: i for i, name in enumerate(_kernel.LOSSES)}
+
+
+class PointwiseLoss(Criterion):
+    """Base of the pointwise family. Subclasses set `kernel` and may override `_operands`,
+    `_options`, `_validate`, `_divisor` and `_grad_a` (for a second differentiable operand)."""
+
+    kernel = None
+    target_same_shape = False   # torch requires target.shape == input.shape (BCE losses)
+
+    # -- hooks --------------------------------------------------------------------------
+    def _operands(self, x, rest):
+        """{'y'|'a'|'b': (array, name)} from the arrays after the input."""
+        target = as_operand(rest[0], "target", x.dtype)
+        if self.target_same_shape:
+            check_same_shape("target", target, x.shape)
+        return {"y": (target, "target")}
+
+    def _options(self):
+        return {}
+
+    def _validate(self, x, operands):
+        pass
+
+    def _divisor(self, x):
+        return x.size if self.reduction == "mean" else 1
+
+    def _grad_a(self, x, operands):
+        """(shape, slab_m, slab_q) of the gradient of operand a, or None."""
+        return None
+
+    # -- the CPU path -------------------------------------------------------------------
+    def _cpu(self, arrays, want_grad, out, grad_output):
+        x = as_float_input(arrays[0], self.arguments[0])
+        shape, dtype = x.shape, x.dtype
+        operands = self._operands(x, arrays[1:])
+        plans = {key: broadcast_plan(*operands[key][::-1], shape) for key in "yab" if key in operands}
+        none = self.reduction == "none"
+        divisor = 1 if none else self._divisor(x)
+        grad_x = grad_a = g_plan = None
+        slab_m = slab_q = 1
+        if want_grad:
+            grad_a_spec = self._grad_a(x, operands)
+            if none:
+                g = np.ones((), dtype) if grad_output is None else as_operand(grad_output, "grad_output", dtype)
+                g_plan = broadcast_plan("grad_output", g, shape)
+            else:
+                scale = scalar_grad_output(grad_output) / divisor if divisor else 0.0
+                g_plan = broadcast_plan("grad_output", np.full((), scale, dtype), shape)
+            shapes = (shape,) if len(self.differentiable) == 1 else (
+                shape, None if grad_a_spec is None else grad_a_spec[0])
+            grads = self._gradient_buffers(shapes, dtype, out)
+            grad_x = grads[0]
+            if grad_a_spec is not None:
+                grad_a, (_, slab_m, slab_q) = grads[1], grad_a_spec
+        self._validate(x, operands)
+        loss_out = np.empty(shape, dtype) if none else None
+        total = _kernel.pointwise(
+            _KERNEL_INDEX[self.kernel], x, plans.get("y"), plans.get("a"), plans.get("b"), g_plan,
+            loss_out, grad_x, grad_a, slab_m, slab_q, self._num_threads(), **self._options())
+        loss = loss_out if none else dtype.type(total / divisor if divisor else math.nan)
+        if not want_grad:
+            return LossAndGrad(loss, None)
+        return LossAndGrad(loss, self._pack((grad_x, grad_a)))
+
+
+def _weight_operand(value, name, x):
+    return None if value is None else (as_operand(value, name, x.dtype), name)
+
+
+class L1Loss(PointwiseLoss):
+    """Mean absolute error: ``l = |x - y|``, gradient ``sgn(x - y)`` (0 at 0, as torch).
+
+    input: any shape; target: broadcastable to it. grad: d(loss)/d(input)."""
+    kernel = "l1"
+
+    def __init__(self, *, reduction="mean"):
+        super().__init__(reduction)
+
+
+class MSELoss(PointwiseLoss):
+    """Mean squared error: ``l = (x - y)^2``, gradient ``2 (x - y)``.
+
+    input: any shape; target: broadcastable to it. grad: d(loss)/d(input)."""
+    kernel = "mse"
+
+    def __init__(self, *, reduction="mean"):
+        super().__init__(reduction)
+
+
+class SmoothL1Loss(PointwiseLoss):
+    """``l = (x - y)^2 / (2 beta)`` where ``|x - y| < beta``, else ``|x - y| - beta / 2``
+    (beta = 0 is L1Loss). input: any shape; target: broadcastable to it."""
+    kernel = "smooth_l1"
+
+    def __init__(self, *, reduction="mean", beta=1.0):
+        super().__init__(reduction)
+        self.beta = check_number("beta", beta, nonnegative=True)
+
+    def _options(self):
+        return {"beta": self.beta}
+
+    def _cpu(self, arrays, want_grad, out, grad_output):
+        if self.beta == 0.0:  # torch runs l1_loss: its gradient differs at |x - y| = beta = 0
+            return L1Loss(reduction=self.reduction)._cpu(arrays, want_grad, out, grad_output)
+        return super()._cpu(arrays, want_grad, out, grad_output)
+
+
+class HuberLoss(PointwiseLoss):
+    """``l = (x - y)^2 / 2`` where ``|x - y| <= delta``, else ``delta (|x - y| - delta / 2)``.
+    input: any shape; target: broadcastable to it."""
+    kernel = "huber"
+
+    def __init__(self, *, reduction="mean", delta=1.0):
+        super().__init__(reduction)
+        self.delta = check_number("delta", delta, positive=True)
+
+    def _options(self):
+        return {"beta": self.delta}
+
+
+class SoftMarginLoss(PointwiseLoss):
+    """Two-class logistic loss ``l = log(1 + exp(-y x))``, y in {-1, 1}; gradient
+    ``-y sigmoid(-y x)``. Computed stably where torch's form overflows."""
+    kernel = "soft_margin"
+
+    def __init__(self, *, reduction="mean"):
+        super().__init__(reduction)
+
+
+class BCELoss(PointwiseLoss):
+    """Binary cross entropy on probabilities:
+    ``l = -w (y log x + (1 - y) log(1 - x))``, each log clamped at -100 as torch;
+    gradient ``w (x - y) / max(x (1 - x), 1e-12)``.
+
+    input: probabilities in [0, 1] (anything else, NaN included, is a ValueError, as torch);
+    target: the input's shape; weight: broadcastable to the input."""
+    kernel = "bce"
+    target_same_shape = True
+
+    def __init__(self, weight=None, *, reduction="mean"):
+        super().__init__(reduction)
+        self.weight = None if weight is None else as_host_array(weight, "weight")
+
+    def _operands(self, x, rest):
+        operands = super()._operands(x, rest)
+        operands["a"] = _weight_operand(self.weight, "weight", x) or (np.ones((), x.dtype), "weight")
+        return operands
+
+    def _validate(self, x, operands):
+        if _kernel.count_outside(x, 0.0, 1.0, True, self._num_threads()):
+            bad = np.flatnonzero(~((x >= 0) & (x <= 1)))[0]
+            position = np.unravel_index(bad, x.shape) if x.ndim else ()
+            fail(ValueError, "input", "all elements between 0 and 1",
+                 f"{x.reshape(-1)[bad]!r} at position {tuple(int(p) for p in position)}")
+
+
+class BCEWithLogitsLoss(PointwiseLoss):
+    """Binary cross entropy on logits, with a sigmoid fused in:
+    ``l = w ((1 - y) x + (1 + (p - 1) y) log(1 + exp(-x)))``, p = pos_weight;
+    gradient ``w ((1 + (p - 1) y) sigmoid(x) - p y)``.
+
+    input: logits, any shape; target: the input's shape; weight and pos_weight (the latter
+    usually (C,), one per class along the last dimension): broadcastable to the input."""
+    kernel = "bce_with_logits"
+    target_same_shape = True
+
+    def __init__(self, weight=None, *, reduction="mean", pos_weight=None):
+        super().__init__(reduction)
+        self.weight = None if weight is None else as_host_array(weight, "weight")
+        self.pos_weight = None if pos_weight is None else as_host_array(pos_weight, "pos_weight")
+
+    def _operands(self, x, rest):
+        operands = super()._operands(x, rest)
+        one = np.ones((), x.dtype)
+        operands["a"] = _weight_operand(self.weight, "weight", x) or (one, "weight")
+        operands["b"] = _weight_operand(self.pos_weight, "pos_weight", x) or (one, "pos_weight")
+        return operands
+
+
+class PoissonNLLLoss(PointwiseLoss):
+    """Poisson negative log likelihood. log_input: ``l = exp(x) - y x``; else
+    ``l = x - y log(x + eps)``. full adds Stirling's ``y log y - y + log(2 pi y) / 2`` where
+    y > 1. input: any shape (the rate or its log); target: broadcastable to it."""
+    kernel = "poisson_nll"
+
+    def __init__(self, log_input=True, full=False, *, eps=1e-8, reduction="mean"):
+        super().__init__(reduction)
+        self.log_input, self.full = bool(log_input), bool(full)
+        self.eps = check_number("eps", eps)
+
+    def _options(self):
+        return {"log_input": self.log_input, "full": self.full, "eps": self.eps}
+
+
+class GaussianNLLLoss(PointwiseLoss):
+    """Gaussian negative log likelihood with predicted variance:
+    ``l = (log v + (x - y)^2 / v) / 2 [+ log(2 pi) / 2]``, v = max(var, eps) (the clamp
+    carries no gradient mask, as torch).
+
+    ``crit(input, target, var)``: var has the input's shape, or its shape without the last
+    dimension, or its shape with one dimension of size 1 (one variance shared along it), or
+    is a float. grad: (d/d input, d/d var); the second has var's shape (None for a float var).
+    A negative var is a ValueError."""
+    kernel = "gaussian_nll"
+    arguments = ("input", "target", "var")
+    differentiable = ("input", "var")
+
+    def __init__(self, *, full=False, eps=1e-6, reduction="mean"):
+        super().__init__(reduction)
+        self.full = bool(full)
+        self.eps = check_number("eps", eps)
+
+    def _options(self):
+        return {"full": self.full, "eps": self.eps}
+
+    def _operands(self, x, rest):
+        operands = super()._operands(x, rest[:1])
+        var = rest[1]
+        if isinstance(var, (int, float)) and not isinstance(var, bool):
+            operands["a"] = (np.full((), var, x.dtype), "var")
+            return operands
+        var = as_operand(var, "var", x.dtype)
+        slab = self._var_slab(x.shape, var.shape)
+        operands["a"] = (var.reshape(slab[0]), "var")
+        operands["var"] = var, slab
+        return operands
+
+    @staticmethod
+    def _var_slab(shape, var_shape):
+        """(var as broadcastable, slab_m, slab_q): var is shared along an axis of slab_m
+        input elements that lie slab_q apart (slab_m == 1: var has the input's shape)."""
+        if var_shape == shape:
+            return shape, 1, 1
+        if len(shape) >= 1 and var_shape == shape[:-1]:
+            return var_shape + (1,), shape[-1], 1
+        if len(var_shape) == len(shape):
+            mismatched = [d for d, (s, v) in enumerate(zip(shape, var_shape)) if s != v]
+            if len(mismatched) == 1 and var_shape[mismatched[0]] == 1:
+                d = mismatched[0]
+                return var_shape, shape[d], int(np.prod(shape[d + 1:], dtype=np.int64))
+        fail(ValueError, "var", f"the input's shape {shape}, or it without the last dimension, "
+             "or with one dimension of size 1", tuple(var_shape))
+
+    def _grad_a(self, x, operands):
+        if "var" not in operands:
+            return None
+        var, (_, slab_m, slab_q) = operands["var"]
+        return var.shape, slab_m, slab_q
+
+    def _validate(self, x, operands):
+        var = operands["a"][0]
+        if _kernel.count_outside(var, 0.0, math.inf, False, self._num_threads()):
+            fail(ValueError, "var", "non-negative entries", "negative entries")
+
+
+class KLDivLoss(PointwiseLoss):
+    """Kullback-Leibler divergence with log-probability input x:
+    ``l = y (log y - x)`` (0 where y = 0), or with log_target ``l = exp(y) (y - x)``.
+    'batchmean' divides the sum by the input's first dimension (the KL divergence proper);
+    'mean' by the number of elements, as torch."""
+    kernel = "kl_div"
+    reductions = ("none", "mean", "sum", "batchmean")
+
+    def __init__(self, *, reduction="mean", log_target=False):
+        super().__init__(reduction)
+        self.log_target = bool(log_target)
+
+    def _options(self):
+        return {"log_target": self.log_target}
+
+    def _divisor(self, x):
+        if self.reduction == "batchmean":
+            return x.shape[0] if x.ndim else 1
+        return super()._divisor(x)
+
+
+class HingeEmbeddingLoss(PointwiseLoss):
+    """``l = x`` where y = 1, ``max(0, margin - x)`` where y = -1 (both terms for other y,
+    as torch). input: any shape (usually distances); target: broadcastable, values +-1."""
+    kernel = "hinge_embedding"
+
+    def __init__(self, margin=1.0, *, reduction="mean"):
+        super().__init__(reduction)
+        self.margin = check_number("margin", margin)
+
+    def _options(self):
+        return {"margin": self.margin}
+
+
+class MarginRankingLoss(PointwiseLoss):
+    """``l = max(0, -y (x1 - x2) + margin)``, y in {-1, 1}.
+
+    ``crit(input1, input2, target)``: input1 and input2 of one shape, target broadcastable
+    to it with the same number of dimensions (as torch). grad: (d/d input1, d/d input2)."""
+    kernel = "margin_ranking"
+    arguments = ("input1", "input2", "target")
+    differentiable = ("input1", "input2")
+
+    def __init__(self, margin=0.0, *, reduction="mean"):
+        super().__init__(reduction)
+        self.margin = check_number("margin", margin)
+
+    def _options(self):
+        return {"margin": self.margin}
+
+    def _operands(self, x, rest):
+        x2 = as_float_input(rest[0], "input2")
+        if x2.dtype != x.dtype:
+            fail(TypeError, "input2", f"dtype {x.dtype} (input1's)", f"dtype {x2.dtype}")
+        check_same_shape("input2", x2, x.shape, "input1's shape")
+        target = as_operand(rest[1], "target", x.dtype)
+        if target.ndim != x.ndim:
+            fail(ValueError, "target", f"{x.ndim} dimensions (as input1)", f"shape {tuple(target.shape)}")
+        return {"y": (target, "target"), "a": (x2, "input2")}
+
+    def _grad_a(self, x, operands):
+        return x.shape, 1, 1
+
+
+class SigmoidFocalLoss(PointwiseLoss):
+    """Focal loss on logits (Lin et al. 2017, torchvision's sigmoid_focal_loss):
+    p = sigmoid(x), ce = BCEWithLogits(x, y), p_t = p y + (1 - p)(1 - y),
+    ``l = alpha_t ce (1 - p_t)^gamma`` with alpha_t = alpha y + (1 - alpha)(1 - y), or
+    without alpha_t when alpha < 0. input: logits, any shape; target: broadcastable to it.
+    The default reduction is 'mean', like every criterion here (torchvision's is 'none')."""
+    kernel = "sigmoid_focal"
+
+    def __init__(self, alpha=0.25, gamma=2.0, *, reduction="mean"):
+        super().__init__(reduction)
+        self.alpha = check_number("alpha", alpha)
+        self.gamma = check_number("gamma", gamma, nonnegative=True)
+
+    def _options(self):
+        return {"alpha": self.alpha, "gamma": self.gamma}

@@ -1,0 +1,62 @@
+"""Shared test machinery: the torch float64 oracle, tolerances and finite differences.
+
+torch is the independent oracle: every case is evaluated by torch in float64 with autograd,
+on exactly the values fastloss saw (float32 data is widened, not regenerated).
+"""
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch", reason="torch is the test oracle: pip install -e '.[test]'")
+torch.set_num_threads(1)
+
+REDUCTIONS = ("none", "mean", "sum")
+DTYPES = (np.float32, np.float64)
+
+
+def torch_oracle(torch_loss, arrays, differentiable, reduction, grad_output=None):
+    """Loss and gradients (for the positions in `differentiable`) from torch in float64.
+    For 'none' the gradient is that of sum(loss * grad_output)."""
+    tensors = []
+    for i, arr in enumerate(arrays):
+        t = torch.tensor(np.asarray(arr, dtype=np.float64))
+        if i in differentiable:
+            t.requires_grad_(True)
+        tensors.append(t)
+    loss = torch_loss(*tensors, reduction=reduction)
+    if grad_output is None:
+        grad_output = np.ones(loss.shape)
+    loss.backward(torch.tensor(np.asarray(grad_output, dtype=np.float64)).expand(loss.shape))
+    grads = [tensors[i].grad.numpy() if tensors[i].grad is not None else np.zeros(tensors[i].shape)
+             for i in differentiable]
+    return loss.detach().numpy(), grads
+
+
+def assert_close(ours, reference, dtype, scale=None, what="value"):
+    """float64: rtol 1e-10; float32: rtol 1e-5 and atol 1e-6 of the data's scale."""
+    ours = np.asarray(ours, dtype=np.float64)
+    reference = np.asarray(reference, dtype=np.float64)
+    assert ours.shape == reference.shape, f"{what}: shape {ours.shape} != {reference.shape}"
+    if scale is None:
+        scale = float(np.max(np.abs(reference[np.isfinite(reference)]), initial=1.0))
+    if dtype == np.float64:
+        rtol, atol = 1e-10, 1e-12 * scale
+    else:
+        rtol, atol = 1e-5, 1e-6 * scale
+    np.testing.assert_allclose(ours, reference, rtol=rtol, atol=atol, err_msg=what, equal_nan=True)
+
+
+def central_differences(f, arrays, index, h=1e-6):
+    """d f / d arrays[index] by central differences, f returning a float."""
+    base = [np.array(a, dtype=np.float64, copy=True) for a in arrays]
+    x = base[index]
+    grad = np.zeros_like(x)
+    flat, gflat = x.reshape(-1), grad.reshape(-1)
+    for i in range(flat.size):
+        old = flat[i]
+        flat[i] = old + h
+        up = f(*base)
+        flat[i] = old - h
+        down = f(*base)
+        flat[i] = old
+        gflat[i] = (up - down) / (2 * h)
+    return grad
