@@ -25,7 +25,7 @@ from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
 
 KERNELS = Path("fastloss", "_kernels")
-EXTENSIONS = ["pointwise"]
+EXTENSIONS = ["pointwise", "stream"]
 
 
 def expand_templates():

@@ -88,4 +88,4 @@ class Criterion:
         return f"{type(self).__name__}({options})"
 
     def _options_for_repr(self):
-        return {k: v for k, v in vars(self).items() if not k.startswith("_")}
+        return {k: v for k, v in vars(self).items() if not k.startswith("_") and k != "kernel"}

@@ -21,16 +21,23 @@ cdef inline void lanes_zero(double* acc) noexcept nogil:
         acc[lane] = 0.0
 
 
-cdef inline void lanes_add(double* acc, const double* values, Py_ssize_t offset, Py_ssize_t m) noexcept nogil:
-    """acc[(offset + j) % 16] += values[j] for j in order; offset is a multiple of 16."""
+cdef inline void lanes_add(double* acc, const double* values, Py_ssize_t m) noexcept nogil:
+    """acc[j % 16] += values[j] for j in order (values start at a multiple of 16 within the
+    block). The lanes live in a local array while adding: acc might alias values, and
+    through memory the adds would not vectorise."""
+    cdef double lanes[LANES]
     cdef Py_ssize_t j = 0, full = m - m % LANES
     cdef int lane
+    for lane in range(LANES):
+        lanes[lane] = acc[lane]
     while j < full:
         for lane in range(LANES):
-            acc[lane] += values[j + lane]
+            lanes[lane] += values[j + lane]
         j += LANES
     for lane in range(m - full):
-        acc[lane] += values[full + lane]
+        lanes[lane] += values[full + lane]
+    for lane in range(LANES):
+        acc[lane] = lanes[lane]
 
 
 cdef inline double lanes_total(const double* acc) noexcept nogil:

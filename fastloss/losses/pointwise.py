@@ -285,9 +285,7 @@ class KLDivLoss(PointwiseLoss):
     def __init__(self, *, reduction="mean", log_target=False):
         super().__init__(reduction)
         self.log_target = bool(log_target)
-
-    def _options(self):
-        return {"log_target": self.log_target}
+        self.kernel = "kl_div_log_target" if self.log_target else "kl_div"
 
     def _divisor(self, x):
         if self.reduction == "batchmean":
@@ -350,6 +348,7 @@ class SigmoidFocalLoss(PointwiseLoss):
         super().__init__(reduction)
         self.alpha = check_number("alpha", alpha)
         self.gamma = check_number("gamma", gamma, nonnegative=True)
+        self.kernel = "sigmoid_focal_gamma2" if self.gamma == 2.0 else "sigmoid_focal"
 
     def _options(self):
         return {"alpha": self.alpha, "gamma": self.gamma}
