@@ -1,6 +1,6 @@
 /* Vector transcendentals for the kernels' hot loops.
  *
- * glibc's libmvec has SIMD variants of exp, log and log1p (_ZGVeN8v_exp for AVX-512,
+ * glibc's libmvec has SIMD variants of exp, log and log1p, in float and double (_ZGVeN8v_exp for AVX-512,
  * _ZGVdN4v_exp for AVX2, ...), but <math.h> declares them only under __FAST_MATH__, and
  * -ffast-math also brings -ffinite-math-only, which breaks NaN and inf. Declaring the
  * `simd` attribute ourselves lets gcc call the vector variants from vectorised loops
@@ -14,6 +14,17 @@
 __attribute__((simd("notinbranch"))) double exp(double);
 __attribute__((simd("notinbranch"))) double log(double);
 __attribute__((simd("notinbranch"))) double log1p(double);
+__attribute__((simd("notinbranch"))) float expf(float);
+__attribute__((simd("notinbranch"))) float logf(float);
+__attribute__((simd("notinbranch"))) float log1pf(float);
 #endif
+
+/* The point functions are written once for float and double (a Cython fused type); these
+ * pick the float or the double function by the argument's type, so that float32 data is
+ * computed in float32 throughout. */
+#define fl_exp(x) _Generic((x), float: expf, default: exp)(x)
+#define fl_log(x) _Generic((x), float: logf, default: log)(x)
+#define fl_log1p(x) _Generic((x), float: log1pf, default: log1p)(x)
+#define fl_abs(x) _Generic((x), float: fabsf, default: fabs)(x)
 
 #endif

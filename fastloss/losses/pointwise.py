@@ -208,9 +208,10 @@ class PoissonNLLLoss(PointwiseLoss):
         super().__init__(reduction)
         self.log_input, self.full = bool(log_input), bool(full)
         self.eps = check_number("eps", eps)
+        self.kernel = "poisson_nll" + ("" if self.log_input else "_rate") + ("_full" if self.full else "")
 
     def _options(self):
-        return {"log_input": self.log_input, "full": self.full, "eps": self.eps}
+        return {"eps": self.eps}
 
 
 class GaussianNLLLoss(PointwiseLoss):

@@ -1,0 +1,36 @@
+"""Command line of the benchmarks (also reached as `fastloss bench`)."""
+import argparse
+import json
+
+import fastloss as fl
+
+from . import harness, pointwise
+
+FAMILIES = {"pointwise": pointwise.CASES}
+SIZES = (64, 100_000, 10_000_000)
+QUICK_SIZES = (64, 100_000, 1_000_000)
+
+
+def parser(prog="python -m bench"):
+    p = argparse.ArgumentParser(prog=prog, description="fastloss against torch, NumPy and scikit-learn, "
+                                "fwd+bwd in float32, side by side in one process.")
+    p.add_argument("--quick", action="store_true", help=f"sizes {QUICK_SIZES}, shorter timings")
+    p.add_argument("--sizes", type=int, nargs="+", help=f"element counts (default {SIZES})")
+    p.add_argument("--threads", type=int, default=None, help="threads for every library (default: fastloss's)")
+    p.add_argument("--loss", nargs="+", default=None, help="only these losses (class names)")
+    p.add_argument("--json", metavar="FILE", help="also write the rows as JSON")
+    return p
+
+
+def main(argv=None, prog="python -m bench"):
+    args = parser(prog).parse_args(argv)
+    cases = [c for family in FAMILIES.values() for c in family
+             if args.loss is None or c.name in args.loss]
+    if not cases:
+        raise SystemExit(f"--loss: expected some of {[c.name for f in FAMILIES.values() for c in f]}, got {args.loss}")
+    sizes = args.sizes or (QUICK_SIZES if args.quick else SIZES)
+    rows = harness.run(cases, sizes, args.threads or fl.get_num_threads(), quick=args.quick)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(rows, f, indent=1)
+    return rows

@@ -1,0 +1,135 @@
+"""The benchmark harness: times fastloss against its peers in one process, side by side.
+
+A case is a loss at one size. For each, fwd+bwd is timed for fastloss (fresh gradient and
+with out=), torch on the CPU with the same thread count (forward, then .backward()), plain
+NumPy, and scikit-learn or JAX where installed and where they have the loss. The table shows
+times, the ratio of the best peer to fastloss, and effective bandwidth (bytes the loss must
+read and write / time) as a fraction of an OpenMP STREAM triad measured in the same run.
+"""
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+import fastloss as fl
+from fastloss._kernels import stream
+
+try:
+    import torch
+except ImportError:  # torch is optional here: the table then compares with NumPy
+    torch = None
+
+
+@dataclass
+class Case:
+    """One loss: how to build fastloss's criterion, the data, and each peer's fwd+bwd."""
+    name: str
+    criterion: object                  # () -> fastloss criterion
+    data: object                       # (rng, n) -> list of float32 arrays for the call
+    torch: object = None               # (*tensors) -> scalar loss tensor; tensor 0 needs grad
+    numpy: object = None               # (*arrays) -> (loss, grad)
+    sklearn: object = None             # () -> (*arrays) -> None, or None when not available
+    bytes_per_element: int = 12        # bytes read + written per element (float32)
+    differentiable: tuple = (0,)
+    extra: dict = field(default_factory=dict)
+
+
+def best_time(fn, min_time=0.2, repeats=5):
+    """Best per-call time of fn, over `repeats` batches sized to last about min_time/repeats."""
+    fn()
+    start = time.perf_counter()
+    fn()
+    once = max(time.perf_counter() - start, 1e-7)
+    batch = max(1, int(min_time / repeats / once))
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        for _ in range(batch):
+            fn()
+        best = min(best, (time.perf_counter() - start) / batch)
+    return best
+
+
+def triad_bandwidth(num_threads, n=20_000_000):
+    """GB/s of a = b + s c over float32 arrays (12 bytes per element), same threads."""
+    a, b, c = (np.ones(n, np.float32) for _ in range(3))
+    seconds = best_time(lambda: stream.triad(a, b, c, 3.0, num_threads), min_time=0.5)
+    return 12 * n / seconds / 1e9
+
+
+def torch_fwd_bwd(case, arrays):
+    tensors = [torch.from_numpy(a) for a in arrays]
+    for i in case.differentiable:
+        tensors[i].requires_grad_(True)
+
+    def run():
+        for i in case.differentiable:
+            tensors[i].grad = None
+        case.torch(*tensors).backward()
+    return run
+
+
+def measure(case, n, rng, num_threads, quick):
+    arrays = case.data(rng, n)
+    crit = case.criterion()
+    grads = crit(*arrays)[1]
+    out = tuple(np.empty_like(g) for g in grads) if isinstance(grads, tuple) else np.empty_like(grads)
+    min_time = 0.05 if quick else 0.25
+    times = {"fastloss": best_time(lambda: crit(*arrays), min_time),
+             "fastloss out=": best_time(lambda: crit(*arrays, out=out), min_time)}
+    if torch is not None and case.torch is not None:
+        times["torch"] = best_time(torch_fwd_bwd(case, arrays), min_time)
+    if case.numpy is not None:
+        times["numpy"] = best_time(lambda: case.numpy(*arrays), min_time)
+    if case.sklearn is not None:
+        run = case.sklearn(arrays, num_threads)
+        if run is not None:
+            times["sklearn"] = best_time(run, min_time)
+    return times
+
+
+def format_time(seconds):
+    if seconds < 1e-3:
+        return f"{seconds * 1e6:8.1f} us"
+    return f"{seconds * 1e3:8.2f} ms"
+
+
+def run(cases, sizes, num_threads, quick=False, print_fn=print):
+    """Time every case at every size; print and return the rows."""
+    if torch is not None:
+        torch.set_num_threads(num_threads)
+    fl.set_num_threads(num_threads)
+    rng = np.random.default_rng(0)
+    triad = triad_bandwidth(num_threads)
+    peers = ["torch", "numpy", "sklearn"]
+    print_fn(f"fastloss bench: {num_threads} threads, float32, fwd+bwd; STREAM triad {triad:.1f} GB/s "
+             f"(same run, same threads); ratio = peer time / fastloss time (higher is better)")
+    if torch is None:
+        print_fn("(torch is not installed: comparing with NumPy only; pip install 'fastloss[bench]')")
+    header = (f"{'loss':22s} {'n':>9s} {'fastloss':>11s} {'out=':>11s} {'torch':>11s} {'numpy':>11s} "
+              f"{'sklearn':>11s} {'x torch':>8s} {'x numpy':>8s} {'x best':>7s} {'GB/s':>6s} "
+              f"{'triad':>6s} {'triad out=':>10s}")
+    print_fn(header)
+    print_fn("-" * len(header))
+    rows = []
+    for case in cases:
+        for n in sizes:
+            times = measure(case, n, rng, num_threads, quick)
+            ours = times["fastloss"]
+            gbs = case.bytes_per_element * n / ours / 1e9
+            gbs_out = case.bytes_per_element * n / times["fastloss out="] / 1e9
+            present = [times[p] for p in peers if p in times]
+            row = dict(loss=case.name, n=n, triad=triad, **times,
+                       gbs=gbs, gbs_out=gbs_out, triad_fraction=gbs / triad, triad_fraction_out=gbs_out / triad,
+                       vs_best=(min(present) / ours) if present else float("nan"))
+            rows.append(row)
+
+            def cell(key):
+                return format_time(times[key]) if key in times else f"{'-':>11s}"
+
+            def ratio(key):
+                return f"{times[key] / ours:7.1f}x" if key in times else f"{'-':>8s}"
+            print_fn(f"{case.name:22s} {n:9d} {cell('fastloss')} {cell('fastloss out=')} {cell('torch')} "
+                     f"{cell('numpy')} {cell('sklearn')} {ratio('torch')} {ratio('numpy')} "
+                     f"{row['vs_best']:6.1f}x {gbs:6.1f} {gbs / triad:6.0%} {gbs_out / triad:10.0%}")
+    return rows

@@ -1,0 +1,168 @@
+"""Benchmark cases of the pointwise family: every loss, with its torch and NumPy fwd+bwd."""
+import numpy as np
+
+import fastloss as fl
+
+from .harness import Case, torch
+
+if torch is not None:
+    F = torch.nn.functional
+
+
+def _normal(rng, n):
+    return rng.standard_normal(n, dtype=np.float32)
+
+
+def _binary(rng, n):
+    return (rng.random(n, dtype=np.float32) > 0.5).astype(np.float32)
+
+
+def _signs(rng, n):
+    return np.where(rng.random(n, dtype=np.float32) > 0.5, 1, -1).astype(np.float32)
+
+
+def _sigmoid(x):
+    return 0.5 * (1 + np.tanh(0.5 * x))
+
+
+def _np_mean(loss, grad):
+    n = max(loss.size, 1)
+    return loss.mean(dtype=np.float64), grad / np.float32(n)
+
+
+# NumPy fwd+bwd, written the way a NumPy user would (mean reduction)
+def np_l1(x, y):
+    d = x - y
+    return _np_mean(np.abs(d), np.sign(d))
+
+
+def np_mse(x, y):
+    d = x - y
+    return _np_mean(d * d, 2 * d)
+
+
+def np_smooth_l1(x, y, beta=1.0):
+    d = x - y
+    a = np.abs(d)
+    small = a < beta
+    return _np_mean(np.where(small, 0.5 * d * d / beta, a - 0.5 * beta), np.where(small, d / beta, np.sign(d)))
+
+
+def np_huber(x, y, delta=1.0):
+    d = x - y
+    a = np.abs(d)
+    small = a <= delta
+    return _np_mean(np.where(small, 0.5 * d * d, delta * (a - 0.5 * delta)), np.where(small, d, delta * np.sign(d)))
+
+
+def np_soft_margin(x, y):
+    z = -y * x
+    return _np_mean(np.logaddexp(0, z), -y * _sigmoid(z))
+
+
+def np_bce(x, y):
+    loss = -(y * np.maximum(np.log(x), -100) + (1 - y) * np.maximum(np.log1p(-x), -100))
+    return _np_mean(loss, (x - y) / np.maximum(x * (1 - x), 1e-12))
+
+
+def np_bce_with_logits(x, y):
+    return _np_mean((1 - y) * x + np.logaddexp(0, -x), _sigmoid(x) - y)
+
+
+def np_poisson(x, y):
+    e = np.exp(x)
+    return _np_mean(e - y * x, e - y)
+
+
+def np_gaussian(x, y, v):
+    d = x - y
+    return _np_mean(0.5 * (np.log(v) + d * d / v), d / v)
+
+
+def np_kl_div(x, y):
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ylogy = np.where(y > 0, y * np.log(y), 0)
+    return _np_mean(ylogy - y * x, -y)
+
+
+def np_hinge(x, y, margin=1.0):
+    h = margin - x
+    loss = np.where(y == 1, x, np.maximum(h, 0))
+    return _np_mean(loss, np.where(y == 1, 1.0, np.where(h >= 0, -1.0, 0.0)).astype(x.dtype))
+
+
+def np_margin_ranking(x1, x2, y):
+    h = -y * (x1 - x2)
+    g = np.where(h >= 0, -y, 0)
+    return _np_mean(np.maximum(h, 0), g)
+
+
+def np_sigmoid_focal(x, y, alpha=0.25):
+    p = _sigmoid(x)
+    ce = (1 - y) * x + np.logaddexp(0, -x)
+    q = p + y - 2 * p * y
+    at = alpha * y + (1 - alpha) * (1 - y)
+    grad = at * ((p - y) * q * q + ce * 2 * q * p * (1 - p) * (1 - 2 * y))
+    return _np_mean(at * ce * q * q, grad)
+
+
+def torch_sigmoid_focal(x, y, alpha=0.25, gamma=2.0):
+    # torchvision.ops.sigmoid_focal_loss, mean-reduced
+    p = torch.sigmoid(x)
+    ce = F.binary_cross_entropy_with_logits(x, y, reduction="none")
+    p_t = p * y + (1 - p) * (1 - y)
+    loss = ce * ((1 - p_t) ** gamma)
+    return ((alpha * y + (1 - alpha) * (1 - y)) * loss).mean()
+
+
+def sklearn_loss(name):
+    """scikit-learn's Cython losses with preallocated outputs, where it has the loss."""
+    def make(arrays, num_threads):
+        try:
+            from sklearn._loss import loss as sk
+        except ImportError:
+            return None
+        x, y = arrays[:2]
+        # sklearn's half losses: half squared error, half Poisson (log link), half binomial (logit)
+        loss = {"mse": sk.HalfSquaredError, "poisson_nll": sk.HalfPoissonLoss,
+                "bce_with_logits": sk.HalfBinomialLoss}[name]()
+        loss_out, grad_out = np.empty_like(x), np.empty_like(x)
+        return lambda: loss.loss_gradient(y, x, loss_out=loss_out, gradient_out=grad_out, n_threads=num_threads)
+    return make
+
+
+CASES = [
+    Case("L1Loss", fl.L1Loss, lambda r, n: [_normal(r, n), _normal(r, n)],
+         lambda x, y: F.l1_loss(x, y), np_l1),
+    Case("MSELoss", fl.MSELoss, lambda r, n: [_normal(r, n), _normal(r, n)],
+         lambda x, y: F.mse_loss(x, y), np_mse, sklearn_loss("mse")),
+    Case("SmoothL1Loss", fl.SmoothL1Loss, lambda r, n: [_normal(r, n), _normal(r, n)],
+         lambda x, y: F.smooth_l1_loss(x, y), np_smooth_l1),
+    Case("HuberLoss", fl.HuberLoss, lambda r, n: [_normal(r, n), _normal(r, n)],
+         lambda x, y: F.huber_loss(x, y), np_huber),
+    Case("SoftMarginLoss", fl.SoftMarginLoss, lambda r, n: [_normal(r, n), _signs(r, n)],
+         lambda x, y: F.soft_margin_loss(x, y), np_soft_margin),
+    Case("BCELoss", fl.BCELoss, lambda r, n: [r.uniform(0.01, 0.99, n).astype(np.float32), _binary(r, n)],
+         lambda x, y: F.binary_cross_entropy(x, y), np_bce),
+    Case("BCEWithLogitsLoss", fl.BCEWithLogitsLoss, lambda r, n: [_normal(r, n), _binary(r, n)],
+         lambda x, y: F.binary_cross_entropy_with_logits(x, y), np_bce_with_logits,
+         sklearn_loss("bce_with_logits")),
+    Case("PoissonNLLLoss", fl.PoissonNLLLoss,
+         lambda r, n: [_normal(r, n), r.poisson(1.0, n).astype(np.float32)],
+         lambda x, y: F.poisson_nll_loss(x, y), np_poisson, sklearn_loss("poisson_nll")),
+    Case("GaussianNLLLoss", fl.GaussianNLLLoss,
+         lambda r, n: [_normal(r, n), _normal(r, n), r.uniform(0.5, 2, n).astype(np.float32)],
+         lambda x, y, v: F.gaussian_nll_loss(x, y, v), np_gaussian, bytes_per_element=20,
+         differentiable=(0, 2)),
+    Case("KLDivLoss", lambda: fl.KLDivLoss(reduction="batchmean"),
+         lambda r, n: [np.log(r.uniform(0.01, 1, n)).astype(np.float32),
+                       r.uniform(0, 1, n).astype(np.float32) * _binary(r, n)],
+         lambda x, y: F.kl_div(x, y, reduction="batchmean"), np_kl_div),
+    Case("HingeEmbeddingLoss", fl.HingeEmbeddingLoss, lambda r, n: [np.abs(_normal(r, n)), _signs(r, n)],
+         lambda x, y: F.hinge_embedding_loss(x, y), np_hinge),
+    Case("MarginRankingLoss", fl.MarginRankingLoss, lambda r, n: [_normal(r, n), _normal(r, n), _signs(r, n)],
+         lambda a, b, y: F.margin_ranking_loss(a, b, y), np_margin_ranking, bytes_per_element=20,
+         differentiable=(0, 1)),
+    Case("SigmoidFocalLoss", fl.SigmoidFocalLoss, lambda r, n: [_normal(r, n), _binary(r, n)],
+         torch_sigmoid_focal, np_sigmoid_focal),
+]

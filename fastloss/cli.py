@@ -1,0 +1,26 @@
+"""The `fastloss` command."""
+import argparse
+import sys
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    p = argparse.ArgumentParser(prog="fastloss", description="fastloss: fused loss-and-gradient kernels.")
+    p.add_argument("command", choices=["bench", "info"], help="bench: compare with torch and NumPy; "
+                   "info: build and thread information")
+    args, rest = p.parse_known_args(argv[:1])
+    if args.command == "bench":
+        try:
+            from fastloss.bench import cli  # installed: bench/ ships as fastloss.bench
+        except ImportError:
+            from bench import cli  # a source checkout
+        cli.main(argv[1:], prog="fastloss bench")
+    else:
+        import fastloss
+        from fastloss._kernels import pointwise
+        print(f"fastloss {fastloss.__version__}: {fastloss.get_num_threads()} threads, "
+              f"pointwise kernels: {', '.join(pointwise.LOSSES)}")
+
+
+if __name__ == "__main__":
+    main()
