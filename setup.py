@@ -14,7 +14,6 @@ Three things are decided here, by trying the compiler at hand rather than assumi
 Templates (``*.pyx.tp``) are expanded with Cython's Tempita before cythonizing.
 """
 import os
-import sys
 import tempfile
 from pathlib import Path
 
@@ -25,7 +24,7 @@ from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
 
 KERNELS = Path("fastloss", "_kernels")
-EXTENSIONS = ["pointwise", "stream"]
+EXTENSIONS = ["pointwise", "stream", "memory"]
 
 
 def expand_templates():

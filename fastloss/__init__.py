@@ -1,6 +1,7 @@
 """fastloss: loss functions and their gradients in one fused kernel, with torch.nn semantics."""
 from . import functional
 from ._criterion import Criterion, LossAndGrad
+from ._kernels.memory import empty_cache
 from ._threads import get_num_threads, set_num_threads, threads
 from .losses import (BCELoss, BCEWithLogitsLoss, GaussianNLLLoss, HingeEmbeddingLoss, HuberLoss,
                      KLDivLoss, L1Loss, MarginRankingLoss, MSELoss, PoissonNLLLoss, SigmoidFocalLoss,
@@ -9,7 +10,7 @@ from .losses import (BCELoss, BCEWithLogitsLoss, GaussianNLLLoss, HingeEmbedding
 __version__ = "0.1.0"
 __all__ = [
     "BCELoss", "BCEWithLogitsLoss", "Criterion", "GaussianNLLLoss", "HingeEmbeddingLoss", "HuberLoss",
-    "KLDivLoss", "L1Loss", "LossAndGrad", "MSELoss", "MarginRankingLoss", "PoissonNLLLoss",
+    "KLDivLoss", "empty_cache", "L1Loss", "LossAndGrad", "MSELoss", "MarginRankingLoss", "PoissonNLLLoss",
     "SigmoidFocalLoss", "SmoothL1Loss", "SoftMarginLoss", "functional", "get_num_threads",
     "set_num_threads", "threads",
 ]

@@ -1,6 +1,8 @@
 """Array-likes in, checks, and every error message, in one voice:
 ``input: expected shape (N, C), got (3, 4)``.
 """
+from math import prod
+
 import numpy as np
 
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
@@ -15,6 +17,8 @@ def fail(exception, name, expected, got):
 
 def is_device_array(obj):
     """True for arrays that live on a CUDA device (CuPy, torch CUDA, numba device arrays)."""
+    if type(obj) is np.ndarray:
+        return False
     if hasattr(obj, "__cuda_array_interface__"):
         return True
     device = getattr(obj, "__dlpack_device__", None)
@@ -43,14 +47,19 @@ def as_host_array(obj, name):
              type(obj).__name__)
 
 
+_NO_COPY = None if np.lib.NumpyVersion(np.__version__) >= "2.0.0" else False
+
+
 def contiguous(arr, dtype=None):
     """arr as C-contiguous (copied once if it is not), keeping 0-d arrays 0-d."""
-    return np.array(arr, dtype=dtype, order="C", copy=None if np.lib.NumpyVersion(np.__version__) >= "2.0.0" else False)
+    if arr.flags.c_contiguous and (dtype is None or arr.dtype == dtype):
+        return arr
+    return np.array(arr, dtype=dtype, order="C", copy=_NO_COPY)
 
 
 def as_float_input(obj, name):
     """A differentiable input: float32 or float64, C-contiguous (copied once if it is not)."""
-    arr = as_host_array(obj, name)
+    arr = obj if type(obj) is np.ndarray else as_host_array(obj, name)
     if arr.dtype not in FLOAT_DTYPES:
         fail(TypeError, name, "a float32 or float64 array", f"dtype {arr.dtype}")
     return contiguous(arr)
@@ -58,7 +67,7 @@ def as_float_input(obj, name):
 
 def as_operand(obj, name, dtype):
     """A non-differentiable array (target, weight, ...): real numbers, converted to dtype."""
-    arr = as_host_array(obj, name)
+    arr = obj if type(obj) is np.ndarray else as_host_array(obj, name)
     if arr.dtype.kind not in "biuf":
         fail(TypeError, name, "a real-valued array", f"dtype {arr.dtype}")
     return contiguous(arr, dtype)
@@ -91,9 +100,10 @@ def broadcast_plan(name, arr, shape):
     `shape` collapsed to few dimensions with arr's element strides (0 where arr is
     broadcast). arr must broadcast to `shape` without `shape` changing.
     """
-    shape = tuple(shape)
     if arr.shape == shape:
         return arr, None
+    if arr.ndim == 0 or arr.size == 1 and arr.ndim <= len(shape):  # one value everywhere
+        return arr, (max(1, prod(shape)),), (0,)
     if arr.ndim > len(shape) or any(a not in (1, s) for a, s in zip(arr.shape[::-1], shape[::-1])):
         fail(ValueError, name, f"a shape that broadcasts to {shape}", tuple(arr.shape))
     padded = (1,) * (len(shape) - arr.ndim) + arr.shape

@@ -10,6 +10,7 @@ from collections import namedtuple
 import numpy as np
 
 from ._arrays import check_option, check_out, is_device_array
+from ._kernels.memory import empty
 from ._threads import get_num_threads
 
 LossAndGrad = namedtuple("LossAndGrad", ["loss", "grad"])
@@ -19,11 +20,11 @@ LossAndGrad.__doc__ = """(loss, grad): grad is one array, or a tuple with one pe
 def backend_for(arrays):
     """'cpu' or 'cuda', from where the arrays live; mixing the two is an error."""
     on_device = [is_device_array(a) for a in arrays if a is not None and not isinstance(a, (int, float))]
-    if any(on_device):
-        if not all(on_device):
-            raise ValueError("arrays: expected all on the host or all on a CUDA device, got a mix of both")
-        return "cuda"
-    return "cpu"
+    if not any(on_device):
+        return "cpu"
+    if not all(on_device):
+        raise ValueError("arrays: expected all on the host or all on a CUDA device, got a mix of both")
+    return "cuda"
 
 
 class Criterion:
@@ -71,13 +72,13 @@ class Criterion:
         """Fresh gradient arrays, or the caller's `out` buffers after checking them."""
         names = self.differentiable[: len(shapes)]
         if out is None:
-            return tuple(None if s is None else np.empty(s, dtype) for s in shapes)
+            return tuple(None if s is None else empty(s, dtype) for s in shapes)
         present = [i for i, s in enumerate(shapes) if s is not None]
         given = check_out(out, [shapes[i] for i in present], [dtype] * len(present),
                           [names[i] for i in present])
         buffers = [None] * len(shapes)
         for i, buf in zip(present, given):
-            buffers[i] = np.empty(shapes[i], dtype) if buf is None else buf
+            buffers[i] = empty(shapes[i], dtype) if buf is None else buf
         return tuple(buffers)
 
     def _pack(self, grads):

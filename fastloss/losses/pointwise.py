@@ -17,6 +17,7 @@ from .._arrays import (as_float_input, as_host_array, as_operand, broadcast_plan
                        check_same_shape, fail, scalar_grad_output)
 from .._criterion import Criterion, LossAndGrad
 from .._kernels import pointwise as _kernel
+from .._kernels.memory import empty
 
 _KERNEL_INDEX = {name: i for i, name in enumerate(_kernel.LOSSES)}
 
@@ -66,7 +67,7 @@ class PointwiseLoss(Criterion):
                 g_plan = broadcast_plan("grad_output", g, shape)
             else:
                 scale = scalar_grad_output(grad_output) / divisor if divisor else 0.0
-                g_plan = broadcast_plan("grad_output", np.full((), scale, dtype), shape)
+                g_plan = broadcast_plan("grad_output", np.array(scale, dtype), shape)
             shapes = (shape,) if len(self.differentiable) == 1 else (
                 shape, None if grad_a_spec is None else grad_a_spec[0])
             grads = self._gradient_buffers(shapes, dtype, out)
@@ -74,7 +75,7 @@ class PointwiseLoss(Criterion):
             if grad_a_spec is not None:
                 grad_a, (_, slab_m, slab_q) = grads[1], grad_a_spec
         self._validate(x, operands)
-        loss_out = np.empty(shape, dtype) if none else None
+        loss_out = empty(shape, dtype) if none else None
         total = _kernel.pointwise(
             _KERNEL_INDEX[self.kernel], x, plans.get("y"), plans.get("a"), plans.get("b"), g_plan,
             loss_out, grad_x, grad_a, slab_m, slab_q, self._num_threads(), **self._options())

@@ -1,0 +1,156 @@
+"""Gradient memory: a small cache of recently freed large buffers.
+
+A 1e7-element float32 gradient is 40 MB. glibc serves an allocation that large with a fresh
+mmap, and the first write to each page of it faults and has the kernel zero the page: at
+memory speed that costs as much as the whole fused loss kernel. In a training loop the
+gradient of step t is dropped before step t + 1 asks for one of the same size, so, as
+torch's CUDA caching allocator does, fastloss keeps the last few freed large buffers and
+hands them out again, pages already mapped. A buffer goes back to the cache when the last
+array viewing it is collected. The cache holds at most SLOTS buffers and `limit` bytes
+(FASTLOSS_CACHE_BYTES, default 1 GiB); `empty_cache()` gives everything back to the system.
+"""
+import os
+
+cimport numpy as cnp
+import numpy as np
+from libc.stdlib cimport free
+
+cdef extern from "stdlib.h" nogil:
+    int posix_memalign(void** memptr, size_t alignment, size_t size)
+
+cdef extern from "sys/mman.h" nogil:
+    int madvise(void* addr, size_t length, int advice)
+    int MADV_HUGEPAGE
+
+cnp.import_array()
+
+cdef enum:
+    SLOTS = 8
+    ALIGNMENT = 4096
+    HUGEPAGE_MIN = 4 << 20
+
+MIN_BYTES = 1 << 20   # smaller buffers are left to NumPy and malloc
+
+cdef void* cached_data[SLOTS]
+cdef Py_ssize_t cached_bytes[SLOTS]
+cdef Py_ssize_t cached_total = 0
+
+
+def _limit_from_environment():
+    value = os.environ.get("FASTLOSS_CACHE_BYTES", "")
+    try:
+        return max(0, int(value)) if value else 1 << 30
+    except ValueError:
+        raise ValueError(f"FASTLOSS_CACHE_BYTES: expected a number of bytes, got {value!r}") from None
+
+
+cdef Py_ssize_t limit = _limit_from_environment()
+
+
+cdef void* take(Py_ssize_t nbytes) noexcept:
+    """A cached buffer of exactly nbytes, or NULL."""
+    global cached_total
+    cdef int i
+    cdef void* data
+    for i in range(SLOTS):
+        if cached_data[i] != NULL and cached_bytes[i] == nbytes:
+            data = cached_data[i]
+            cached_data[i] = NULL
+            cached_total -= nbytes
+            return data
+    return NULL
+
+
+cdef void drop(int i) noexcept:
+    global cached_total
+    free(cached_data[i])
+    cached_total -= cached_bytes[i]
+    cached_data[i] = NULL
+
+
+cdef void give_back(void* data, Py_ssize_t nbytes) noexcept:
+    """Keep the buffer for the next request of its size, dropping others to make room."""
+    global cached_total
+    cdef int i
+    if nbytes > limit:
+        free(data)
+        return
+    for i in range(SLOTS):
+        if cached_total + nbytes <= limit:
+            break
+        if cached_data[i] != NULL:
+            drop(i)
+    for i in range(SLOTS):
+        if cached_data[i] == NULL:
+            break
+    else:
+        drop(0)
+        i = 0
+    cached_data[i], cached_bytes[i] = data, nbytes
+    cached_total += nbytes
+
+
+cdef class Block:
+    """nbytes of page-aligned memory exposed through the buffer protocol; returned to the
+    cache when no array uses it any more."""
+    cdef void* data
+    cdef Py_ssize_t nbytes
+    cdef Py_ssize_t shape[1]
+    cdef Py_ssize_t strides[1]
+
+    def __cinit__(self, Py_ssize_t nbytes):
+        self.nbytes = nbytes
+        self.data = take(nbytes)
+        if self.data == NULL:
+            if posix_memalign(&self.data, ALIGNMENT, nbytes) != 0:
+                self.data = NULL
+                raise MemoryError(f"gradient: could not allocate {nbytes} bytes")
+            if nbytes >= HUGEPAGE_MIN:
+                madvise(self.data, nbytes, MADV_HUGEPAGE)
+
+    def __getbuffer__(self, Py_buffer* view, int flags):
+        self.shape[0] = self.nbytes
+        self.strides[0] = 1
+        view.buf = self.data
+        view.obj = self
+        view.len = self.nbytes
+        view.readonly = 0
+        view.itemsize = 1
+        view.format = "B"
+        view.ndim = 1
+        view.shape = self.shape
+        view.strides = self.strides
+        view.suboffsets = NULL
+        view.internal = NULL
+
+    def __releasebuffer__(self, Py_buffer* view):
+        pass
+
+    def __dealloc__(self):
+        if self.data != NULL:
+            give_back(self.data, self.nbytes)
+
+
+def empty(shape, dtype):
+    """np.empty(shape, dtype), large arrays from the cache."""
+    dtype = np.dtype(dtype)
+    cdef Py_ssize_t count = 1, extent
+    for extent in shape:
+        count *= extent
+    if count * dtype.itemsize < MIN_BYTES:
+        return np.empty(shape, dtype)
+    return np.frombuffer(Block(count * dtype.itemsize), dtype=dtype, count=count).reshape(shape)
+
+
+def empty_cache():
+    """Free every cached buffer."""
+    global cached_total
+    cdef int i
+    for i in range(SLOTS):
+        if cached_data[i] != NULL:
+            drop(i)
+
+
+def cache_info():
+    """(number of cached buffers, their bytes, the limit)."""
+    return sum(cached_data[i] != NULL for i in range(SLOTS)), cached_total, limit
