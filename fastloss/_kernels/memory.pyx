@@ -18,6 +18,13 @@ from libc.stdlib cimport free
 cdef extern from "stdlib.h" nogil:
     int posix_memalign(void** memptr, size_t alignment, size_t size)
 
+cdef extern from "Python.h":
+    # so that tracemalloc sees this memory as it sees NumPy's
+    int PyTraceMalloc_Track(unsigned int domain, size_t ptr, size_t size)
+    int PyTraceMalloc_Untrack(unsigned int domain, size_t ptr)
+
+cdef unsigned int NPY_TRACE_DOMAIN = np.lib.tracemalloc_domain  # NumPy's tracemalloc domain
+
 cdef extern from "sys/mman.h" nogil:
     int madvise(void* addr, size_t length, int advice)
     int MADV_HUGEPAGE
@@ -61,9 +68,14 @@ cdef void* take(Py_ssize_t nbytes) noexcept:
     return NULL
 
 
+cdef void release(void* data) noexcept:
+    PyTraceMalloc_Untrack(NPY_TRACE_DOMAIN, <size_t> data)
+    free(data)
+
+
 cdef void drop(int i) noexcept:
     global cached_total
-    free(cached_data[i])
+    release(cached_data[i])
     cached_total -= cached_bytes[i]
     cached_data[i] = NULL
 
@@ -73,7 +85,7 @@ cdef void give_back(void* data, Py_ssize_t nbytes) noexcept:
     global cached_total
     cdef int i
     if nbytes > limit:
-        free(data)
+        release(data)
         return
     for i in range(SLOTS):
         if cached_total + nbytes <= limit:
@@ -105,6 +117,7 @@ cdef class Block:
             if posix_memalign(&self.data, ALIGNMENT, nbytes) != 0:
                 self.data = NULL
                 raise MemoryError(f"gradient: could not allocate {nbytes} bytes")
+            PyTraceMalloc_Track(NPY_TRACE_DOMAIN, <size_t> self.data, nbytes)
             if nbytes >= HUGEPAGE_MIN:
                 madvise(self.data, nbytes, MADV_HUGEPAGE)
 

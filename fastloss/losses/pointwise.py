@@ -173,7 +173,7 @@ class BCELoss(PointwiseLoss):
             bad = np.flatnonzero(~((x >= 0) & (x <= 1)))[0]
             position = np.unravel_index(bad, x.shape) if x.ndim else ()
             fail(ValueError, "input", "all elements between 0 and 1",
-                 f"{x.reshape(-1)[bad]!r} at position {tuple(int(p) for p in position)}")
+                 f"{x.reshape(-1)[bad].item()!r} at position {tuple(int(p) for p in position)}")
 
 
 class BCEWithLogitsLoss(PointwiseLoss):

@@ -1,0 +1,345 @@
+"""The contract every criterion keeps (SPEC section 1 and 3): out=, grad_output=, loss() versus
+__call__, errors that name the argument, bitwise determinism across thread counts, threads,
+the GIL, memory, array-likes and the functional API."""
+import os
+import subprocess
+import sys
+import threading
+import time
+import tracemalloc
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import fastloss as fl
+from fastloss._kernels import memory
+from conftest import torch
+from test_pointwise import CASES, IDS, build
+
+F = torch.nn.functional
+RNG = np.random.default_rng(11)
+
+
+def arrays_for(case, shape=(40, 7), dtype=np.float64, seed=0):
+    return build(case, case.options[-1], shape, np.random.default_rng(seed), dtype)
+
+
+# ---------------------------------------------------------------- out= and grad_output=
+
+@pytest.mark.parametrize("case", CASES, ids=IDS)
+@pytest.mark.parametrize("reduction", ["mean", "none"])
+def test_out_is_written_and_returned(case, reduction):
+    options, _, arrays = arrays_for(case)
+    crit = case.criterion(reduction=reduction, **options)
+    loss, grads = crit(*arrays)
+    grads = grads if isinstance(grads, tuple) else (grads,)
+    buffers = tuple(np.full_like(g, np.nan) for g in grads)
+    out = buffers if len(buffers) > 1 else buffers[0]
+    loss2, grads2 = crit(*arrays, out=out)
+    grads2 = grads2 if isinstance(grads2, tuple) else (grads2,)
+    for ours, buf, fresh in zip(grads2, buffers, grads):
+        assert ours is buf
+        np.testing.assert_array_equal(ours, fresh)
+    np.testing.assert_array_equal(loss, loss2)
+
+
+@pytest.mark.parametrize("case", CASES, ids=IDS)
+def test_loss_only_equals_the_loss_of_the_full_call(case):
+    for reduction in ("mean", "sum", "none"):
+        options, _, arrays = arrays_for(case)
+        crit = case.criterion(reduction=reduction, **options)
+        np.testing.assert_array_equal(crit.loss(*arrays), crit(*arrays).loss)
+
+
+def test_grad_output_scales_reduced_and_weights_none():
+    x, y = RNG.standard_normal((2, 30, 4))
+    _, g1 = fl.MSELoss()(x, y)
+    _, g3 = fl.MSELoss()(x, y, grad_output=np.float64(3.0))
+    np.testing.assert_allclose(g3, 3 * g1, rtol=1e-15)
+    weights = RNG.uniform(size=(30, 4))
+    loss, g = fl.MSELoss(reduction="none")(x, y, grad_output=weights)
+    np.testing.assert_allclose(g, 2 * (x - y) * weights, rtol=1e-15)
+    # a grad_output that broadcasts to the loss's shape
+    _, g_row = fl.MSELoss(reduction="none")(x, y, grad_output=weights[:1])
+    np.testing.assert_allclose(g_row, 2 * (x - y) * weights[:1], rtol=1e-15)
+
+
+# ---------------------------------------------------------------- errors
+
+def test_errors_name_the_argument_and_leave_out_untouched():
+    x = RNG.uniform(0.1, 0.9, (5, 3))
+    out = np.full_like(x, 7.0)
+    bad = x.copy()
+    bad[2, 1] = 1.5
+    with pytest.raises(ValueError, match=r"input: expected all elements between 0 and 1, got 1\.5 at position \(2, 1\)"):
+        fl.BCELoss()(bad, x, out=out)
+    nan_input = x.copy()
+    nan_input[0, 0] = np.nan
+    with pytest.raises(ValueError, match="input: expected all elements between 0 and 1"):
+        fl.BCELoss()(nan_input, x, out=out)
+    with pytest.raises(ValueError, match="var: expected non-negative entries"):
+        fl.GaussianNLLLoss()(x, x, -x, out=(out, np.full_like(x, 7.0)))
+    with pytest.raises(ValueError, match=r"target: expected a shape that broadcasts to \(5, 3\), got \(4,\)"):
+        fl.MSELoss()(x, np.zeros(4), out=out)
+    with pytest.raises(ValueError, match=r"out \(input\): expected shape \(5, 3\), got \(3, 5\)"):
+        fl.MSELoss()(x, x, out=np.zeros((3, 5)))
+    with pytest.raises(TypeError, match=r"out \(input\): expected dtype float64, got dtype float32"):
+        fl.MSELoss()(x, x, out=np.zeros((5, 3), np.float32))
+    with pytest.raises(ValueError, match="out \\(input\\): expected a writeable C-contiguous array"):
+        fl.MSELoss()(x, x, out=np.zeros((3, 5)).T)
+    np.testing.assert_array_equal(out, 7.0)
+
+
+@pytest.mark.parametrize("make, arrays, error, message", [
+    (fl.MSELoss, lambda: (np.arange(6), np.zeros(6)), TypeError, "input: expected a float32 or float64 array, got dtype int64"),
+    (fl.MSELoss, lambda: (np.zeros(6, complex), np.zeros(6)), TypeError, "input: expected a float32 or float64 array, got dtype complex128"),
+    (fl.MSELoss, lambda: (np.zeros(6, bool), np.zeros(6)), TypeError, "input: expected a float32 or float64 array, got dtype bool"),
+    (fl.MSELoss, lambda: (np.zeros(6), np.zeros(6, complex)), TypeError, "target: expected a real-valued array, got dtype complex128"),
+    (fl.MSELoss, lambda: (np.zeros((2, 3)), np.zeros((3, 2))), ValueError, r"target: expected a shape that broadcasts to \(2, 3\), got \(3, 2\)"),
+    (fl.BCELoss, lambda: (np.full(6, 0.5), np.zeros(3)), ValueError, r"target: expected shape \(6,\) \(the input's shape\), got \(3,\)"),
+    (fl.BCEWithLogitsLoss, lambda: (np.zeros(6), np.zeros((6, 1))), ValueError, r"target: expected shape \(6,\)"),
+    (lambda: fl.BCELoss(weight=np.ones(4)), lambda: (np.full((2, 3), 0.5), np.zeros((2, 3))), ValueError, r"weight: expected a shape that broadcasts to \(2, 3\), got \(4,\)"),
+    (fl.GaussianNLLLoss, lambda: (np.zeros((4, 3)), np.zeros((4, 3)), np.ones((2, 3))), ValueError, r"var: expected the input's shape \(4, 3\)"),
+    (fl.MarginRankingLoss, lambda: (np.zeros(4), np.zeros(5), np.ones(4)), ValueError, r"input2: expected shape \(4,\) \(input1's shape\), got \(5,\)"),
+    (fl.MarginRankingLoss, lambda: (np.zeros(4), np.zeros(4), np.ones((1, 4))), ValueError, "target: expected 1 dimensions"),
+    (fl.MSELoss, lambda: (np.zeros(4),), TypeError, r"MSELoss: expected 2 arrays \(input, target\), got 1"),
+])
+def test_bad_input(make, arrays, error, message):
+    with pytest.raises(error, match=message):
+        make()(*arrays())
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda: fl.MSELoss(reduction="avg"), "reduction: expected one of 'none', 'mean', 'sum', got 'avg'"),
+    (lambda: fl.MSELoss(reduction="batchmean"), "reduction: expected one of 'none', 'mean', 'sum', got 'batchmean'"),
+    (lambda: fl.SmoothL1Loss(beta=-1.0), "beta: expected a non-negative number, got -1.0"),
+    (lambda: fl.HuberLoss(delta=0.0), "delta: expected a positive number, got 0.0"),
+    (lambda: fl.SigmoidFocalLoss(gamma=-2.0), "gamma: expected a non-negative number, got -2.0"),
+])
+def test_bad_options(make, message):
+    with pytest.raises(ValueError, match=message):
+        make()
+
+
+def test_grad_output_errors():
+    x = np.zeros((3, 2))
+    with pytest.raises(ValueError, match=r"grad_output: expected a scalar for a reduced loss, got shape \(3, 2\)"):
+        fl.MSELoss()(x, x, grad_output=np.ones((3, 2)))
+    with pytest.raises(ValueError, match=r"grad_output: expected a shape that broadcasts to \(3, 2\), got \(4,\)"):
+        fl.MSELoss(reduction="none")(x, x, grad_output=np.ones(4))
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.lists(st.integers(1, 5), min_size=1, max_size=3), st.lists(st.integers(1, 5), min_size=1, max_size=3))
+def test_target_shapes_that_do_not_broadcast_are_rejected(input_shape, target_shape):
+    x, y = np.zeros(input_shape), np.zeros(target_shape)
+    try:
+        fits = np.broadcast_shapes(x.shape, y.shape) == x.shape
+    except ValueError:
+        fits = False
+    if fits:
+        assert fl.MSELoss(reduction="none")(x, y).grad.shape == x.shape
+    else:
+        with pytest.raises(ValueError, match="target: expected a shape that broadcasts to"):
+            fl.MSELoss()(x, y)
+
+
+def test_device_arrays_need_a_gpu_backend_and_cannot_mix_with_host_arrays():
+    class FakeDeviceArray:
+        __cuda_array_interface__ = {"shape": (3,), "typestr": "<f4", "data": (0, False), "version": 3}
+
+    with pytest.raises(ValueError, match="arrays: expected all on the host or all on a CUDA device"):
+        fl.MSELoss()(FakeDeviceArray(), np.zeros(3, np.float32))
+    with pytest.raises(NotImplementedError, match="MSELoss: no cuda backend in this build"):
+        fl.MSELoss()(FakeDeviceArray(), FakeDeviceArray())
+
+
+# ---------------------------------------------------------------- determinism and threads
+
+@pytest.mark.parametrize("case", CASES, ids=IDS)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_bitwise_identical_for_any_thread_count_and_placement(case, dtype):
+    options, _, arrays = arrays_for(case, shape=(1201, 257), dtype=dtype, seed=3)  # 308657 elements
+    results = []
+    for threads in (1, 2, 4):
+        with fl.threads(threads):
+            results.append(case.criterion(**options)(*arrays))
+    # the same numbers at another address (a copy at a different alignment)
+    shifted = []
+    for a in arrays:
+        buf = np.empty(a.size + 3, a.dtype)[3:].reshape(a.shape)
+        buf[...] = a
+        shifted.append(buf)
+    results.append(case.criterion(**options)(*shifted))
+    first_loss, first_grads = results[0]
+    for loss, grads in results[1:]:
+        assert np.asarray(loss).tobytes() == np.asarray(first_loss).tobytes()
+        for g, g0 in zip(grads if isinstance(grads, tuple) else (grads,),
+                         first_grads if isinstance(first_grads, tuple) else (first_grads,)):
+            assert g.tobytes() == g0.tobytes()
+
+
+def test_thread_settings():
+    before = fl.get_num_threads()
+    with fl.threads(3):
+        assert fl.get_num_threads() == 3
+        with fl.threads(1):
+            assert fl.get_num_threads() == 1
+        assert fl.get_num_threads() == 3
+    assert fl.get_num_threads() == before
+    fl.set_num_threads(2)
+    try:
+        assert fl.get_num_threads() == 2
+    finally:
+        fl.set_num_threads(before)
+    for bad in (0, -1, 1.5, "2", True):
+        with pytest.raises(ValueError, match="n: expected a positive int"):
+            fl.set_num_threads(bad)
+
+
+@pytest.mark.parametrize("env, expected", [
+    ({"FASTLOSS_NUM_THREADS": "3", "OMP_NUM_THREADS": "5"}, "3"),
+    ({"OMP_NUM_THREADS": "5"}, "5"),
+    ({}, str(len(os.sched_getaffinity(0)))),
+])
+def test_default_thread_count_from_the_environment(env, expected):
+    clean = {k: v for k, v in os.environ.items() if k not in ("FASTLOSS_NUM_THREADS", "OMP_NUM_THREADS")}
+    result = subprocess.run([sys.executable, "-c", "import fastloss; print(fastloss.get_num_threads())"],
+                            env={**clean, **env}, capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == expected
+
+
+def test_threads_setting_is_per_python_thread():
+    seen = {}
+
+    def worker():
+        seen["worker"] = fl.get_num_threads()
+
+    with fl.threads(1):
+        t = threading.Thread(target=worker)
+        t.start()
+        t.join()
+    assert seen["worker"] == fl.get_num_threads()
+
+
+def test_kernels_release_the_gil():
+    """While a long kernel runs in one Python thread, another keeps running Python code."""
+    x = RNG.standard_normal(8_000_000)
+    y = (x > 0).astype(np.float64)
+    crit = fl.BCEWithLogitsLoss()
+    with fl.threads(1):
+        start = time.perf_counter()
+        crit(x, y)
+        kernel_seconds = time.perf_counter() - start
+    switch = sys.getswitchinterval()
+    sys.setswitchinterval(1e-4)
+    try:
+        done = threading.Event()
+
+        def work():
+            with fl.threads(1):
+                crit(x, y)
+            done.set()
+
+        stamps = []
+        t = threading.Thread(target=work)
+        t.start()
+        while not done.is_set():
+            stamps.append(time.perf_counter())
+        t.join()
+    finally:
+        sys.setswitchinterval(switch)
+    largest_gap = max(np.diff(stamps), default=0.0)
+    assert largest_gap < kernel_seconds / 3, (largest_gap, kernel_seconds)
+
+
+# ---------------------------------------------------------------- memory
+
+def test_forward_only_allocates_no_gradient_and_a_call_only_the_gradient():
+    x, y = RNG.standard_normal((2, 1_000_000))
+    fl.empty_cache()
+    tracemalloc.start()
+    try:
+        base = tracemalloc.get_traced_memory()[0]
+        tracemalloc.reset_peak()
+        fl.MSELoss().loss(x, y)
+        loss_only = tracemalloc.get_traced_memory()[1] - base
+        tracemalloc.reset_peak()
+        _, grad = fl.MSELoss()(x, y)
+        call = tracemalloc.get_traced_memory()[1] - base
+    finally:
+        tracemalloc.stop()
+    assert loss_only < 64 * 1024                      # O(blocks) scratch, no gradient
+    assert grad.nbytes <= call < grad.nbytes + 64 * 1024  # the gradient and O(blocks) scratch
+
+
+def test_gradient_buffers_are_reused_after_they_are_freed():
+    x, y = RNG.standard_normal((2, 500_000))
+    fl.empty_cache()
+    _, g = fl.MSELoss()(x, y)
+    address = g.ctypes.data
+    del g
+    assert memory.cache_info()[0] == 1
+    _, g2 = fl.MSELoss()(x, y)
+    assert g2.ctypes.data == address and g2.flags.writeable and g2.flags.c_contiguous
+    _, g3 = fl.MSELoss()(x, y)       # g2 still alive: a distinct buffer
+    assert g3.ctypes.data != g2.ctypes.data
+    fl.empty_cache()
+    assert memory.cache_info()[:2] == (0, 0)
+
+
+# ---------------------------------------------------------------- array-likes and functions
+
+def test_array_likes_in_numpy_out():
+    x = RNG.standard_normal((6, 5))
+    y = RNG.standard_normal((6, 5))
+    expected_loss, expected_grad = fl.MSELoss()(x, y)
+
+    class DLPackOnly:
+        def __init__(self, a):
+            self.a = a
+
+        def __dlpack__(self, **kwargs):
+            return self.a.__dlpack__(**kwargs)
+
+        def __dlpack_device__(self):
+            return self.a.__dlpack_device__()
+
+    for xin, yin in [(x.tolist(), y.tolist()), (torch.tensor(x), torch.tensor(y)),
+                     (DLPackOnly(x), DLPackOnly(y)), (memoryview(x), memoryview(y)),
+                     (np.asfortranarray(x), y), (np.repeat(x, 2, axis=1)[:, ::2], y)]:
+        loss, grad = fl.MSELoss()(xin, yin)
+        assert type(grad) is np.ndarray and grad.flags.c_contiguous
+        np.testing.assert_array_equal(grad, expected_grad)
+        np.testing.assert_array_equal(loss, expected_loss)
+
+
+def test_scalar_loss_type_and_empty_inputs():
+    loss = fl.MSELoss()(np.ones(3, np.float32), np.zeros(3, np.float32)).loss
+    assert isinstance(loss, np.float32) and loss == 1.0
+    empty = np.zeros((0, 4))
+    assert np.isnan(fl.MSELoss()(empty, empty).loss)
+    assert fl.MSELoss(reduction="sum")(empty, empty).loss == 0.0
+    loss, grad = fl.MSELoss(reduction="none")(empty, empty)
+    assert loss.shape == grad.shape == (0, 4)
+
+
+def test_functional_api_matches_the_classes():
+    from fastloss.losses import FUNCTIONAL_NAMES
+    for criterion, name in FUNCTIONAL_NAMES.items():
+        case = next(c for c in CASES if c.criterion is criterion)
+        options, _, arrays = arrays_for(case)
+        loss = getattr(fl.functional, name)(*arrays, reduction="sum", **options)
+        both = getattr(fl.functional, name + "_and_grad")(*arrays, reduction="sum", **options)
+        expected = criterion(reduction="sum", **options)(*arrays)
+        np.testing.assert_array_equal(loss, expected.loss)
+        np.testing.assert_array_equal(both.loss, expected.loss)
+        for g, e in zip(both.grad if isinstance(both.grad, tuple) else (both.grad,),
+                        expected.grad if isinstance(expected.grad, tuple) else (expected.grad,)):
+            np.testing.assert_array_equal(g, e)
+
+
+def test_repr_shows_the_options():
+    assert repr(fl.HuberLoss(delta=0.5)) == "HuberLoss(reduction='mean', delta=0.5)"
