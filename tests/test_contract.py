@@ -204,10 +204,11 @@ def test_thread_settings():
     ({"OMP_NUM_THREADS": "5"}, "5"),
     ({}, str(len(os.sched_getaffinity(0)))),
 ])
-def test_default_thread_count_from_the_environment(env, expected):
+def test_default_thread_count_from_the_environment(env, expected, tmp_path):
     clean = {k: v for k, v in os.environ.items() if k not in ("FASTLOSS_NUM_THREADS", "OMP_NUM_THREADS")}
+    # run outside the checkout, so that the installed package is imported, not the sources
     result = subprocess.run([sys.executable, "-c", "import fastloss; print(fastloss.get_num_threads())"],
-                            env={**clean, **env}, capture_output=True, text=True, check=True)
+                            env={**clean, **env}, capture_output=True, text=True, check=True, cwd=tmp_path)
     assert result.stdout.strip() == expected
 
 
