@@ -88,12 +88,18 @@ class BuildKernels(build_ext):
 
 
 expand_templates()
+# The pointwise point functions are written once for float and double (a fused type), and
+# Cython writes their literals as double constants, which would widen float32 arithmetic to
+# float64. -fsingle-precision-constant makes them float constants; the file keeps its
+# inexact constants in simd_math.h as long doubles, which the flag leaves alone.
+EXTRA_FLAGS = {"pointwise": ["-fsingle-precision-constant"]}
 extensions = [
     Extension(
         f"fastloss._kernels.{name}",
         [str(KERNELS / f"{name}.pyx")],
         include_dirs=[np.get_include(), str(KERNELS)],
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
+        extra_compile_args=list(EXTRA_FLAGS.get(name, [])),
     )
     for name in EXTENSIONS
 ]

@@ -206,7 +206,8 @@ def test_thread_settings():
 ])
 def test_default_thread_count_from_the_environment(env, expected, tmp_path):
     clean = {k: v for k, v in os.environ.items() if k not in ("FASTLOSS_NUM_THREADS", "OMP_NUM_THREADS")}
-    # run outside the checkout, so that the installed package is imported, not the sources
+    # the fastloss under test (installed or built in place), not the sources of the working directory
+    clean["PYTHONPATH"] = os.path.dirname(os.path.dirname(fl.__file__))
     result = subprocess.run([sys.executable, "-c", "import fastloss; print(fastloss.get_num_threads())"],
                             env={**clean, **env}, capture_output=True, text=True, check=True, cwd=tmp_path)
     assert result.stdout.strip() == expected

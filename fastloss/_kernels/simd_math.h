@@ -27,4 +27,9 @@ __attribute__((simd("notinbranch"))) float log1pf(float);
 #define fl_log1p(x) _Generic((x), float: log1pf, default: log1p)(x)
 #define fl_abs(x) _Generic((x), float: fabsf, default: fabs)(x)
 
+/* Inexact constants of the point functions. pointwise.c is compiled with
+ * -fsingle-precision-constant, which leaves long double (L) constants alone. */
+#define FL_LOG_2PI 1.8378770664093454835606594728112353L
+#define FL_BCE_EPSILON 1e-12L   /* torch's clamp of x (1 - x) in BCELoss's gradient */
+
 #endif

@@ -20,6 +20,9 @@ from .._kernels import pointwise as _kernel
 from .._kernels.memory import empty
 
 _KERNEL_INDEX = {name: i for i, name in enumerate(_kernel.LOSSES)}
+_ONE = {np.dtype(t): np.ones((), t) for t in (np.float32, np.float64)}  # absent weights: read-only 1
+for _one in _ONE.values():
+    _one.flags.writeable = False
 
 
 class PointwiseLoss(Criterion):
@@ -63,7 +66,7 @@ class PointwiseLoss(Criterion):
         if want_grad:
             grad_a_spec = self._grad_a(x, operands)
             if none:
-                g = np.ones((), dtype) if grad_output is None else as_operand(grad_output, "grad_output", dtype)
+                g = _ONE[dtype] if grad_output is None else as_operand(grad_output, "grad_output", dtype)
                 g_plan = broadcast_plan("grad_output", g, shape)
             else:
                 scale = scalar_grad_output(grad_output) / divisor if divisor else 0.0
@@ -165,7 +168,7 @@ class BCELoss(PointwiseLoss):
 
     def _operands(self, x, rest):
         operands = super()._operands(x, rest)
-        operands["a"] = _weight_operand(self.weight, "weight", x) or (np.ones((), x.dtype), "weight")
+        operands["a"] = _weight_operand(self.weight, "weight", x) or (_ONE[x.dtype], "weight")
         return operands
 
     def _validate(self, x, operands):
@@ -193,7 +196,7 @@ class BCEWithLogitsLoss(PointwiseLoss):
 
     def _operands(self, x, rest):
         operands = super()._operands(x, rest)
-        one = np.ones((), x.dtype)
+        one = _ONE[x.dtype]
         operands["a"] = _weight_operand(self.weight, "weight", x) or (one, "weight")
         operands["b"] = _weight_operand(self.pos_weight, "pos_weight", x) or (one, "pos_weight")
         return operands
