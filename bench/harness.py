@@ -1,8 +1,9 @@
 """The benchmark harness: times fastloss against its peers in one process, side by side.
 
 A case is a loss at one size. For each, fwd+bwd is timed for fastloss (fresh gradient and
-with out=), torch on the CPU with the same thread count (forward, then .backward()), plain
-NumPy, and scikit-learn or JAX where installed and where they have the loss. The table shows
+with out=), torch on the CPU with the same thread count (forward, then .backward()), JAX
+(jax.jit of jax.value_and_grad) where installed, plain NumPy, and scikit-learn's Cython
+losses with preallocated outputs where it has the loss. The table shows
 times, the ratio of the best peer to fastloss, and effective bandwidth (bytes the loss must
 read and write / time) as a fraction of an OpenMP STREAM triad measured in the same run.
 """
@@ -19,6 +20,12 @@ try:
 except ImportError:  # torch is optional here: the table then compares with NumPy
     torch = None
 
+try:
+    import jax
+    import jax.numpy as jnp
+except ImportError:  # JAX is optional: a column when installed
+    jax = jnp = None
+
 
 @dataclass
 class Case:
@@ -28,7 +35,8 @@ class Case:
     data: object                       # (rng, n) -> list of float32 arrays for the call
     torch: object = None               # (*tensors) -> scalar loss tensor; tensor 0 needs grad
     numpy: object = None               # (*arrays) -> (loss, grad)
-    sklearn: object = None             # () -> (*arrays) -> None, or None when not available
+    sklearn: object = None             # (arrays, threads) -> run, or None when not available
+    jax: object = None                 # (jnp, *arrays) -> scalar loss, differentiated by jax.grad
     bytes_per_element: int = 12        # bytes read + written per element (float32)
     differentiable: tuple = (0,)
     extra: dict = field(default_factory=dict)
@@ -69,6 +77,13 @@ def torch_fwd_bwd(case, arrays):
     return run
 
 
+def jax_fwd_bwd(case, arrays):
+    """jax.jit(jax.value_and_grad(loss)), the way JAX users write a training step."""
+    step = jax.jit(jax.value_and_grad(lambda *a: case.jax(jnp, *a), argnums=case.differentiable))
+    device_arrays = [jnp.asarray(a) for a in arrays]
+    return lambda: jax.block_until_ready(step(*device_arrays))
+
+
 def measure(case, n, rng, num_threads, quick):
     arrays = case.data(rng, n)
     crit = case.criterion()
@@ -79,6 +94,8 @@ def measure(case, n, rng, num_threads, quick):
              "fastloss out=": best_time(lambda: crit(*arrays, out=out), min_time)}
     if torch is not None and case.torch is not None:
         times["torch"] = best_time(torch_fwd_bwd(case, arrays), min_time)
+    if jax is not None and case.jax is not None:
+        times["jax"] = best_time(jax_fwd_bwd(case, arrays), min_time)
     if case.numpy is not None:
         times["numpy"] = best_time(lambda: case.numpy(*arrays), min_time)
     if case.sklearn is not None:
@@ -101,13 +118,15 @@ def run(cases, sizes, num_threads, quick=False, print_fn=print):
     fl.set_num_threads(num_threads)
     rng = np.random.default_rng(0)
     triad = triad_bandwidth(num_threads)
-    peers = ["torch", "numpy", "sklearn"]
+    peers = ["torch", "jax", "numpy", "sklearn"]
     print_fn(f"fastloss bench: {num_threads} threads, float32, fwd+bwd; STREAM triad {triad:.1f} GB/s "
              f"(same run, same threads); ratio = peer time / fastloss time (higher is better)")
     if torch is None:
         print_fn("(torch is not installed: comparing with NumPy only; pip install 'fastloss[bench]')")
-    header = (f"{'loss':22s} {'n':>9s} {'fastloss':>11s} {'out=':>11s} {'torch':>11s} {'numpy':>11s} "
-              f"{'sklearn':>11s} {'x torch':>8s} {'x numpy':>8s} {'x best':>7s} {'GB/s':>6s} "
+    if jax is None:
+        print_fn("(JAX is not installed: no JAX column; XLA uses every core)")
+    header = (f"{'loss':22s} {'n':>9s} {'fastloss':>11s} {'out=':>11s} {'torch':>11s} {'jax':>11s} "
+              f"{'numpy':>11s} {'sklearn':>11s} {'x torch':>8s} {'x jax':>7s} {'x best':>7s} {'GB/s':>6s} "
               f"{'triad':>6s} {'triad out=':>10s}")
     print_fn(header)
     print_fn("-" * len(header))
@@ -130,6 +149,6 @@ def run(cases, sizes, num_threads, quick=False, print_fn=print):
             def ratio(key):
                 return f"{times[key] / ours:7.1f}x" if key in times else f"{'-':>8s}"
             print_fn(f"{case.name:22s} {n:9d} {cell('fastloss')} {cell('fastloss out=')} {cell('torch')} "
-                     f"{cell('numpy')} {cell('sklearn')} {ratio('torch')} {ratio('numpy')} "
+                     f"{cell('jax')} {cell('numpy')} {cell('sklearn')} {ratio('torch')} {ratio('jax'):>7s} "
                      f"{row['vs_best']:6.1f}x {gbs:6.1f} {gbs / triad:6.0%} {gbs_out / triad:10.0%}")
     return rows

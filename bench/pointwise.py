@@ -115,6 +115,13 @@ def torch_sigmoid_focal(x, y, alpha=0.25, gamma=2.0):
     return ((alpha * y + (1 - alpha) * (1 - y)) * loss).mean()
 
 
+def jax_sigmoid_focal(j, x, y, alpha=0.25):
+    p = 1 / (1 + j.exp(-x))
+    ce = (1 - y) * x + j.logaddexp(0, -x)
+    q = p + y - 2 * p * y
+    return j.mean((alpha * y + (1 - alpha) * (1 - y)) * ce * q * q)
+
+
 def sklearn_loss(name):
     """scikit-learn's Cython losses with preallocated outputs, where it has the loss."""
     def make(arrays, num_threads):
@@ -133,36 +140,49 @@ def sklearn_loss(name):
 
 CASES = [
     Case("L1Loss", fl.L1Loss, lambda r, n: [_normal(r, n), _normal(r, n)],
-         lambda x, y: F.l1_loss(x, y), np_l1),
+         lambda x, y: F.l1_loss(x, y), np_l1,
+         jax=lambda j, x, y: j.mean(j.abs(x - y))),
     Case("MSELoss", fl.MSELoss, lambda r, n: [_normal(r, n), _normal(r, n)],
-         lambda x, y: F.mse_loss(x, y), np_mse, sklearn_loss("mse")),
+         lambda x, y: F.mse_loss(x, y), np_mse, sklearn_loss("mse"),
+         jax=lambda j, x, y: j.mean((x - y) ** 2)),
     Case("SmoothL1Loss", fl.SmoothL1Loss, lambda r, n: [_normal(r, n), _normal(r, n)],
-         lambda x, y: F.smooth_l1_loss(x, y), np_smooth_l1),
+         lambda x, y: F.smooth_l1_loss(x, y), np_smooth_l1,
+         jax=lambda j, x, y: j.mean(j.where(j.abs(x - y) < 1, 0.5 * (x - y) ** 2, j.abs(x - y) - 0.5))),
     Case("HuberLoss", fl.HuberLoss, lambda r, n: [_normal(r, n), _normal(r, n)],
-         lambda x, y: F.huber_loss(x, y), np_huber),
+         lambda x, y: F.huber_loss(x, y), np_huber,
+         jax=lambda j, x, y: j.mean(j.where(j.abs(x - y) <= 1, 0.5 * (x - y) ** 2, j.abs(x - y) - 0.5))),
     Case("SoftMarginLoss", fl.SoftMarginLoss, lambda r, n: [_normal(r, n), _signs(r, n)],
-         lambda x, y: F.soft_margin_loss(x, y), np_soft_margin),
+         lambda x, y: F.soft_margin_loss(x, y), np_soft_margin,
+         jax=lambda j, x, y: j.mean(j.logaddexp(0, -y * x))),
     Case("BCELoss", fl.BCELoss, lambda r, n: [r.uniform(0.01, 0.99, n).astype(np.float32), _binary(r, n)],
-         lambda x, y: F.binary_cross_entropy(x, y), np_bce),
+         lambda x, y: F.binary_cross_entropy(x, y), np_bce,
+         jax=lambda j, x, y: -j.mean(y * j.maximum(j.log(x), -100) + (1 - y) * j.maximum(j.log1p(-x), -100))),
     Case("BCEWithLogitsLoss", fl.BCEWithLogitsLoss, lambda r, n: [_normal(r, n), _binary(r, n)],
          lambda x, y: F.binary_cross_entropy_with_logits(x, y), np_bce_with_logits,
-         sklearn_loss("bce_with_logits")),
+         sklearn_loss("bce_with_logits"),
+         jax=lambda j, x, y: j.mean((1 - y) * x + j.logaddexp(0, -x))),
     Case("PoissonNLLLoss", fl.PoissonNLLLoss,
          lambda r, n: [_normal(r, n), r.poisson(1.0, n).astype(np.float32)],
-         lambda x, y: F.poisson_nll_loss(x, y), np_poisson, sklearn_loss("poisson_nll")),
+         lambda x, y: F.poisson_nll_loss(x, y), np_poisson, sklearn_loss("poisson_nll"),
+         jax=lambda j, x, y: j.mean(j.exp(x) - y * x)),
     Case("GaussianNLLLoss", fl.GaussianNLLLoss,
          lambda r, n: [_normal(r, n), _normal(r, n), r.uniform(0.5, 2, n).astype(np.float32)],
          lambda x, y, v: F.gaussian_nll_loss(x, y, v), np_gaussian, bytes_per_element=20,
-         differentiable=(0, 2)),
+         differentiable=(0, 2),
+         jax=lambda j, x, y, v: j.mean(0.5 * (j.log(v) + (x - y) ** 2 / v))),
     Case("KLDivLoss", lambda: fl.KLDivLoss(reduction="batchmean"),
          lambda r, n: [np.log(r.uniform(0.01, 1, n)).astype(np.float32),
                        r.uniform(0, 1, n).astype(np.float32) * _binary(r, n)],
-         lambda x, y: F.kl_div(x, y, reduction="batchmean"), np_kl_div),
+         lambda x, y: F.kl_div(x, y, reduction="batchmean"), np_kl_div,
+         jax=lambda j, x, y: j.sum(j.where(y > 0, y * j.log(j.where(y > 0, y, 1)), 0) - y * x) / x.shape[0]),
     Case("HingeEmbeddingLoss", fl.HingeEmbeddingLoss, lambda r, n: [np.abs(_normal(r, n)), _signs(r, n)],
-         lambda x, y: F.hinge_embedding_loss(x, y), np_hinge),
+         lambda x, y: F.hinge_embedding_loss(x, y), np_hinge,
+         jax=lambda j, x, y: j.mean(j.where(y == 1, x, j.maximum(1 - x, 0)))),
     Case("MarginRankingLoss", fl.MarginRankingLoss, lambda r, n: [_normal(r, n), _normal(r, n), _signs(r, n)],
          lambda a, b, y: F.margin_ranking_loss(a, b, y), np_margin_ranking, bytes_per_element=20,
-         differentiable=(0, 1)),
+         differentiable=(0, 1),
+         jax=lambda j, a, b, y: j.mean(j.maximum(-y * (a - b), 0))),
     Case("SigmoidFocalLoss", fl.SigmoidFocalLoss, lambda r, n: [_normal(r, n), _binary(r, n)],
-         torch_sigmoid_focal, np_sigmoid_focal),
+         torch_sigmoid_focal, np_sigmoid_focal,
+         jax=jax_sigmoid_focal),
 ]
