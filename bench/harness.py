@@ -119,8 +119,11 @@ def run(cases, sizes, num_threads, quick=False, print_fn=print):
     rng = np.random.default_rng(0)
     triad = triad_bandwidth(num_threads)
     peers = ["torch", "jax", "numpy", "sklearn"]
+    build = stream.build_info()
     print_fn(f"fastloss bench: {num_threads} threads, float32, fwd+bwd; STREAM triad {triad:.1f} GB/s "
              f"(same run, same threads); ratio = peer time / fastloss time (higher is better)")
+    print_fn(f"kernels built with {build['simd']}, OpenMP {'on' if build['openmp'] else 'off'}, "
+             f"libmvec {'on' if build['libmvec'] else 'off'}")
     if torch is None:
         print_fn("(torch is not installed: comparing with NumPy only; pip install 'fastloss[bench]')")
     if jax is None:

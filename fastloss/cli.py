@@ -17,8 +17,11 @@ def main(argv=None):
         cli.main(argv[1:], prog="fastloss bench")
     else:
         import fastloss
-        from fastloss._kernels import pointwise
-        print(f"fastloss {fastloss.__version__}: {fastloss.get_num_threads()} threads, "
+        from fastloss._kernels import pointwise, stream
+        build = stream.build_info()
+        print(f"fastloss {fastloss.__version__}: {fastloss.get_num_threads()} threads; built with "
+              f"{build['simd']}, OpenMP {'on' if build['openmp'] else 'off (serial kernels)'}, "
+              f"libmvec {'on' if build['libmvec'] else 'off (scalar exp/log)'}\n"
               f"pointwise kernels: {', '.join(pointwise.LOSSES)}")
 
 
