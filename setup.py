@@ -2,8 +2,8 @@
 
 Three things are decided here, by trying the compiler at hand rather than assuming:
 
-* OpenMP (``-fopenmp``). Without it the kernels build serial, with a warning; they stay
-  correct and deterministic, only single-threaded.
+* OpenMP (``-fopenmp``). Without it (or with ``FASTLOSS_OPENMP=0``) the kernels build
+  serial, with a warning; they stay correct and deterministic, only single-threaded.
 * The target: ``-march=native`` (the kernels are built for the machine they run on, AVX-512
   where it has it, AVX2 where it does not). ``FASTLOSS_MARCH`` overrides it, e.g. ``x86-64-v3``.
 * Vector transcendentals: glibc's libmvec provides SIMD exp/log/log1p, but its headers declare
@@ -68,10 +68,11 @@ class BuildKernels(build_ext):
         if compiles(cc, "int main(void){return 0;}\n", ["-mprefer-vector-width=512"]):
             # Only takes effect where the target has AVX-512; the math calls use 512-bit variants.
             flags.append("-mprefer-vector-width=512")
-        if compiles(cc, OPENMP_PROBE, ["-fopenmp"]):
+        if os.environ.get("FASTLOSS_OPENMP", "1") != "0" and compiles(cc, OPENMP_PROBE, ["-fopenmp"]):
             flags.append("-fopenmp")
         else:
-            self.warn("fastloss: the compiler has no OpenMP (-fopenmp): building serial kernels")
+            self.warn("fastloss: no OpenMP (the compiler lacks -fopenmp, or FASTLOSS_OPENMP=0): "
+                      "building serial kernels")
             if compiles(cc, "int main(void){return 0;}\n", ["-fopenmp-simd"]):
                 flags.append("-fopenmp-simd")
         if compiles(cc, LIBMVEC_PROBE, flags, ["mvec", "m"]):
