@@ -24,7 +24,7 @@ from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
 
 KERNELS = Path("fastloss", "_kernels")
-EXTENSIONS = ["pointwise", "stream", "memory"]
+EXTENSIONS = ["pointwise", "softmax", "stream", "memory"]
 
 
 def expand_templates():
@@ -95,7 +95,7 @@ expand_templates()
 # Cython writes their literals as double constants, which would widen float32 arithmetic to
 # float64. -fsingle-precision-constant makes them float constants; the file keeps its
 # inexact constants in simd_math.h as long doubles, which the flag leaves alone.
-EXTRA_FLAGS = {"pointwise": ["-fsingle-precision-constant"]}
+EXTRA_FLAGS = {"pointwise": ["-fsingle-precision-constant"], "softmax": ["-fsingle-precision-constant"]}
 extensions = [
     Extension(
         f"fastloss._kernels.{name}",

@@ -3,13 +3,13 @@ from . import functional
 from ._criterion import Criterion, LossAndGrad
 from ._kernels.memory import empty_cache
 from ._threads import get_num_threads, set_num_threads, threads
-from .losses import (BCELoss, BCEWithLogitsLoss, GaussianNLLLoss, HingeEmbeddingLoss, HuberLoss,
+from .losses import (CrossEntropyLoss, NLLLoss, BCELoss, BCEWithLogitsLoss, GaussianNLLLoss, HingeEmbeddingLoss, HuberLoss,
                      KLDivLoss, L1Loss, MarginRankingLoss, MSELoss, PoissonNLLLoss, SigmoidFocalLoss,
                      SmoothL1Loss, SoftMarginLoss)
 
 __version__ = "0.1.0"
 __all__ = [
-    "BCELoss", "BCEWithLogitsLoss", "Criterion", "GaussianNLLLoss", "HingeEmbeddingLoss", "HuberLoss",
+    "BCELoss", "BCEWithLogitsLoss", "Criterion", "CrossEntropyLoss", "NLLLoss", "GaussianNLLLoss", "HingeEmbeddingLoss", "HuberLoss",
     "KLDivLoss", "empty_cache", "L1Loss", "LossAndGrad", "MSELoss", "MarginRankingLoss", "PoissonNLLLoss",
     "SigmoidFocalLoss", "SmoothL1Loss", "SoftMarginLoss", "functional", "get_num_threads",
     "set_num_threads", "threads",

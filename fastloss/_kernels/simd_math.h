@@ -17,6 +17,8 @@ __attribute__((simd("notinbranch"))) double log1p(double);
 __attribute__((simd("notinbranch"))) float expf(float);
 __attribute__((simd("notinbranch"))) float logf(float);
 __attribute__((simd("notinbranch"))) float log1pf(float);
+__attribute__((simd("notinbranch"))) double tanh(double);
+__attribute__((simd("notinbranch"))) float tanhf(float);
 #endif
 
 /* The point functions are written once for float and double (a Cython fused type); these
@@ -26,6 +28,7 @@ __attribute__((simd("notinbranch"))) float log1pf(float);
 #define fl_log(x) _Generic((x), float: logf, default: log)(x)
 #define fl_log1p(x) _Generic((x), float: log1pf, default: log1p)(x)
 #define fl_abs(x) _Generic((x), float: fabsf, default: fabs)(x)
+#define fl_tanh(x) _Generic((x), float: tanhf, default: tanh)(x)
 
 /* Inexact constants of the point functions. pointwise.c is compiled with
  * -fsingle-precision-constant, which leaves long double (L) constants alone. */

@@ -1,4 +1,5 @@
 """The criterion classes, one module per family."""
+from .softmax import CrossEntropyLoss, NLLLoss
 from .pointwise import (BCELoss, BCEWithLogitsLoss, GaussianNLLLoss, HingeEmbeddingLoss, HuberLoss,
                         KLDivLoss, L1Loss, MarginRankingLoss, MSELoss, PoissonNLLLoss, SigmoidFocalLoss,
                         SmoothL1Loss, SoftMarginLoss)
@@ -18,5 +19,7 @@ FUNCTIONAL_NAMES = {
     HingeEmbeddingLoss: "hinge_embedding_loss",
     MarginRankingLoss: "margin_ranking_loss",
     SigmoidFocalLoss: "sigmoid_focal_loss",
+    CrossEntropyLoss: "cross_entropy",
+    NLLLoss: "nll_loss",
 }
 CRITERIA = tuple(FUNCTIONAL_NAMES)

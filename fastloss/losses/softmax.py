@@ -1,0 +1,172 @@
+"""The softmax family: losses over rows of class scores.
+
+Shapes, as torch: input (C,) with a target of shape (); input (N, C) with target (N,);
+input (N, C, d1, ..., dk) with target (N, d1, ..., dk), read in place (the classes of a
+position lie d1 * ... * dk apart). Class-index targets may be any integer dtype;
+CrossEntropyLoss also takes probability targets of the input's shape.
+"""
+import math
+
+import numpy as np
+
+from .._arrays import (as_float_input, as_host_array, as_operand, check_number, contiguous, fail,
+                       scalar_grad_output)
+from .._criterion import Criterion, LossAndGrad
+from .._kernels import softmax as _kernel
+from .._kernels.memory import empty
+
+
+def _layout(x):
+    """(samples N, classes C, positions per sample D, the target's shape)."""
+    if x.ndim == 0:
+        fail(ValueError, "input", "at least 1 dimension (C,) or (N, C, ...)", "a 0-d array")
+    if x.ndim == 1:
+        return 1, x.shape[0], 1, ()
+    return x.shape[0], x.shape[1], math.prod(x.shape[2:]), (x.shape[0],) + x.shape[2:]
+
+
+def _class_targets(target, target_shape, classes, ignore_index, weight):
+    """int64 targets after the checks; (targets, sum of target weights, kept rows)."""
+    if target.dtype.kind not in "iub":
+        fail(TypeError, "target", "class indices of an integer dtype", f"dtype {target.dtype}")
+    if target.shape != target_shape:
+        fail(ValueError, "target", f"shape {target_shape}", tuple(target.shape))
+    target = contiguous(target, np.int64)
+    bad, value, weight_sum, kept = _kernel.check_targets(
+        target, classes, ignore_index, None if weight is None else contiguous(weight, np.float64))
+    if bad >= 0:
+        position = tuple(int(p) for p in np.unravel_index(bad, target_shape)) if target_shape else ()
+        raise IndexError(f"target: expected class indices in [0, {classes}) or ignore_index "
+                         f"{ignore_index}, got {value} at position {position}")
+    return target, weight_sum, kept
+
+
+def _class_weight(weight, classes, dtype):
+    if weight is None:
+        return None
+    if weight.shape != (classes,):
+        fail(ValueError, "weight", f"shape ({classes},) (one per class)", tuple(weight.shape))
+    return contiguous(weight, dtype)
+
+
+def _row_grad_output(grad_output, shape, dtype):
+    g = as_operand(grad_output, "grad_output", dtype)
+    if g.shape != shape:
+        if g.size != 1:
+            fail(ValueError, "grad_output", f"shape {shape} (the loss's) or a scalar", tuple(g.shape))
+        g = np.full(shape, g.reshape(()), dtype)
+    return g
+
+
+class CrossEntropyLoss(Criterion):
+    """Cross entropy of logits against class indices or class probabilities, as torch's
+    (log_softmax and NLL fused). For logits z, class index t, weights w:
+    ``l = (1 - eps) w_t (logsumexp(z) - z_t) + eps / C sum_c w_c (logsumexp(z) - z_c)``
+    (eps = label_smoothing); 'mean' divides by the sum of w_t over the rows that are not
+    ignore_index (by the number of rows for probability targets).
+
+    Beyond torch: ``z_loss`` adds z_loss * logsumexp(z)^2 per row that is not ignored ('mean'
+    divides that part by the number of such rows), and ``softcap`` c first maps the logits to
+    c tanh(x / c) (the gradient is still with respect to x). grad: d(loss)/d(input).
+    """
+    arguments = ("input", "target")
+
+    def __init__(self, weight=None, *, ignore_index=-100, reduction="mean", label_smoothing=0.0,
+                 z_loss=0.0, softcap=None):
+        super().__init__(reduction)
+        self.weight = None if weight is None else as_host_array(weight, "weight")
+        if isinstance(ignore_index, bool) or not isinstance(ignore_index, (int, np.integer)):
+            fail(TypeError, "ignore_index", "an int", repr(ignore_index))
+        self.ignore_index = int(ignore_index)
+        self.label_smoothing = check_number("label_smoothing", label_smoothing, nonnegative=True)
+        if self.label_smoothing > 1:
+            fail(ValueError, "label_smoothing", "a number in [0, 1]", repr(label_smoothing))
+        self.z_loss = check_number("z_loss", z_loss, nonnegative=True)
+        self.softcap = None if softcap is None else check_number("softcap", softcap, positive=True)
+
+    def _cpu(self, arrays, want_grad, out, grad_output):
+        x = as_float_input(arrays[0], "input")
+        N, C, D, target_shape = _layout(x)
+        rows, dtype = N * D, x.dtype
+        weight = _class_weight(self.weight, C, dtype)
+        target = as_host_array(arrays[1], "target")
+        if target.dtype.kind == "f":  # probabilities, one per class
+            if target.shape != x.shape:
+                fail(ValueError, "target", f"class probabilities of the input's shape {x.shape} "
+                     f"or class indices of shape {target_shape}", tuple(target.shape))
+            target_prob, target = contiguous(target, dtype), None
+            ce_divisor = z_divisor = rows
+        else:
+            target, weight_sum, kept = _class_targets(target, target_shape, C, self.ignore_index, weight)
+            target_prob = None
+            ce_divisor, z_divisor = weight_sum, kept
+        if self.reduction != "mean":
+            ce_divisor = z_divisor = 1
+        none = self.reduction == "none"
+        grad = row_grad_output = None
+        scale_ce = scale_z = 0.0
+        if want_grad:
+            if none:
+                if grad_output is not None:
+                    row_grad_output = _row_grad_output(grad_output, target_shape, dtype)
+                scale_ce = scale_z = 1.0
+            else:
+                go = scalar_grad_output(grad_output)
+                scale_ce = go / ce_divisor if ce_divisor else 0.0
+                scale_z = go / z_divisor if z_divisor else 0.0
+            grad = self._gradient_buffers((x.shape,), dtype, out)[0]
+        loss_out = empty(target_shape, dtype) if none else None
+        total = _kernel.cross_entropy(
+            x, rows, C, D, target, target_prob, weight, grad, loss_out, row_grad_output,
+            float(C) if weight is None else float(weight.sum(dtype=np.float64)), self.ignore_index,
+            self.label_smoothing, self.z_loss, self.softcap or 0.0, scale_ce, scale_z,
+            ce_divisor / z_divisor if z_divisor else 0.0, self._num_threads())
+        loss = loss_out if none else dtype.type(total / ce_divisor if ce_divisor else math.nan)
+        return LossAndGrad(loss, grad)
+
+
+class NLLLoss(Criterion):
+    """Negative log likelihood of log-probabilities: ``l = -w_t x_t`` for class index t;
+    'mean' divides by the sum of w_t over the rows that are not ignore_index.
+    grad: d(loss)/d(input), -w_t (times the reduction's scale) at each row's target."""
+    arguments = ("input", "target")
+
+    def __init__(self, weight=None, *, ignore_index=-100, reduction="mean"):
+        super().__init__(reduction)
+        self.weight = None if weight is None else as_host_array(weight, "weight")
+        if isinstance(ignore_index, bool) or not isinstance(ignore_index, (int, np.integer)):
+            fail(TypeError, "ignore_index", "an int", repr(ignore_index))
+        self.ignore_index = int(ignore_index)
+
+    def _cpu(self, arrays, want_grad, out, grad_output):
+        x = as_float_input(arrays[0], "input")
+        N, C, D, target_shape = _layout(x)
+        dtype = x.dtype
+        weight = _class_weight(self.weight, C, dtype)
+        target, weight_sum, _ = _class_targets(as_host_array(arrays[1], "target"), target_shape, C,
+                                               self.ignore_index, weight)
+        # one element per row: a gather and a scatter over rows, O(rows) scratch
+        flat_target = target.reshape(-1)
+        kept = flat_target != self.ignore_index
+        safe = np.where(kept, flat_target, 0)
+        row = np.arange(flat_target.size)
+        position = (row // D) * C * D + safe * D + row % D
+        w_t = (np.ones(flat_target.size, dtype) if weight is None else weight[safe]) * kept
+        losses = -w_t * x.reshape(-1)[position]
+        none = self.reduction == "none"
+        divisor = weight_sum if self.reduction == "mean" else 1
+        if none:
+            loss = losses.astype(dtype, copy=False).reshape(target_shape)
+        else:
+            loss = dtype.type(losses.sum(dtype=np.float64) / divisor if divisor else math.nan)
+        if not want_grad:
+            return LossAndGrad(loss, None)
+        if none:
+            scale = 1.0 if grad_output is None else _row_grad_output(grad_output, target_shape, dtype).reshape(-1)
+        else:
+            go = scalar_grad_output(grad_output)
+            scale = go / divisor if divisor else 0.0
+        grad = self._gradient_buffers((x.shape,), dtype, out)[0]
+        grad.fill(0)
+        grad.reshape(-1)[position[kept]] = (-w_t * scale)[kept]
+        return LossAndGrad(loss, grad)

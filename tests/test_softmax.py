@@ -1,0 +1,190 @@
+"""The softmax family against torch float64: every option, target kind, reduction, dtype and
+shape; finite differences on our float64 gradients; errors; determinism."""
+import itertools
+
+import numpy as np
+import pytest
+
+import fastloss as fl
+from conftest import DTYPES, REDUCTIONS, assert_close, central_differences, torch, torch_oracle
+
+F = torch.nn.functional
+
+# (input shape, target shape)
+SHAPES = [((5,), ()), ((6, 5), (6,)), ((4, 5, 3), (4, 3)), ((2, 5, 3, 2), (2, 3, 2)),
+          ((0, 5), (0,)), ((500, 97), (500,))]
+
+
+def torch_cross_entropy(x, t, reduction, weight=None, ignore_index=-100, label_smoothing=0.0,
+                        z_loss=0.0, softcap=None):
+    """torch's cross entropy on c tanh(x / c), plus SPEC's z-loss, composed in torch."""
+    z = softcap * torch.tanh(x / softcap) if softcap else x
+    loss = F.cross_entropy(z, t, weight=weight, ignore_index=ignore_index, reduction=reduction,
+                           label_smoothing=label_smoothing)
+    if z_loss:
+        lse = torch.logsumexp(z, dim=1 if x.ndim > 1 else 0)
+        valid = torch.ones_like(lse) if t.is_floating_point() else (t != ignore_index).to(lse.dtype)
+        term = z_loss * lse ** 2 * valid
+        loss = loss + {"none": term, "sum": term.sum(), "mean": term.sum() / valid.sum()}[reduction]
+    return loss
+
+
+def make_targets(rng, x_shape, t_shape, kind, ignore_index):
+    C = x_shape[0] if len(x_shape) == 1 else x_shape[1]
+    if kind == "prob":
+        p = rng.uniform(0, 1, x_shape)
+        return p / p.sum(axis=0 if len(x_shape) == 1 else 1, keepdims=True)
+    t = rng.integers(0, C, t_shape)
+    if kind == "ignore" and t.size:
+        t.reshape(-1)[:: 3] = ignore_index
+    return t
+
+
+OPTIONS = [{}, {"weight": True}, {"label_smoothing": 0.1}, {"weight": True, "label_smoothing": 0.2},
+           {"z_loss": 0.01}, {"softcap": 3.0}, {"weight": True, "label_smoothing": 0.1, "z_loss": 0.01, "softcap": 2.0}]
+
+
+def cases():
+    for criterion, options, kind in itertools.chain(
+            ((fl.CrossEntropyLoss, o, k) for o in OPTIONS for k in ("index", "ignore", "prob")),
+            ((fl.NLLLoss, o, k) for o in ({}, {"weight": True}) for k in ("index", "ignore"))):
+        for reduction, dtype in itertools.product(REDUCTIONS, DTYPES):
+            yield pytest.param(criterion, options, kind, reduction, dtype,
+                               id=f"{criterion.__name__}-{kind}-{options}-{reduction}-{np.dtype(dtype).name}")
+
+
+def build(criterion, options, kind, x_shape, t_shape, rng, dtype):
+    C = x_shape[0] if len(x_shape) == 1 else x_shape[1]
+    ours, theirs = {}, {}
+    for key, value in options.items():
+        if key == "weight":
+            w = rng.uniform(0.5, 2.0, C).astype(dtype)
+            ours[key], theirs[key] = w, torch.tensor(w.astype(np.float64))
+        else:
+            ours[key] = theirs[key] = value
+    ignore_index = 1 if kind == "ignore" and criterion is fl.NLLLoss else -100
+    if kind == "ignore":
+        ours["ignore_index"] = theirs["ignore_index"] = ignore_index
+    x = (2 * rng.standard_normal(x_shape)).astype(dtype)
+    if criterion is fl.NLLLoss:
+        x = np.log(rng.uniform(0.05, 1.0, x_shape)).astype(dtype)
+    t = make_targets(rng, x_shape, t_shape, kind, ignore_index)
+    if kind == "prob":
+        t = t.astype(dtype)
+    return ours, theirs, x, t
+
+
+def oracle(criterion, theirs):
+    if criterion is fl.NLLLoss:
+        return lambda x, t, reduction: F.nll_loss(x, t, reduction=reduction, **theirs)
+    return lambda x, t, reduction: torch_cross_entropy(x, t, reduction, **theirs)
+
+
+@pytest.mark.parametrize("criterion, options, kind, reduction, dtype", list(cases()))
+def test_parity_with_torch(criterion, options, kind, reduction, dtype):
+    rng = np.random.default_rng(abs(hash((criterion.__name__, kind, reduction))) % 2**32)
+    for x_shape, t_shape in SHAPES:
+        if x_shape == (5,) and kind == "ignore":
+            continue  # a single row that is ignored: covered by test_all_ignored
+        ours, theirs, x, t = build(criterion, options, kind, x_shape, t_shape, rng, dtype)
+        crit = criterion(reduction=reduction, **ours)
+        grad_output = rng.uniform(0.5, 1.5, t_shape).astype(dtype) if reduction == "none" else 0.75
+        loss, grad = crit(x, t, grad_output=grad_output)
+        t_torch = t if kind == "prob" else t.astype(np.int64)
+        tensors = [torch.tensor(x.astype(np.float64), requires_grad=True),
+                   torch.tensor(t_torch.astype(np.float64) if kind == "prob" else t_torch)]
+        ref = oracle(criterion, theirs)(*tensors, reduction=reduction)
+        ref.backward(torch.tensor(np.asarray(grad_output, dtype=np.float64)).expand(ref.shape))
+        what = f"{criterion.__name__} {kind} {options} {reduction} {x_shape}"
+        assert np.asarray(loss).dtype == dtype and np.shape(loss) == tuple(ref.shape), what
+        assert grad.dtype == dtype and grad.shape == x.shape and grad.flags.c_contiguous, what
+        assert_close(loss, ref.detach().numpy(), dtype, what=what + " loss")
+        assert_close(grad, tensors[0].grad.numpy(), dtype, what=what + " grad")
+        assert_close(crit.loss(x, t), ref.detach().numpy(), dtype, what=what + " loss()")
+
+
+@pytest.mark.parametrize("options", OPTIONS, ids=[str(o) for o in OPTIONS])
+@pytest.mark.parametrize("kind", ["ignore", "prob"])
+@pytest.mark.parametrize("shape", [((4, 5), (4,)), ((3, 4, 2), (3, 2))], ids=["2d", "3d"])
+def test_cross_entropy_gradient_matches_finite_differences(options, kind, shape):
+    rng = np.random.default_rng(9)
+    ours, _, x, t = build(fl.CrossEntropyLoss, options, kind, *shape, rng, np.float64)
+    weights = rng.uniform(0.5, 1.5, shape[1])
+    crit = fl.CrossEntropyLoss(reduction="none", **ours)
+    _, grad = crit(x, t, grad_output=weights)
+    numeric = central_differences(lambda a: float(np.sum(crit.loss(a, t) * weights)), [x], 0)
+    np.testing.assert_allclose(grad, numeric, rtol=1e-6, atol=1e-8)
+
+
+def test_all_ignored_gives_nan_and_zero_gradient_as_torch():
+    x = np.random.default_rng(1).standard_normal((3, 4))
+    t = np.full(3, -100)
+    for criterion in (fl.CrossEntropyLoss(), fl.NLLLoss()):
+        loss, grad = criterion(x, t)
+        assert np.isnan(loss) and not grad.any()
+    assert np.isnan(F.cross_entropy(torch.tensor(x), torch.tensor(t)).item())
+
+
+@pytest.mark.parametrize("target_dtype", [np.int8, np.uint8, np.int16, np.int32, np.int64, np.uint64])
+def test_any_integer_target_dtype(target_dtype):
+    x = np.random.default_rng(2).standard_normal((5, 4))
+    t = np.array([0, 3, 1, 2, 0])
+    expected = fl.CrossEntropyLoss()(x, t)
+    got = fl.CrossEntropyLoss()(x, t.astype(target_dtype))
+    assert got.loss == expected.loss and np.array_equal(got.grad, expected.grad)
+
+
+@pytest.mark.parametrize("make, args, error, message", [
+    (fl.CrossEntropyLoss, lambda: (np.zeros((3, 4)), np.array([0, 4, 1])), IndexError,
+     r"target: expected class indices in \[0, 4\) or ignore_index -100, got 4 at position \(1,\)"),
+    (fl.NLLLoss, lambda: (np.zeros((2, 4, 3)), np.array([[0, 1, 2], [3, -5, 0]])), IndexError,
+     r"target: expected class indices in \[0, 4\) or ignore_index -100, got -5 at position \(1, 1\)"),
+    (fl.CrossEntropyLoss, lambda: (np.zeros((3, 4)), np.zeros((3, 5))), ValueError,
+     r"target: expected class probabilities of the input's shape \(3, 4\) or class indices of shape \(3,\), got \(3, 5\)"),
+    (fl.CrossEntropyLoss, lambda: (np.zeros((3, 4)), np.zeros(4, int)), ValueError, r"target: expected shape \(3,\), got \(4,\)"),
+    (lambda: fl.CrossEntropyLoss(weight=np.ones(3)), lambda: (np.zeros((3, 4)), np.zeros(3, int)), ValueError,
+     r"weight: expected shape \(4,\) \(one per class\), got \(3,\)"),
+    (fl.CrossEntropyLoss, lambda: (np.zeros(()), np.zeros((), int)), ValueError, "input: expected at least 1 dimension"),
+    (fl.CrossEntropyLoss, lambda: (np.zeros((3, 4), int), np.zeros(3, int)), TypeError, "input: expected a float32 or float64 array"),
+    (fl.NLLLoss, lambda: (np.zeros((3, 4)), np.zeros((3, 4))), TypeError, "target: expected class indices of an integer dtype"),
+])
+def test_bad_input(make, args, error, message):
+    out = np.full(args()[0].shape, 7.0) if args()[0].dtype.kind == "f" else None
+    with pytest.raises(error, match=message):
+        make()(*args(), out=out)
+    if out is not None:
+        assert (out == 7.0).all()
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda: fl.CrossEntropyLoss(label_smoothing=1.5), "label_smoothing: expected a number in"),
+    (lambda: fl.CrossEntropyLoss(softcap=0.0), "softcap: expected a positive number"),
+    (lambda: fl.CrossEntropyLoss(z_loss=-1.0), "z_loss: expected a non-negative number"),
+    (lambda: fl.NLLLoss(reduction="batchmean"), "reduction: expected one of"),
+])
+def test_bad_options(make, message):
+    with pytest.raises(ValueError, match=message):
+        make()
+
+
+@pytest.mark.parametrize("options", [OPTIONS[0], OPTIONS[-1]], ids=["plain", "all-options"])
+@pytest.mark.parametrize("shape", [((700, 129), (700,)), ((9, 40, 301), (9, 301))], ids=["2d", "3d"])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_bitwise_identical_for_any_thread_count(options, shape, dtype):
+    ours, _, x, t = build(fl.CrossEntropyLoss, options, "ignore", *shape, np.random.default_rng(4), dtype)
+    results = []
+    for threads in (1, 2, 4):
+        with fl.threads(threads):
+            loss, grad = fl.CrossEntropyLoss(**ours)(x, t)
+            results.append((np.asarray(loss).tobytes(), grad.tobytes()))
+    assert len(set(results)) == 1
+
+
+def test_out_and_functional():
+    rng = np.random.default_rng(6)
+    x, t = rng.standard_normal((8, 6)), rng.integers(0, 6, 8)
+    out = np.empty_like(x)
+    loss, grad = fl.CrossEntropyLoss(label_smoothing=0.1)(x, t, out=out)
+    assert grad is out
+    np.testing.assert_array_equal(fl.functional.cross_entropy(x, t, label_smoothing=0.1), loss)
+    np.testing.assert_array_equal(fl.functional.nll_loss_and_grad(x, t).grad, fl.NLLLoss()(x, t).grad)
