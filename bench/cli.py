@@ -4,9 +4,9 @@ import json
 
 import fastloss as fl
 
-from . import harness, pointwise
+from . import harness, pointwise, softmax
 
-FAMILIES = {"pointwise": pointwise.CASES}
+FAMILIES = {"pointwise": pointwise.CASES, "softmax": softmax.CASES}
 SIZES = (64, 100_000, 10_000_000)
 QUICK_SIZES = (64, 100_000, 1_000_000)
 
@@ -18,14 +18,15 @@ def parser(prog="python -m bench"):
     p.add_argument("--sizes", type=int, nargs="+", help=f"element counts (default {SIZES})")
     p.add_argument("--threads", type=int, default=None, help="threads for every library (default: fastloss's)")
     p.add_argument("--loss", nargs="+", default=None, help="only these losses (class names)")
+    p.add_argument("--family", nargs="+", choices=sorted(FAMILIES), default=None, help="only these families")
     p.add_argument("--json", metavar="FILE", help="also write the rows as JSON")
     return p
 
 
 def main(argv=None, prog="python -m bench"):
     args = parser(prog).parse_args(argv)
-    cases = [c for family in FAMILIES.values() for c in family
-             if args.loss is None or c.name in args.loss]
+    cases = [c for name, family in FAMILIES.items() for c in family
+             if (args.loss is None or c.name in args.loss) and (args.family is None or name in args.family)]
     if not cases:
         raise SystemExit(f"--loss: expected some of {[c.name for f in FAMILIES.values() for c in f]}, got {args.loss}")
     sizes = args.sizes or (QUICK_SIZES if args.quick else SIZES)

@@ -37,6 +37,8 @@ class Case:
     numpy: object = None               # (*arrays) -> (loss, grad)
     sklearn: object = None             # (arrays, threads) -> run, or None when not available
     jax: object = None                 # (jnp, *arrays) -> scalar loss, differentiated by jax.grad
+    shapes: tuple = ()                 # the sizes to run at, when not the element counts of --sizes
+    quick_shapes: tuple = ()
     bytes_per_element: int = 12        # bytes read + written per element (float32)
     differentiable: tuple = (0,)
     extra: dict = field(default_factory=dict)
@@ -58,10 +60,14 @@ def best_time(fn, min_time=0.2, repeats=5):
     return best
 
 
+TRIAD_MAX = 50_000_000   # beyond this the triad is DRAM-bound anyway
+
+
 def triad_bandwidth(num_threads, n):
     """GB/s of a = b + s c over float32 arrays of n elements (12 bytes per element, as MSE's
     fwd+bwd), with the same threads. Measured at each case's size: how much of the working
     set the caches hold changes the attainable bandwidth (this machine's L3 may be large)."""
+    n = min(n, TRIAD_MAX)
     a, b, c = (np.ones(n, np.float32) for _ in range(3))
     seconds = best_time(lambda: stream.triad(a, b, c, 3.0, num_threads), min_time=0.3)
     return 12 * n / seconds / 1e9
@@ -86,8 +92,8 @@ def jax_fwd_bwd(case, arrays):
     return lambda: jax.block_until_ready(step(*device_arrays))
 
 
-def measure(case, n, rng, num_threads, quick):
-    arrays = case.data(rng, n)
+def measure(case, size, rng, num_threads, quick):
+    arrays = case.data(rng, size)
     crit = case.criterion()
     grads = crit(*arrays)[1]
     out = tuple(np.empty_like(g) for g in grads) if isinstance(grads, tuple) else np.empty_like(grads)
@@ -119,34 +125,43 @@ def run(cases, sizes, num_threads, quick=False, print_fn=print):
         torch.set_num_threads(num_threads)
     fl.set_num_threads(num_threads)
     rng = np.random.default_rng(0)
-    triads = {n: triad_bandwidth(num_threads, n) for n in sizes}
+    def sizes_of(case):
+        return (case.quick_shapes if quick else case.shapes) or sizes
+
+    def elements(size):
+        return int(np.prod(size))
+
+    triads = {}
+    for n in sorted({elements(size) for case in cases for size in sizes_of(case)}):
+        triads[n] = triad_bandwidth(num_threads, n)
     peers = ["torch", "jax", "numpy", "sklearn"]
     build = stream.build_info()
     print_fn(f"fastloss bench: {num_threads} threads, float32, fwd+bwd; ratio = peer time / fastloss time "
              f"(higher is better); GB/s = bytes read + written / time, as a fraction of a STREAM triad "
              f"over the same number of elements, same threads, same run: "
-             + ", ".join(f"{triads[n]:.1f} GB/s at n={n}" for n in sizes))
+             + ", ".join(f"{bw:.1f} GB/s at n={n}" for n, bw in triads.items()))
     print_fn(f"kernels built with {build['simd']}, OpenMP {'on' if build['openmp'] else 'off'}, "
              f"libmvec {'on' if build['libmvec'] else 'off'}")
     if torch is None:
         print_fn("(torch is not installed: comparing with NumPy only; pip install 'fastloss[bench]')")
     if jax is None:
         print_fn("(JAX is not installed: no JAX column; XLA uses every core)")
-    header = (f"{'loss':22s} {'n':>9s} {'fastloss':>11s} {'out=':>11s} {'torch':>11s} {'jax':>11s} "
+    header = (f"{'loss':22s} {'n':>12s} {'fastloss':>11s} {'out=':>11s} {'torch':>11s} {'jax':>11s} "
               f"{'numpy':>11s} {'sklearn':>11s} {'x torch':>8s} {'x jax':>7s} {'x best':>7s} {'GB/s':>6s} "
               f"{'triad':>6s} {'triad out=':>10s}")
     print_fn(header)
     print_fn("-" * len(header))
     rows = []
     for case in cases:
-        for n in sizes:
+        for size in sizes_of(case):
+            n = elements(size)
             triad = triads[n]
-            times = measure(case, n, rng, num_threads, quick)
+            times = measure(case, size, rng, num_threads, quick)
             ours = times["fastloss"]
             gbs = case.bytes_per_element * n / ours / 1e9
             gbs_out = case.bytes_per_element * n / times["fastloss out="] / 1e9
             present = [times[p] for p in peers if p in times]
-            row = dict(loss=case.name, n=n, triad=triad, **times,
+            row = dict(loss=case.name, n=n, size=size, triad=triad, **times,
                        gbs=gbs, gbs_out=gbs_out, triad_fraction=gbs / triad, triad_fraction_out=gbs_out / triad,
                        vs_best=(min(present) / ours) if present else float("nan"))
             rows.append(row)
@@ -156,7 +171,8 @@ def run(cases, sizes, num_threads, quick=False, print_fn=print):
 
             def ratio(key):
                 return f"{times[key] / ours:7.1f}x" if key in times else f"{'-':>8s}"
-            print_fn(f"{case.name:22s} {n:9d} {cell('fastloss')} {cell('fastloss out=')} {cell('torch')} "
+            label = "x".join(map(str, size)) if isinstance(size, tuple) else str(size)
+            print_fn(f"{case.name:22s} {label:>12s} {cell('fastloss')} {cell('fastloss out=')} {cell('torch')} "
                      f"{cell('jax')} {cell('numpy')} {cell('sklearn')} {ratio('torch')} {ratio('jax'):>7s} "
                      f"{row['vs_best']:6.1f}x {gbs:6.1f} {gbs / triad:6.0%} {gbs_out / triad:10.0%}")
     return rows

@@ -145,28 +145,21 @@ class NLLLoss(Criterion):
         weight = _class_weight(self.weight, C, dtype)
         target, weight_sum, _ = _class_targets(as_host_array(arrays[1], "target"), target_shape, C,
                                                self.ignore_index, weight)
-        # one element per row: a gather and a scatter over rows, O(rows) scratch
-        flat_target = target.reshape(-1)
-        kept = flat_target != self.ignore_index
-        safe = np.where(kept, flat_target, 0)
-        row = np.arange(flat_target.size)
-        position = (row // D) * C * D + safe * D + row % D
-        w_t = (np.ones(flat_target.size, dtype) if weight is None else weight[safe]) * kept
-        losses = -w_t * x.reshape(-1)[position]
         none = self.reduction == "none"
         divisor = weight_sum if self.reduction == "mean" else 1
-        if none:
-            loss = losses.astype(dtype, copy=False).reshape(target_shape)
-        else:
-            loss = dtype.type(losses.sum(dtype=np.float64) / divisor if divisor else math.nan)
-        if not want_grad:
-            return LossAndGrad(loss, None)
-        if none:
-            scale = 1.0 if grad_output is None else _row_grad_output(grad_output, target_shape, dtype).reshape(-1)
-        else:
-            go = scalar_grad_output(grad_output)
-            scale = go / divisor if divisor else 0.0
-        grad = self._gradient_buffers((x.shape,), dtype, out)[0]
-        grad.fill(0)
-        grad.reshape(-1)[position[kept]] = (-w_t * scale)[kept]
+        grad = row_grad_output = None
+        scale = 0.0
+        if want_grad:
+            if none:
+                scale = 1.0
+                if grad_output is not None:
+                    row_grad_output = _row_grad_output(grad_output, target_shape, dtype)
+            else:
+                go = scalar_grad_output(grad_output)
+                scale = go / divisor if divisor else 0.0
+            grad = self._gradient_buffers((x.shape,), dtype, out)[0]
+        loss_out = empty(target_shape, dtype) if none else None
+        total = _kernel.nll(x, N * D, C, D, target, weight, grad, loss_out, row_grad_output,
+                            self.ignore_index, scale, self._num_threads())
+        loss = loss_out if none else dtype.type(total / divisor if divisor else math.nan)
         return LossAndGrad(loss, grad)
