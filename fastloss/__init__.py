@@ -3,7 +3,7 @@ from . import functional
 from ._criterion import Criterion, LossAndGrad
 from ._kernels.memory import empty_cache
 from ._threads import get_num_threads, set_num_threads, threads
-from .losses import (CrossEntropyLoss, NLLLoss, BCELoss, BCEWithLogitsLoss, GaussianNLLLoss, HingeEmbeddingLoss, HuberLoss,
+from .losses import (CrossEntropyLoss, NLLLoss, SoftmaxFocalLoss, BCELoss, BCEWithLogitsLoss, GaussianNLLLoss, HingeEmbeddingLoss, HuberLoss,
                      KLDivLoss, L1Loss, MarginRankingLoss, MSELoss, PoissonNLLLoss, SigmoidFocalLoss,
                      SmoothL1Loss, SoftMarginLoss)
 
@@ -11,6 +11,6 @@ __version__ = "0.1.0"
 __all__ = [
     "BCELoss", "BCEWithLogitsLoss", "Criterion", "CrossEntropyLoss", "NLLLoss", "GaussianNLLLoss", "HingeEmbeddingLoss", "HuberLoss",
     "KLDivLoss", "empty_cache", "L1Loss", "LossAndGrad", "MSELoss", "MarginRankingLoss", "PoissonNLLLoss",
-    "SigmoidFocalLoss", "SmoothL1Loss", "SoftMarginLoss", "functional", "get_num_threads",
+    "SigmoidFocalLoss", "SmoothL1Loss", "SoftmaxFocalLoss", "SoftMarginLoss", "functional", "get_num_threads",
     "set_num_threads", "threads",
 ]

@@ -29,6 +29,18 @@ def torch_cross_entropy(x, t, reduction, weight=None, ignore_index=-100, label_s
     return loss
 
 
+def torch_softmax_focal(x, t, reduction, gamma=2.0, weight=None, ignore_index=-100):
+    """-w_t (1 - p_t)^gamma log p_t, composed in torch; 'mean' over the sum of w_t kept."""
+    class_dim = 1 if x.ndim > 1 else 0
+    log_p = torch.log_softmax(x, class_dim)
+    keep = t != ignore_index
+    safe = torch.where(keep, t, torch.zeros_like(t))
+    log_p_t = log_p.gather(class_dim, safe.unsqueeze(class_dim)).squeeze(class_dim)
+    w_t = (weight[safe] if weight is not None else torch.ones_like(log_p_t)) * keep
+    loss = -w_t * (1 - log_p_t.exp()) ** gamma * log_p_t
+    return {"none": loss, "sum": loss.sum(), "mean": loss.sum() / w_t.sum()}[reduction]
+
+
 def make_targets(rng, x_shape, t_shape, kind, ignore_index):
     C = x_shape[0] if len(x_shape) == 1 else x_shape[1]
     if kind == "prob":
@@ -47,7 +59,9 @@ OPTIONS = [{}, {"weight": True}, {"label_smoothing": 0.1}, {"weight": True, "lab
 def cases():
     for criterion, options, kind in itertools.chain(
             ((fl.CrossEntropyLoss, o, k) for o in OPTIONS for k in ("index", "ignore", "prob")),
-            ((fl.NLLLoss, o, k) for o in ({}, {"weight": True}) for k in ("index", "ignore"))):
+            ((fl.NLLLoss, o, k) for o in ({}, {"weight": True}) for k in ("index", "ignore")),
+            ((fl.SoftmaxFocalLoss, o, k) for o in ({}, {"gamma": 0.5, "weight": True}, {"gamma": 0.0})
+             for k in ("index", "ignore"))):
         for reduction, dtype in itertools.product(REDUCTIONS, DTYPES):
             yield pytest.param(criterion, options, kind, reduction, dtype,
                                id=f"{criterion.__name__}-{kind}-{options}-{reduction}-{np.dtype(dtype).name}")
@@ -77,6 +91,8 @@ def build(criterion, options, kind, x_shape, t_shape, rng, dtype):
 def oracle(criterion, theirs):
     if criterion is fl.NLLLoss:
         return lambda x, t, reduction: F.nll_loss(x, t, reduction=reduction, **theirs)
+    if criterion is fl.SoftmaxFocalLoss:
+        return lambda x, t, reduction: torch_softmax_focal(x, t, reduction, **theirs)
     return lambda x, t, reduction: torch_cross_entropy(x, t, reduction, **theirs)
 
 
@@ -103,14 +119,18 @@ def test_parity_with_torch(criterion, options, kind, reduction, dtype):
         assert_close(crit.loss(x, t), ref.detach().numpy(), dtype, what=what + " loss()")
 
 
-@pytest.mark.parametrize("options", OPTIONS, ids=[str(o) for o in OPTIONS])
-@pytest.mark.parametrize("kind", ["ignore", "prob"])
+FD_CASES = ([(fl.CrossEntropyLoss, o, k) for o in OPTIONS for k in ("ignore", "prob")]
+            + [(fl.SoftmaxFocalLoss, o, "ignore") for o in ({"gamma": 2.0}, {"gamma": 0.5, "weight": True})])
+
+
+@pytest.mark.parametrize("criterion, options, kind", FD_CASES,
+                         ids=[f"{c.__name__}-{k}-{o}" for c, o, k in FD_CASES])
 @pytest.mark.parametrize("shape", [((4, 5), (4,)), ((3, 4, 2), (3, 2))], ids=["2d", "3d"])
-def test_cross_entropy_gradient_matches_finite_differences(options, kind, shape):
+def test_gradient_matches_finite_differences(criterion, options, kind, shape):
     rng = np.random.default_rng(9)
-    ours, _, x, t = build(fl.CrossEntropyLoss, options, kind, *shape, rng, np.float64)
+    ours, _, x, t = build(criterion, options, kind, *shape, rng, np.float64)
     weights = rng.uniform(0.5, 1.5, shape[1])
-    crit = fl.CrossEntropyLoss(reduction="none", **ours)
+    crit = criterion(reduction="none", **ours)
     _, grad = crit(x, t, grad_output=weights)
     numeric = central_differences(lambda a: float(np.sum(crit.loss(a, t) * weights)), [x], 0)
     np.testing.assert_allclose(grad, numeric, rtol=1e-6, atol=1e-8)
@@ -119,7 +139,7 @@ def test_cross_entropy_gradient_matches_finite_differences(options, kind, shape)
 def test_all_ignored_gives_nan_and_zero_gradient_as_torch():
     x = np.random.default_rng(1).standard_normal((3, 4))
     t = np.full(3, -100)
-    for criterion in (fl.CrossEntropyLoss(), fl.NLLLoss()):
+    for criterion in (fl.CrossEntropyLoss(), fl.NLLLoss(), fl.SoftmaxFocalLoss()):
         loss, grad = criterion(x, t)
         assert np.isnan(loss) and not grad.any()
     assert np.isnan(F.cross_entropy(torch.tensor(x), torch.tensor(t)).item())

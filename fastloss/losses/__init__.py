@@ -1,5 +1,5 @@
 """The criterion classes, one module per family."""
-from .softmax import CrossEntropyLoss, NLLLoss
+from .softmax import CrossEntropyLoss, NLLLoss, SoftmaxFocalLoss
 from .pointwise import (BCELoss, BCEWithLogitsLoss, GaussianNLLLoss, HingeEmbeddingLoss, HuberLoss,
                         KLDivLoss, L1Loss, MarginRankingLoss, MSELoss, PoissonNLLLoss, SigmoidFocalLoss,
                         SmoothL1Loss, SoftMarginLoss)
@@ -21,5 +21,6 @@ FUNCTIONAL_NAMES = {
     SigmoidFocalLoss: "sigmoid_focal_loss",
     CrossEntropyLoss: "cross_entropy",
     NLLLoss: "nll_loss",
+    SoftmaxFocalLoss: "softmax_focal_loss",
 }
 CRITERIA = tuple(FUNCTIONAL_NAMES)

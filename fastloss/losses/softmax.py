@@ -70,6 +70,7 @@ class CrossEntropyLoss(Criterion):
     c tanh(x / c) (the gradient is still with respect to x). grad: d(loss)/d(input).
     """
     arguments = ("input", "target")
+    _focal_gamma = -1.0   # SoftmaxFocalLoss runs the same kernel with gamma >= 0
 
     def __init__(self, weight=None, *, ignore_index=-100, reduction="mean", label_smoothing=0.0,
                  z_loss=0.0, softcap=None):
@@ -120,7 +121,7 @@ class CrossEntropyLoss(Criterion):
             x, rows, C, D, target, target_prob, weight, grad, loss_out, row_grad_output,
             float(C) if weight is None else float(weight.sum(dtype=np.float64)), self.ignore_index,
             self.label_smoothing, self.z_loss, self.softcap or 0.0, scale_ce, scale_z,
-            ce_divisor / z_divisor if z_divisor else 0.0, self._num_threads())
+            ce_divisor / z_divisor if z_divisor else 0.0, self._num_threads(), self._focal_gamma)
         loss = loss_out if none else dtype.type(total / ce_divisor if ce_divisor else math.nan)
         return LossAndGrad(loss, grad)
 
@@ -163,3 +164,26 @@ class NLLLoss(Criterion):
                             self.ignore_index, scale, self._num_threads())
         loss = loss_out if none else dtype.type(total / divisor if divisor else math.nan)
         return LossAndGrad(loss, grad)
+
+
+class SoftmaxFocalLoss(CrossEntropyLoss):
+    """Multi-class focal loss on logits (Lin et al. 2017): with p = softmax(x),
+    ``l = -w_t (1 - p_t)^gamma log p_t`` per row; shapes and targets as CrossEntropyLoss with
+    class indices; 'mean' divides by the sum of w_t over the rows that are not ignore_index
+    (all ignored: nan, as torch's cross entropy). gamma = 0 is CrossEntropyLoss.
+    grad: d(loss)/d(input) = K (p - onehot(t)), K = w_t ((1 - p_t)^gamma - gamma p_t (1 - p_t)^(gamma - 1) log p_t)."""
+
+    def __init__(self, gamma=2.0, weight=None, *, ignore_index=-100, reduction="mean"):
+        super().__init__(weight, ignore_index=ignore_index, reduction=reduction)
+        self.gamma = check_number("gamma", gamma, nonnegative=True)
+        self._focal_gamma = self.gamma
+
+    def _options_for_repr(self):
+        return {k: v for k, v in super()._options_for_repr().items()
+                if k not in ("label_smoothing", "z_loss", "softcap")}
+
+    def _cpu(self, arrays, want_grad, out, grad_output):
+        target = as_host_array(arrays[1], "target")
+        if target.dtype.kind == "f":
+            fail(TypeError, "target", "class indices of an integer dtype", f"dtype {target.dtype}")
+        return super()._cpu((arrays[0], target), want_grad, out, grad_output)
