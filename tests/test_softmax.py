@@ -208,3 +208,96 @@ def test_out_and_functional():
     assert grad is out
     np.testing.assert_array_equal(fl.functional.cross_entropy(x, t, label_smoothing=0.1), loss)
     np.testing.assert_array_equal(fl.functional.nll_loss_and_grad(x, t).grad, fl.NLLLoss()(x, t).grad)
+
+
+# ---------------------------------------------------------------- LinearCrossEntropyLoss
+
+LINEAR_OPTIONS = [{}, {"weight": True}, {"label_smoothing": 0.1}, {"weight": True, "label_smoothing": 0.2}]
+
+
+def linear_case(rng, N, H, C, kind, dtype, options, with_bias):
+    X = rng.standard_normal((N, H) if N is not None else (H,)).astype(dtype)
+    W = (0.3 * rng.standard_normal((C, H))).astype(dtype)
+    b = rng.standard_normal(C).astype(dtype) if with_bias else None
+    shape = (C,) if N is None else (N, C)
+    t = make_targets(rng, shape, shape[:-1], kind, -100)
+    t = t.astype(dtype) if kind == "prob" else t
+    ours = {k: (rng.uniform(0.5, 2, C).astype(dtype) if k == "weight" else v) for k, v in options.items()}
+    return X, W, b, t, ours
+
+
+@pytest.mark.parametrize("options", LINEAR_OPTIONS, ids=[str(o) for o in LINEAR_OPTIONS])
+@pytest.mark.parametrize("kind", ["ignore", "prob"])
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_linear_cross_entropy_matches_torch(options, kind, reduction, dtype):
+    rng = np.random.default_rng(12)
+    for N, chunk_rows, with_bias in [(37, 8, True), (37, None, False), (5, 1, True), (None, None, True), (0, None, True)]:
+        X, W, b, t, ours = linear_case(rng, N, 16, 50, kind, dtype, options, with_bias)
+        crit = fl.LinearCrossEntropyLoss(reduction=reduction, chunk_rows=chunk_rows, **ours)
+        grad_output = rng.uniform(0.5, 1.5, () if N is None else (N,)).astype(dtype) if reduction == "none" else 0.75
+        loss, (gx, gw, gb) = crit(X, W, t, b, grad_output=grad_output)
+        tensors = [torch.tensor(a.astype(np.float64), requires_grad=True) for a in (X, W)]
+        bias = None if b is None else torch.tensor(b.astype(np.float64), requires_grad=True)
+        target = torch.tensor(t.astype(np.float64) if kind == "prob" else t)
+        theirs = {k: (torch.tensor(v.astype(np.float64)) if k == "weight" else v) for k, v in ours.items()}
+        ignore = {} if kind == "prob" else {"ignore_index": -100}  # torch refuses it with probabilities
+        ref = F.linear_cross_entropy(*tensors, target, linear_bias=bias, reduction=reduction, **ignore, **theirs)
+        composed = F.cross_entropy(F.linear(*tensors, bias), target, reduction=reduction, **theirs)
+        ref.backward(torch.tensor(np.asarray(grad_output, dtype=np.float64)).expand(ref.shape))
+        what = f"{options} {kind} {reduction} N={N} chunk={chunk_rows}"
+        assert_close(loss, ref.detach().numpy(), dtype, what=what)
+        assert_close(loss, composed.detach().numpy(), dtype, what=what + " vs cross_entropy(linear)")
+        assert_close(gx, tensors[0].grad.numpy(), dtype, what=what + " d input")
+        assert_close(gw, tensors[1].grad.numpy(), dtype, what=what + " d linear_weight")
+        assert (gb is None) == (b is None)
+        if b is not None:
+            assert_close(gb, bias.grad.numpy(), dtype, what=what + " d linear_bias")
+        assert_close(crit.loss(X, W, t, b), ref.detach().numpy(), dtype, what=what + " loss()")
+
+
+def test_linear_cross_entropy_gradients_match_finite_differences():
+    rng = np.random.default_rng(13)
+    X, W, b, t, ours = linear_case(rng, 6, 4, 7, "ignore", np.float64, {"label_smoothing": 0.1}, True)
+    crit = fl.LinearCrossEntropyLoss(chunk_rows=4, **ours)
+    _, grads = crit(X, W, t, b)
+    arrays = [X, W, b]
+    for position in range(3):
+        def objective(*a):
+            return float(crit.loss(a[0], a[1], t, a[2]))
+        numeric = central_differences(objective, arrays, position)
+        np.testing.assert_allclose(grads[position], numeric, rtol=1e-6, atol=1e-9)
+
+
+def test_linear_cross_entropy_never_holds_the_logits():
+    import tracemalloc
+    rng = np.random.default_rng(14)
+    N, H, C = 2048, 64, 4096
+    X, W, b, t, _ = linear_case(rng, N, H, C, "index", np.float32, {}, True)
+    fl.empty_cache()
+    tracemalloc.start()
+    try:
+        base = tracemalloc.get_traced_memory()[0]
+        tracemalloc.reset_peak()
+        _, grads = fl.LinearCrossEntropyLoss()(X, W, t, b)
+        peak = tracemalloc.get_traced_memory()[1] - base
+    finally:
+        tracemalloc.stop()
+    gradients = sum(g.nbytes for g in grads)
+    logits = N * C * 4
+    # the gradients plus a chunk of logits (about the input's size) and a slice of the weight
+    # gradient, far under the (N, C) logits alone
+    assert peak < gradients + 3 * X.nbytes + 64 * 1024, (peak, gradients, X.nbytes)
+    assert peak < logits / 2
+
+
+@pytest.mark.parametrize("args, error, message", [
+    (lambda: (np.zeros((3, 4)), np.zeros((5, 3)), np.zeros(3, int)), ValueError, r"linear_weight: expected shape \(C, 4\), got \(5, 3\)"),
+    (lambda: (np.zeros((3, 4)), np.zeros((5, 4)), np.zeros(3, int), np.zeros(4)), ValueError, r"linear_bias: expected shape \(5,\), got \(4,\)"),
+    (lambda: (np.zeros((3, 4)), np.zeros((5, 4), np.float32), np.zeros(3, int)), TypeError, "linear_weight: expected dtype float64"),
+    (lambda: (np.zeros((2, 3, 4)), np.zeros((5, 4)), np.zeros(2, int)), ValueError, r"input: expected shape \(N, H\) or \(H,\)"),
+    (lambda: (np.zeros((3, 4)), np.zeros((5, 4)), np.array([0, 5, 1])), IndexError, r"got 5 at position \(1,\)"),
+])
+def test_linear_cross_entropy_bad_input(args, error, message):
+    with pytest.raises(error, match=message):
+        fl.LinearCrossEntropyLoss()(*args())

@@ -1,5 +1,5 @@
 """The criterion classes, one module per family."""
-from .softmax import CrossEntropyLoss, NLLLoss, SoftmaxFocalLoss
+from .softmax import CrossEntropyLoss, LinearCrossEntropyLoss, NLLLoss, SoftmaxFocalLoss
 from .pointwise import (BCELoss, BCEWithLogitsLoss, GaussianNLLLoss, HingeEmbeddingLoss, HuberLoss,
                         KLDivLoss, L1Loss, MarginRankingLoss, MSELoss, PoissonNLLLoss, SigmoidFocalLoss,
                         SmoothL1Loss, SoftMarginLoss)
@@ -22,5 +22,6 @@ FUNCTIONAL_NAMES = {
     CrossEntropyLoss: "cross_entropy",
     NLLLoss: "nll_loss",
     SoftmaxFocalLoss: "softmax_focal_loss",
+    LinearCrossEntropyLoss: "linear_cross_entropy",
 }
 CRITERIA = tuple(FUNCTIONAL_NAMES)

@@ -85,24 +85,26 @@ class CrossEntropyLoss(Criterion):
         self.z_loss = check_number("z_loss", z_loss, nonnegative=True)
         self.softcap = None if softcap is None else check_number("softcap", softcap, positive=True)
 
+    def _targets(self, target, input_shape, target_shape, C, weight):
+        """(class indices or None, probabilities or None, the 'mean' divisors of the
+        cross-entropy and z-loss parts), after the checks."""
+        target = as_host_array(target, "target")
+        if target.dtype.kind == "f":  # probabilities, one per class
+            if target.shape != input_shape:
+                fail(ValueError, "target", f"class probabilities of the input's shape {input_shape} "
+                     f"or class indices of shape {target_shape}", tuple(target.shape))
+            rows = math.prod(target_shape) if self.reduction == "mean" else 1
+            return None, target, rows, rows
+        target, weight_sum, kept = _class_targets(target, target_shape, C, self.ignore_index, weight)
+        return (target, None) + ((weight_sum, kept) if self.reduction == "mean" else (1, 1))
+
     def _cpu(self, arrays, want_grad, out, grad_output):
         x = as_float_input(arrays[0], "input")
         N, C, D, target_shape = _layout(x)
         rows, dtype = N * D, x.dtype
         weight = _class_weight(self.weight, C, dtype)
-        target = as_host_array(arrays[1], "target")
-        if target.dtype.kind == "f":  # probabilities, one per class
-            if target.shape != x.shape:
-                fail(ValueError, "target", f"class probabilities of the input's shape {x.shape} "
-                     f"or class indices of shape {target_shape}", tuple(target.shape))
-            target_prob, target = contiguous(target, dtype), None
-            ce_divisor = z_divisor = rows
-        else:
-            target, weight_sum, kept = _class_targets(target, target_shape, C, self.ignore_index, weight)
-            target_prob = None
-            ce_divisor, z_divisor = weight_sum, kept
-        if self.reduction != "mean":
-            ce_divisor = z_divisor = 1
+        target, target_prob, ce_divisor, z_divisor = self._targets(arrays[1], x.shape, target_shape, C, weight)
+        target_prob = None if target_prob is None else contiguous(target_prob, dtype)
         none = self.reduction == "none"
         grad = row_grad_output = None
         scale_ce = scale_z = 0.0
@@ -187,3 +189,107 @@ class SoftmaxFocalLoss(CrossEntropyLoss):
         if target.dtype.kind == "f":
             fail(TypeError, "target", "class indices of an integer dtype", f"dtype {target.dtype}")
         return super()._cpu((arrays[0], target), want_grad, out, grad_output)
+
+
+class LinearCrossEntropyLoss(CrossEntropyLoss):
+    """Cross entropy of a linear layer's logits, fused and chunked: exactly
+    ``cross_entropy(input @ linear_weight.T + linear_bias, target, ...)`` (torch 2.13's
+    F.linear_cross_entropy), without ever holding the (N, C) logits.
+
+    ``crit(input, linear_weight, target, linear_bias=None)``: input (N, H) or (H,),
+    linear_weight (C, H), linear_bias (C,); targets, weight, ignore_index, label_smoothing and
+    reductions as CrossEntropyLoss. Rows go in chunks of about N H / C (a chunk of logits about
+    as large as the input): each chunk's logits come from one matrix product, the cross-entropy
+    kernel overwrites them with their gradient, and two more products give the gradients of
+    the input and of linear_weight (accumulated over chunks). grad: (d/d input,
+    d/d linear_weight, d/d linear_bias), the last None without a bias. Matrix products run in
+    NumPy's BLAS, with its own threads.
+    """
+    arguments = ("input", "linear_weight", "target", "linear_bias")
+    differentiable = ("input", "linear_weight", "linear_bias")
+
+    def __init__(self, weight=None, *, ignore_index=-100, reduction="mean", label_smoothing=0.0,
+                 chunk_rows=None):
+        super().__init__(weight, ignore_index=ignore_index, reduction=reduction, label_smoothing=label_smoothing)
+        if chunk_rows is not None and (isinstance(chunk_rows, bool) or not isinstance(chunk_rows, int) or chunk_rows < 1):
+            fail(ValueError, "chunk_rows", "a positive int or None", repr(chunk_rows))
+        self.chunk_rows = chunk_rows
+
+    def _options_for_repr(self):
+        return {k: v for k, v in super()._options_for_repr().items() if k not in ("z_loss", "softcap")}
+
+    def __call__(self, input, linear_weight, target, linear_bias=None, *, out=None, grad_output=None):
+        return self._dispatch((input, linear_weight, target, linear_bias), True, out, grad_output)
+
+    def loss(self, input, linear_weight, target, linear_bias=None):
+        return self._dispatch((input, linear_weight, target, linear_bias), False, None, None).loss
+
+    def _cpu(self, arrays, want_grad, out, grad_output):
+        x = as_float_input(arrays[0], "input")
+        dtype = x.dtype
+        if x.ndim not in (1, 2):
+            fail(ValueError, "input", "shape (N, H) or (H,)", tuple(x.shape))
+        linear_weight = as_float_input(arrays[1], "linear_weight")
+        if linear_weight.ndim != 2 or linear_weight.shape[1] != x.shape[-1]:
+            fail(ValueError, "linear_weight", f"shape (C, {x.shape[-1]})", tuple(linear_weight.shape))
+        C, H = linear_weight.shape
+        bias = None if arrays[3] is None else as_float_input(arrays[3], "linear_bias")
+        if bias is not None and bias.shape != (C,):
+            fail(ValueError, "linear_bias", f"shape ({C},)", tuple(bias.shape))
+        for name, arr in (("linear_weight", linear_weight), ("linear_bias", bias)):
+            if arr is not None and arr.dtype != dtype:
+                fail(TypeError, name, f"dtype {dtype} (the input's)", f"dtype {arr.dtype}")
+        logits_shape = (C,) if x.ndim == 1 else (x.shape[0], C)
+        target_shape = logits_shape[:-1]
+        weight = _class_weight(self.weight, C, dtype)
+        target, target_prob, divisor, _ = self._targets(arrays[2], logits_shape, target_shape, C, weight)
+        target_prob = None if target_prob is None else contiguous(target_prob, dtype).reshape(-1, C)
+        target = None if target is None else target.reshape(-1)
+        X = x.reshape(-1, H)
+        N = X.shape[0]
+        none = self.reduction == "none"
+        rows = self.chunk_rows or max(1, min(N, -(-N * H // C)))
+        grads = row_grad_output = None
+        scale = 0.0
+        if want_grad:
+            if none:
+                scale = 1.0
+                if grad_output is not None:
+                    row_grad_output = _row_grad_output(grad_output, target_shape, dtype).reshape(-1)
+            else:
+                go = scalar_grad_output(grad_output)
+                scale = go / divisor if divisor else 0.0
+            grads = self._gradient_buffers((x.shape, linear_weight.shape, None if bias is None else bias.shape),
+                                           dtype, out)
+            grad_x = grads[0].reshape(-1, H)
+            grads[1].fill(0)
+            bias_sum = np.zeros(C)   # the bias gradient, summed over chunks in float64
+        loss_out = empty(target_shape, dtype) if none else None
+        logits = np.empty((min(rows, N), C), dtype)
+        partial = np.empty((min(rows, C), H), dtype)   # one slice of the weight gradient
+        weight_total = float(C) if weight is None else float(weight.sum(dtype=np.float64))
+        total = 0.0
+        for r0 in range(0, N, rows):
+            r1 = min(N, r0 + rows)
+            chunk, x_chunk = logits[: r1 - r0], X[r0:r1]
+            np.matmul(x_chunk, linear_weight.T, out=chunk)
+            if bias is not None:
+                chunk += bias
+            total += _kernel.cross_entropy(
+                chunk, r1 - r0, C, 1, None if target is None else target[r0:r1],
+                None if target_prob is None else target_prob[r0:r1], weight, chunk if want_grad else None,
+                None if loss_out is None else loss_out.reshape(-1)[r0:r1],
+                None if row_grad_output is None else row_grad_output[r0:r1], weight_total,
+                self.ignore_index, self.label_smoothing, 0.0, 0.0, scale, 0.0, 0.0, self._num_threads())
+            if want_grad:  # chunk now holds d loss / d logits
+                np.matmul(chunk, linear_weight, out=grad_x[r0:r1])
+                for c0 in range(0, C, partial.shape[0]):
+                    c1 = min(C, c0 + partial.shape[0])
+                    np.matmul(chunk[:, c0:c1].T, x_chunk, out=partial[: c1 - c0])
+                    grads[1][c0:c1] += partial[: c1 - c0]
+                if bias is not None:
+                    bias_sum += chunk.sum(axis=0, dtype=np.float64)
+        if want_grad and bias is not None:
+            grads[2][...] = bias_sum
+        loss = loss_out if none else dtype.type(total / divisor if divisor else math.nan)
+        return LossAndGrad(loss, grads)
