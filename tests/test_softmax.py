@@ -285,10 +285,10 @@ def test_linear_cross_entropy_never_holds_the_logits():
         tracemalloc.stop()
     gradients = sum(g.nbytes for g in grads)
     logits = N * C * 4
-    # the gradients plus a chunk of logits (about the input's size) and a slice of the weight
-    # gradient, far under the (N, C) logits alone
-    assert peak < gradients + 3 * X.nbytes + 64 * 1024, (peak, gradients, X.nbytes)
-    assert peak < logits / 2
+    # the gradients plus a chunk of logits (about eight times the input's size) and a slice
+    # of the weight gradient (about the input's size), far under the (N, C) logits alone
+    assert peak < gradients + 10 * X.nbytes + 64 * 1024, (peak, gradients, X.nbytes)
+    assert peak < logits / 4
 
 
 @pytest.mark.parametrize("args, error, message", [

@@ -198,9 +198,9 @@ class LinearCrossEntropyLoss(CrossEntropyLoss):
 
     ``crit(input, linear_weight, target, linear_bias=None)``: input (N, H) or (H,),
     linear_weight (C, H), linear_bias (C,); targets, weight, ignore_index, label_smoothing and
-    reductions as CrossEntropyLoss. Rows go in chunks of about N H / C (a chunk of logits about
-    as large as the input): each chunk's logits come from one matrix product, the cross-entropy
-    kernel overwrites them with their gradient, and two more products give the gradients of
+    reductions as CrossEntropyLoss. Rows go in chunks of about 8 N H / C (a chunk of logits
+    about eight times the input's size): each chunk's logits come from one matrix product,
+    the cross-entropy kernel overwrites them with their gradient, and two more products give the gradients of
     the input and of linear_weight (accumulated over chunks). grad: (d/d input,
     d/d linear_weight, d/d linear_bias), the last None without a bias. Matrix products run in
     NumPy's BLAS, with its own threads.
@@ -248,7 +248,11 @@ class LinearCrossEntropyLoss(CrossEntropyLoss):
         X = x.reshape(-1, H)
         N = X.shape[0]
         none = self.reduction == "none"
-        rows = self.chunk_rows or max(1, min(N, -(-N * H // C)))
+        # a chunk of logits about eight times the input's size (BLAS runs thin products
+        # slower), slices of the weight gradient about the input's size: memory stays far
+        # under the (N, C) logits
+        rows = self.chunk_rows or max(1, min(N, -(-8 * N * H // C)))
+        classes = max(1, min(C, N))
         grads = row_grad_output = None
         scale = 0.0
         if want_grad:
@@ -266,7 +270,7 @@ class LinearCrossEntropyLoss(CrossEntropyLoss):
             bias_sum = np.zeros(C)   # the bias gradient, summed over chunks in float64
         loss_out = empty(target_shape, dtype) if none else None
         logits = np.empty((min(rows, N), C), dtype)
-        partial = np.empty((min(rows, C), H), dtype)   # one slice of the weight gradient
+        partial = np.empty((classes, H), dtype) if want_grad else None   # a slice of the weight gradient
         weight_total = float(C) if weight is None else float(weight.sum(dtype=np.float64))
         total = 0.0
         for r0 in range(0, N, rows):
