@@ -30,7 +30,10 @@ def main(argv=None, prog="python -m bench"):
     if not cases:
         raise SystemExit(f"--loss: expected some of {[c.name for f in FAMILIES.values() for c in f]}, got {args.loss}")
     sizes = args.sizes or (QUICK_SIZES if args.quick else SIZES)
-    rows = harness.run(cases, sizes, args.threads or fl.get_num_threads(), quick=args.quick)
+    threads = args.threads or fl.get_num_threads()
+    rows = harness.run(cases, sizes, threads, quick=args.quick)
+    if (args.family is None or "softmax" in args.family) and args.loss is None:
+        softmax.report(quick=args.quick)
     if args.json:
         with open(args.json, "w") as f:
             json.dump(rows, f, indent=1)

@@ -96,7 +96,8 @@ def measure(case, size, rng, num_threads, quick):
     arrays = case.data(rng, size)
     crit = case.criterion()
     grads = crit(*arrays)[1]
-    out = tuple(np.empty_like(g) for g in grads) if isinstance(grads, tuple) else np.empty_like(grads)
+    out = (tuple(None if g is None else np.empty_like(g) for g in grads) if isinstance(grads, tuple)
+           else np.empty_like(grads))
     min_time = 0.05 if quick else 0.25
     times = {"fastloss": best_time(lambda: crit(*arrays), min_time),
              "fastloss out=": best_time(lambda: crit(*arrays, out=out), min_time)}

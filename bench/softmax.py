@@ -49,6 +49,14 @@ def sklearn_multinomial(arrays, num_threads):
     return lambda: loss.loss_gradient(y, x, loss_out=loss_out, gradient_out=grad_out, n_threads=num_threads)
 
 
+def _linear(rng, shape):
+    N, H, C = shape
+    return [rng.standard_normal((N, H), dtype=np.float32),
+            (0.02 * rng.standard_normal((C, H), dtype=np.float32)), rng.integers(0, C, N)]
+
+
+LINEAR_SHAPES, LINEAR_QUICK = ((4096, 1024, 32000),), ((512, 256, 8000),)
+
 CASES = [
     Case("CrossEntropyLoss", fl.CrossEntropyLoss, _logits, lambda x, t: F.cross_entropy(x, t),
          np_cross_entropy, sklearn_multinomial, bytes_per_element=8, jax=jax_cross_entropy,
@@ -59,6 +67,63 @@ CASES = [
     Case("CE ignore_index", fl.CrossEntropyLoss, lambda r, s: _logits(r, s, ignore=True),
          lambda x, t: F.cross_entropy(x, t), bytes_per_element=8,
          shapes=SHAPES[2:], quick_shapes=QUICK_SHAPES[2:]),
+    Case("LinearCrossEntropyLoss", fl.LinearCrossEntropyLoss, _linear,
+         lambda x, w, t: F.linear_cross_entropy(x, w, t), bytes_per_element=0, differentiable=(0, 1),
+         shapes=LINEAR_SHAPES, quick_shapes=LINEAR_QUICK),
+    Case("LinearCE vs CE(linear)", fl.LinearCrossEntropyLoss, _linear,
+         lambda x, w, t: F.cross_entropy(F.linear(x, w), t), bytes_per_element=0, differentiable=(0, 1),
+         shapes=LINEAR_SHAPES, quick_shapes=LINEAR_QUICK),
     Case("NLLLoss", fl.NLLLoss, _logits, lambda x, t: F.nll_loss(x, t), bytes_per_element=4,
          shapes=SHAPES[:3], quick_shapes=QUICK_SHAPES),
 ]
+
+
+def _rss():
+    fields = dict(line.split(":", 1) for line in open("/proc/self/status").read().splitlines() if ":" in line)
+    return {key: int(fields[key].split()[0]) * 1024 for key in ("VmRSS", "VmHWM")}
+
+
+def peak_extra_bytes(fn):
+    """Growth of the process's peak resident memory over one call of fn (Linux). fastloss's
+    gradient cache is emptied first, so that its gradient counts as a fresh allocation."""
+    fn()
+    fl.empty_cache()
+    open("/proc/self/clear_refs", "w").write("5")  # resets VmHWM
+    before = _rss()["VmRSS"]
+    fn()
+    return _rss()["VmHWM"] - before
+
+
+def report(print_fn=print, quick=False, num_threads=None):
+    """Peak extra memory of a fwd+bwd call: fastloss against torch, same process."""
+    try:
+        _rss()
+        open("/proc/self/clear_refs", "w").close()
+    except OSError:
+        print_fn("(peak memory: needs Linux's /proc/self/clear_refs)")
+        return
+    rng = np.random.default_rng(0)
+    rows = []
+    ce_shape = (1024, 32000) if quick else (8192, 32000)
+    x, t = _logits(rng, ce_shape)
+    rows.append((f"CrossEntropyLoss {ce_shape[0]}x{ce_shape[1]}", x.nbytes, [
+        ("fastloss", lambda: fl.CrossEntropyLoss()(x, t)),
+        ("torch", (lambda: _torch_backward(lambda a: F.cross_entropy(a, torch.from_numpy(t)), x)) if torch else None)]))
+    shape = LINEAR_QUICK[0] if quick else LINEAR_SHAPES[0]
+    X, W, t2 = _linear(rng, shape)
+    rows.append((f"LinearCrossEntropyLoss {'x'.join(map(str, shape))}", shape[0] * shape[2] * 4, [
+        ("fastloss", lambda: fl.LinearCrossEntropyLoss()(X, W, t2)),
+        ("torch linear_cross_entropy", (lambda: _torch_backward(
+            lambda a, b: F.linear_cross_entropy(a, b, torch.from_numpy(t2)), X, W)) if torch else None),
+        ("torch cross_entropy(linear)", (lambda: _torch_backward(
+            lambda a, b: F.cross_entropy(F.linear(a, b), torch.from_numpy(t2)), X, W)) if torch else None)]))
+    print_fn("")
+    print_fn("peak extra memory of one fwd+bwd call (growth of the process's peak RSS; the gradient included):")
+    for label, logits_bytes, methods in rows:
+        cells = [f"{name} {peak_extra_bytes(fn) / 2**20:8.1f} MiB" for name, fn in methods if fn is not None]
+        print_fn(f"  {label:38s} (logits {logits_bytes / 2**20:.0f} MiB): " + ", ".join(cells))
+
+
+def _torch_backward(loss_fn, *arrays):
+    tensors = [torch.from_numpy(a).requires_grad_(True) for a in arrays]
+    loss_fn(*tensors).backward()

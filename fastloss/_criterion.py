@@ -9,7 +9,7 @@ from collections import namedtuple
 
 import numpy as np
 
-from ._arrays import check_option, check_out, is_device_array
+from ._arrays import check_option, check_out, fail, is_device_array
 from ._kernels.memory import empty
 from ._threads import get_num_threads
 
@@ -77,6 +77,13 @@ class Criterion:
             return (out,)
         names = self.differentiable[: len(shapes)]
         present = [i for i, s in enumerate(shapes) if s is not None]
+        if isinstance(out, tuple) and len(out) == len(shapes) != len(present):
+            # one slot per differentiable input: those without a gradient must be None
+            for i, buf in enumerate(out):
+                if shapes[i] is None and buf is not None:
+                    fail(ValueError, f"out ({names[i]})", "None (it has no gradient in this call)",
+                         type(buf).__name__)
+            out = tuple(out[i] for i in present)
         given = check_out(out, [shapes[i] for i in present], [dtype] * len(present),
                           [names[i] for i in present])
         buffers = [None] * len(shapes)
