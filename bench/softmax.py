@@ -73,6 +73,12 @@ CASES = [
     Case("LinearCE vs CE(linear)", fl.LinearCrossEntropyLoss, _linear,
          lambda x, w, t: F.cross_entropy(F.linear(x, w), t), bytes_per_element=0, differentiable=(0, 1),
          shapes=LINEAR_SHAPES, quick_shapes=LINEAR_QUICK),
+    Case("MultiMarginLoss", fl.MultiMarginLoss, _logits, lambda x, t: F.multi_margin_loss(x, t),
+         bytes_per_element=8, shapes=((64, 10), (4096, 1000)), quick_shapes=((64, 10), (4096, 1000))),
+    Case("MultiLabelSoftMargin", fl.MultiLabelSoftMarginLoss,
+         lambda r, s: [r.standard_normal(s, dtype=np.float32), (r.random(s) > 0.5).astype(np.float32)],
+         lambda x, y: F.multilabel_soft_margin_loss(x, y), bytes_per_element=12,
+         shapes=((64, 10), (4096, 1000)), quick_shapes=((64, 10), (4096, 1000))),
     Case("NLLLoss", fl.NLLLoss, _logits, lambda x, t: F.nll_loss(x, t), bytes_per_element=4,
          shapes=SHAPES[:3], quick_shapes=QUICK_SHAPES),
 ]

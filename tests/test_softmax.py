@@ -301,3 +301,99 @@ def test_linear_cross_entropy_never_holds_the_logits():
 def test_linear_cross_entropy_bad_input(args, error, message):
     with pytest.raises(error, match=message):
         fl.LinearCrossEntropyLoss()(*args())
+
+
+# ---------------------------------------------------------------- margin losses over rows
+
+def multilabel_targets(rng, shape):
+    C = shape[-1]
+    t = np.full(shape, -1, np.int64)
+    for row in t.reshape(-1, C):
+        k = rng.integers(0, C + 1)
+        row[:k] = rng.permutation(C)[:k]
+        row[k:] = rng.integers(-1, C, C - k)  # after the first -1: ignored, any value
+        if k < C:
+            row[k] = -1
+    return t
+
+
+ROW_CASES = [
+    ("multi_margin", {}, lambda x, t, r, w=None, **o: F.multi_margin_loss(x, t, weight=w, reduction=r, **o)),
+    ("multi_margin", {"p": 2, "margin": 0.7, "weight": True},
+     lambda x, t, r, w=None, **o: F.multi_margin_loss(x, t, weight=w, reduction=r, **o)),
+    ("multilabel_margin", {}, lambda x, t, r, **o: F.multilabel_margin_loss(x, t, reduction=r)),
+    ("multilabel_soft_margin", {}, lambda x, t, r, w=None: F.multilabel_soft_margin_loss(x, t, weight=w, reduction=r)),
+    ("multilabel_soft_margin", {"weight": True},
+     lambda x, t, r, w=None: F.multilabel_soft_margin_loss(x, t, weight=w, reduction=r)),
+]
+ROW_CRITERIA = {"multi_margin": fl.MultiMarginLoss, "multilabel_margin": fl.MultiLabelMarginLoss,
+                "multilabel_soft_margin": fl.MultiLabelSoftMarginLoss}
+
+
+def row_case(name, options, shape, rng, dtype):
+    x = rng.standard_normal(shape).astype(dtype)
+    C = shape[-1]
+    if name == "multi_margin":
+        t = rng.integers(0, C, shape[:-1])
+    elif name == "multilabel_margin":
+        t = multilabel_targets(rng, shape)
+    else:
+        t = rng.integers(0, 2, shape).astype(dtype)
+    ours = {k: v for k, v in options.items() if k != "weight"}
+    weight = rng.uniform(0.5, 2, C).astype(dtype) if options.get("weight") else None
+    if weight is not None:
+        ours["weight"] = weight
+    return x, t, ours, weight
+
+
+@pytest.mark.parametrize("name, options, oracle", ROW_CASES, ids=[f"{n}-{o}" for n, o, _ in ROW_CASES])
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_row_losses_match_torch(name, options, oracle, reduction, dtype):
+    rng = np.random.default_rng(21)
+    for shape in [(6,), (7, 6), (0, 6), (300, 131)]:
+        x, t, ours, weight = row_case(name, options, shape, rng, dtype)
+        crit = ROW_CRITERIA[name](reduction=reduction, **ours)
+        grad_output = rng.uniform(0.5, 1.5, shape[:-1]).astype(dtype) if reduction == "none" else 0.75
+        loss, grad = crit(x, t, grad_output=grad_output)
+        xt = torch.tensor(x.astype(np.float64), requires_grad=True)
+        tt = torch.tensor(t.astype(np.float64) if name == "multilabel_soft_margin" else t)
+        extra = {k: v for k, v in ours.items() if k != "weight"}
+        w = None if weight is None else torch.tensor(weight.astype(np.float64))
+        ref = oracle(xt, tt, reduction, **({"w": w} if name != "multilabel_margin" else {}), **extra)
+        ref.backward(torch.tensor(np.asarray(grad_output, dtype=np.float64)).expand(ref.shape))
+        what = f"{name} {options} {reduction} {shape}"
+        if shape[0] == 0 and reduction == "mean":
+            # torch's margin losses return uninitialised memory for the mean of an empty
+            # batch; ours is nan, as every other mean of nothing
+            assert np.isnan(loss) and grad.shape == x.shape
+            continue
+        assert_close(loss, ref.detach().numpy(), dtype, what=what)
+        assert_close(grad, xt.grad.numpy(), dtype, what=what + " grad")
+        assert_close(crit.loss(x, t), ref.detach().numpy(), dtype, what=what + " loss()")
+
+
+@pytest.mark.parametrize("name, options, oracle", ROW_CASES, ids=[f"{n}-{o}" for n, o, _ in ROW_CASES])
+def test_row_losses_gradients_match_finite_differences(name, options, oracle):
+    rng = np.random.default_rng(22)
+    x, t, ours, _ = row_case(name, options, (5, 7), rng, np.float64)
+    weights = rng.uniform(0.5, 1.5, 5)
+    crit = ROW_CRITERIA[name](reduction="none", **ours)
+    _, grad = crit(x, t, grad_output=weights)
+    numeric = central_differences(lambda a: float(np.sum(crit.loss(a, t) * weights)), [x], 0)
+    np.testing.assert_allclose(grad, numeric, rtol=1e-6, atol=1e-8)
+
+
+@pytest.mark.parametrize("make, args, error, message", [
+    (fl.MultiMarginLoss, lambda: (np.zeros((2, 3)), np.array([0, 3])), IndexError,
+     r"target: expected class indices in \[0, 3\), got 3 at position \(1,\)"),
+    (lambda: fl.MultiMarginLoss(p=3), lambda: (np.zeros((2, 3)), np.zeros(2, int)), ValueError, "p: expected 1 or 2, got 3"),
+    (fl.MultiLabelMarginLoss, lambda: (np.zeros((2, 3)), np.array([[0, 2, -1], [1, 3, -1]])), IndexError,
+     r"before each row's first -1, got 3 at position \(1, 1\)"),
+    (fl.MultiLabelMarginLoss, lambda: (np.zeros((2, 3)), np.zeros((2, 3))), TypeError, "target: expected class indices"),
+    (fl.MultiLabelSoftMarginLoss, lambda: (np.zeros((2, 3)), np.zeros((2, 4))), ValueError, r"target: expected shape \(2, 3\)"),
+    (fl.MultiMarginLoss, lambda: (np.zeros((2, 3, 4)), np.zeros((2, 4), int)), ValueError, r"input: expected shape \(N, C\) or \(C,\)"),
+])
+def test_row_losses_bad_input(make, args, error, message):
+    with pytest.raises(error, match=message):
+        make()(*args())

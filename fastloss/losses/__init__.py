@@ -1,5 +1,6 @@
 """The criterion classes, one module per family."""
-from .softmax import CrossEntropyLoss, LinearCrossEntropyLoss, NLLLoss, SoftmaxFocalLoss
+from .softmax import (CrossEntropyLoss, LinearCrossEntropyLoss, MultiLabelMarginLoss, MultiLabelSoftMarginLoss,
+                      MultiMarginLoss, NLLLoss, SoftmaxFocalLoss)
 from .pointwise import (BCELoss, BCEWithLogitsLoss, GaussianNLLLoss, HingeEmbeddingLoss, HuberLoss,
                         KLDivLoss, L1Loss, MarginRankingLoss, MSELoss, PoissonNLLLoss, SigmoidFocalLoss,
                         SmoothL1Loss, SoftMarginLoss)
@@ -23,5 +24,8 @@ FUNCTIONAL_NAMES = {
     NLLLoss: "nll_loss",
     SoftmaxFocalLoss: "softmax_focal_loss",
     LinearCrossEntropyLoss: "linear_cross_entropy",
+    MultiMarginLoss: "multi_margin_loss",
+    MultiLabelMarginLoss: "multilabel_margin_loss",
+    MultiLabelSoftMarginLoss: "multilabel_soft_margin_loss",
 }
 CRITERIA = tuple(FUNCTIONAL_NAMES)

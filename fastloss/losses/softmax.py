@@ -25,19 +25,24 @@ def _layout(x):
     return x.shape[0], x.shape[1], math.prod(x.shape[2:]), (x.shape[0],) + x.shape[2:]
 
 
+_NO_IGNORE = -(2 ** 63)
+
+
 def _class_targets(target, target_shape, classes, ignore_index, weight):
-    """int64 targets after the checks; (targets, sum of target weights, kept rows)."""
+    """int64 targets after the checks; (targets, sum of target weights, kept rows).
+    ignore_index None: every target must be a class."""
     if target.dtype.kind not in "iub":
         fail(TypeError, "target", "class indices of an integer dtype", f"dtype {target.dtype}")
     if target.shape != target_shape:
         fail(ValueError, "target", f"shape {target_shape}", tuple(target.shape))
     target = contiguous(target, np.int64)
     bad, value, weight_sum, kept = _kernel.check_targets(
-        target, classes, ignore_index, None if weight is None else contiguous(weight, np.float64))
+        target, classes, _NO_IGNORE if ignore_index is None else ignore_index,
+        None if weight is None else contiguous(weight, np.float64))
     if bad >= 0:
         position = tuple(int(p) for p in np.unravel_index(bad, target_shape)) if target_shape else ()
-        raise IndexError(f"target: expected class indices in [0, {classes}) or ignore_index "
-                         f"{ignore_index}, got {value} at position {position}")
+        expected = f"class indices in [0, {classes})" + ("" if ignore_index is None else f" or ignore_index {ignore_index}")
+        raise IndexError(f"target: expected {expected}, got {value} at position {position}")
     return target, weight_sum, kept
 
 
@@ -297,3 +302,107 @@ class LinearCrossEntropyLoss(CrossEntropyLoss):
             grads[2][...] = bias_sum
         loss = loss_out if none else dtype.type(total / divisor if divisor else math.nan)
         return LossAndGrad(loss, grads)
+
+
+class _RowLoss(Criterion):
+    """Losses with one value per row of an (N, C) or (C,) input; 'mean' averages the rows."""
+    _margin_loss = None   # the kernel's name in _kernel.MARGIN_LOSSES
+
+    def _rows(self, arrays, want_grad, out, grad_output, target=None, target_real=None, weight=None,
+              margin=0.0, p=1):
+        x = arrays[0]
+        rows, C = (1, x.shape[0]) if x.ndim == 1 else x.shape
+        loss_shape = () if x.ndim == 1 else (rows,)
+        dtype = x.dtype
+        none = self.reduction == "none"
+        divisor = rows if self.reduction == "mean" else 1
+        grad = row_grad_output = None
+        scale = 0.0
+        if want_grad:
+            if none:
+                scale = 1.0
+                if grad_output is not None:
+                    row_grad_output = _row_grad_output(grad_output, loss_shape, dtype)
+            else:
+                go = scalar_grad_output(grad_output)
+                scale = go / divisor if divisor else 0.0
+            grad = self._gradient_buffers((x.shape,), dtype, out)[0]
+        loss_out = empty(loss_shape, dtype) if none else None
+        total = _kernel.margin_loss(_kernel.MARGIN_LOSSES.index(self._margin_loss), x, rows, C, target,
+                                    target_real, weight, grad, loss_out, row_grad_output, scale, margin, p,
+                                    self._num_threads())
+        loss = loss_out if none else dtype.type(total / divisor if divisor else math.nan)
+        return LossAndGrad(loss, grad)
+
+    @staticmethod
+    def _input(arrays):
+        x = as_float_input(arrays[0], "input")
+        if x.ndim not in (1, 2):
+            fail(ValueError, "input", "shape (N, C) or (C,)", tuple(x.shape))
+        return x
+
+
+class MultiMarginLoss(_RowLoss):
+    """Multi-class hinge loss, as torch's: for class index t,
+    ``l = w_t / C sum_{c != t} max(0, margin - x_t + x_c)^p`` with p = 1 or 2; 'mean' averages
+    the rows. input (N, C) or (C,); target (N,) or (). grad: d(loss)/d(input)."""
+    _margin_loss = "multi_margin"
+
+    def __init__(self, p=1, margin=1.0, weight=None, *, reduction="mean"):
+        super().__init__(reduction)
+        if p not in (1, 2) or isinstance(p, bool):
+            fail(ValueError, "p", "1 or 2", repr(p))
+        self.p, self.margin = int(p), check_number("margin", margin)
+        self.weight = None if weight is None else as_host_array(weight, "weight")
+
+    def _cpu(self, arrays, want_grad, out, grad_output):
+        x = self._input(arrays)
+        C = x.shape[-1]
+        weight = _class_weight(self.weight, C, x.dtype)
+        target, _, _ = _class_targets(as_host_array(arrays[1], "target"), x.shape[:-1], C, None, None)
+        return self._rows((x,), want_grad, out, grad_output, target=target, weight=weight,
+                          margin=self.margin, p=self.p)
+
+
+class MultiLabelMarginLoss(_RowLoss):
+    """Multi-label hinge loss, as torch's: each target row lists class indices, ended by the
+    first -1 (set T); ``l = 1 / C sum_{j in T} sum_{c not in T} max(0, 1 - (x_j - x_c))``.
+    input (N, C) or (C,); target of the input's shape, integers. grad: d(loss)/d(input)."""
+    _margin_loss = "multilabel_margin"
+
+    def __init__(self, *, reduction="mean"):
+        super().__init__(reduction)
+
+    def _cpu(self, arrays, want_grad, out, grad_output):
+        x = self._input(arrays)
+        target = as_host_array(arrays[1], "target")
+        if target.dtype.kind not in "iu":
+            fail(TypeError, "target", "class indices of an integer dtype", f"dtype {target.dtype}")
+        if target.shape != x.shape:
+            fail(ValueError, "target", f"shape {x.shape} (the input's)", tuple(target.shape))
+        target = contiguous(target, np.int64)
+        bad, value = _kernel.check_multilabel_targets(target, x.shape[-1])
+        if bad >= 0:
+            position = tuple(int(p) for p in np.unravel_index(bad, target.shape))
+            raise IndexError(f"target: expected class indices in [0, {x.shape[-1]}) before each row's "
+                             f"first -1, got {value} at position {position}")
+        return self._rows((x,), want_grad, out, grad_output, target=target)
+
+
+class MultiLabelSoftMarginLoss(_RowLoss):
+    """Multi-label logistic loss, as torch's: ``l = -1 / C sum_c w_c (y_c log sigmoid(x_c) +
+    (1 - y_c) log sigmoid(-x_c))`` per row; 'mean' averages the rows. input (N, C) or (C,);
+    target of the input's shape (0/1 or probabilities); weight (C,). grad: d(loss)/d(input)."""
+    _margin_loss = "multilabel_soft_margin"
+
+    def __init__(self, weight=None, *, reduction="mean"):
+        super().__init__(reduction)
+        self.weight = None if weight is None else as_host_array(weight, "weight")
+
+    def _cpu(self, arrays, want_grad, out, grad_output):
+        x = self._input(arrays)
+        target = as_operand(arrays[1], "target", x.dtype)
+        if target.shape != x.shape:
+            fail(ValueError, "target", f"shape {x.shape} (the input's)", tuple(target.shape))
+        weight = _class_weight(self.weight, x.shape[-1], x.dtype)
+        return self._rows((x,), want_grad, out, grad_output, target_real=target, weight=weight)
