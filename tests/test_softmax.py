@@ -397,3 +397,102 @@ def test_row_losses_gradients_match_finite_differences(name, options, oracle):
 def test_row_losses_bad_input(make, args, error, message):
     with pytest.raises(error, match=message):
         make()(*args())
+
+
+# ---------------------------------------------------------------- DiceLoss
+
+def torch_dice(x, y, reduction, mode, from_logits=True, smooth=0.0, eps=1e-7, ignore_index=None):
+    """SPEC's Dice (segmentation_models_pytorch up to 0.3), composed in torch."""
+    N, C = x.shape[:2]
+    p = (x.softmax(1) if mode == "multiclass" else x.sigmoid()) if from_logits else x
+    p = p.reshape(N, C, -1)
+    if mode == "multiclass":
+        t = y.reshape(N, -1)
+        m = (t != ignore_index) if ignore_index is not None else torch.ones_like(t, dtype=torch.bool)
+        target = F.one_hot(t * m, C).permute(0, 2, 1).to(p.dtype) * m[:, None]
+        p = p * m[:, None]
+    else:
+        t = y.reshape(N, C, -1)
+        m = (t != ignore_index) if ignore_index is not None else torch.ones_like(t, dtype=torch.bool)
+        p, target = p * m, t * m
+    inner, total = (p * target).sum((0, 2)), (p + target).sum((0, 2))
+    loss = (1 - (2 * inner + smooth) / (total + smooth).clamp_min(eps)) * (target.sum((0, 2)) > 0)
+    return {"none": loss, "mean": loss.mean(), "sum": loss.sum()}[reduction]
+
+
+DICE_OPTIONS = [{"mode": "multiclass"}, {"mode": "multiclass", "ignore_index": 255, "smooth": 1.0},
+                {"mode": "multilabel"}, {"mode": "multilabel", "from_logits": False},
+                {"mode": "multilabel", "ignore_index": -1, "smooth": 0.5}, {"mode": "binary"},
+                {"mode": "binary", "eps": 10.0}]
+
+
+def dice_case(options, shape, rng, dtype):
+    mode = options["mode"]
+    shape = (shape[0], 1) + shape[2:] if mode == "binary" else shape
+    x = rng.standard_normal(shape)
+    if not options.get("from_logits", True):
+        x = 1 / (1 + np.exp(-x))
+    if mode == "multiclass":
+        t = rng.integers(0, max(1, shape[1] - 1), (shape[0],) + shape[2:])  # the last class absent
+        if "ignore_index" in options and t.size:
+            t.reshape(-1)[::7] = options["ignore_index"]
+    else:
+        t = (rng.random(shape) > 0.5).astype(dtype)
+        if "ignore_index" in options and t.size:
+            t.reshape(-1)[::5] = options["ignore_index"]
+    return x.astype(dtype), t
+
+
+@pytest.mark.parametrize("options", DICE_OPTIONS, ids=[str(o) for o in DICE_OPTIONS])
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_dice_matches_torch(options, reduction, dtype):
+    rng = np.random.default_rng(31)
+    for shape in [(3, 4, 5, 6), (6, 3), (2, 5, 7), (4, 3, 60, 50)]:
+        x, t = dice_case(options, shape, rng, dtype)
+        crit = fl.DiceLoss(reduction=reduction, **options)
+        grad_output = rng.uniform(0.5, 1.5, x.shape[1]).astype(dtype) if reduction == "none" else 0.75
+        loss, grad = crit(x, t, grad_output=grad_output)
+        xt = torch.tensor(x.astype(np.float64), requires_grad=True)
+        ref = torch_dice(xt, torch.tensor(t.astype(np.float64) if t.dtype.kind == "f" else t), reduction, **options)
+        ref.backward(torch.tensor(np.asarray(grad_output, dtype=np.float64)).expand(ref.shape))
+        what = f"{options} {reduction} {x.shape}"
+        assert_close(loss, ref.detach().numpy(), dtype, what=what)
+        assert_close(grad, xt.grad.numpy(), dtype, what=what + " grad")
+        assert_close(crit.loss(x, t), ref.detach().numpy(), dtype, what=what + " loss()")
+
+
+@pytest.mark.parametrize("options", DICE_OPTIONS, ids=[str(o) for o in DICE_OPTIONS])
+def test_dice_gradient_matches_finite_differences(options):
+    rng = np.random.default_rng(32)
+    x, t = dice_case(options, (2, 3, 4), rng, np.float64)
+    weights = rng.uniform(0.5, 1.5, x.shape[1])
+    crit = fl.DiceLoss(reduction="none", **options)
+    _, grad = crit(x, t, grad_output=weights)
+    numeric = central_differences(lambda a: float(np.sum(crit.loss(a, t) * weights)), [x], 0)
+    np.testing.assert_allclose(grad, numeric, rtol=1e-6, atol=1e-9)
+
+
+def test_dice_bitwise_identical_for_any_thread_count():
+    x, t = dice_case({"mode": "multiclass"}, (6, 5, 80, 90), np.random.default_rng(33), np.float32)
+    results = set()
+    for threads in (1, 2, 4):
+        with fl.threads(threads):
+            loss, grad = fl.DiceLoss("multiclass")(x, t)
+            results.add((np.asarray(loss).tobytes(), grad.tobytes()))
+    assert len(results) == 1
+
+
+@pytest.mark.parametrize("make, args, error, message", [
+    (lambda: fl.DiceLoss("binary"), lambda: (np.zeros((2, 3, 4)), np.zeros((2, 3, 4))), ValueError,
+     r"input: expected one channel, \(N, 1, ...\), for mode 'binary', got \(2, 3, 4\)"),
+    (lambda: fl.DiceLoss("multiclass"), lambda: (np.zeros((2, 3, 4)), np.full((2, 4), 3)), IndexError,
+     r"target: expected class indices in \[0, 3\), got 3 at position \(0, 0\)"),
+    (lambda: fl.DiceLoss("multilabel"), lambda: (np.zeros((2, 3, 4)), np.zeros((2, 4))), ValueError,
+     r"target: expected shape \(2, 3, 4\)"),
+    (lambda: fl.DiceLoss("softmax"), lambda: (np.zeros((2, 3)), np.zeros(2, int)), ValueError,
+     "mode: expected one of 'binary', 'multiclass', 'multilabel', got 'softmax'"),
+])
+def test_dice_bad_input(make, args, error, message):
+    with pytest.raises(error, match=message):
+        make()(*args())

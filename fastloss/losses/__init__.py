@@ -1,5 +1,5 @@
 """The criterion classes, one module per family."""
-from .softmax import (CrossEntropyLoss, LinearCrossEntropyLoss, MultiLabelMarginLoss, MultiLabelSoftMarginLoss,
+from .softmax import (CrossEntropyLoss, DiceLoss, LinearCrossEntropyLoss, MultiLabelMarginLoss, MultiLabelSoftMarginLoss,
                       MultiMarginLoss, NLLLoss, SoftmaxFocalLoss)
 from .pointwise import (BCELoss, BCEWithLogitsLoss, GaussianNLLLoss, HingeEmbeddingLoss, HuberLoss,
                         KLDivLoss, L1Loss, MarginRankingLoss, MSELoss, PoissonNLLLoss, SigmoidFocalLoss,
@@ -27,5 +27,6 @@ FUNCTIONAL_NAMES = {
     MultiMarginLoss: "multi_margin_loss",
     MultiLabelMarginLoss: "multilabel_margin_loss",
     MultiLabelSoftMarginLoss: "multilabel_soft_margin_loss",
+    DiceLoss: "dice_loss",
 }
 CRITERIA = tuple(FUNCTIONAL_NAMES)

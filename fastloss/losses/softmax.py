@@ -406,3 +406,70 @@ class MultiLabelSoftMarginLoss(_RowLoss):
             fail(ValueError, "target", f"shape {x.shape} (the input's)", tuple(target.shape))
         weight = _class_weight(self.weight, x.shape[-1], x.dtype)
         return self._rows((x,), want_grad, out, grad_output, target_real=target, weight=weight)
+
+
+class DiceLoss(Criterion):
+    """Soft Dice loss for segmentation (the formula of segmentation_models_pytorch up to 0.3).
+
+    input (N, C, *) scores (binary: C = 1); p = softmax over C (mode 'multiclass') or sigmoid
+    ('binary', 'multilabel') when from_logits, else p = input. Targets are hard: class indices
+    of shape (N, *) for 'multiclass' (one-hot inside), 0/1 of the input's shape otherwise.
+    Positions whose target equals ignore_index are masked out of p and the target. Per class,
+    over batch and space: I_c = sum p y, S_c = sum (p + y);
+    ``dice_c = (2 I_c + smooth) / max(S_c + smooth, eps)``, ``loss_c = (1 - dice_c) [sum y_c > 0]``;
+    'mean' averages the C classes (absent ones count 0), 'sum' adds them, 'none' gives (C,).
+    grad: d(loss)/d(input), through the softmax or sigmoid when from_logits.
+    """
+    arguments = ("input", "target")
+
+    def __init__(self, mode, *, from_logits=True, smooth=0.0, eps=1e-7, ignore_index=None, reduction="mean"):
+        super().__init__(reduction)
+        from .._arrays import check_option
+        check_option("mode", mode, ("binary", "multiclass", "multilabel"))
+        self.mode, self.from_logits = mode, bool(from_logits)
+        self.smooth = check_number("smooth", smooth, nonnegative=True)
+        self.eps = check_number("eps", eps, nonnegative=True)
+        if ignore_index is not None and (isinstance(ignore_index, bool) or not isinstance(ignore_index, (int, np.integer))):
+            fail(TypeError, "ignore_index", "an int or None", repr(ignore_index))
+        self.ignore_index = None if ignore_index is None else int(ignore_index)
+
+    def _cpu(self, arrays, want_grad, out, grad_output):
+        x = as_float_input(arrays[0], "input")
+        if x.ndim < 2:
+            fail(ValueError, "input", "shape (N, C, ...)", tuple(x.shape))
+        N, C, S = x.shape[0], x.shape[1], math.prod(x.shape[2:])
+        dtype = x.dtype
+        if self.mode == "binary" and C != 1:
+            fail(ValueError, "input", "one channel, (N, 1, ...), for mode 'binary'", tuple(x.shape))
+        target_index = target_real = None
+        if self.mode == "multiclass":
+            target_index, _, _ = _class_targets(as_host_array(arrays[1], "target"), (N,) + x.shape[2:], C,
+                                                self.ignore_index, None)
+        else:
+            target_real = as_operand(arrays[1], "target", dtype)
+            if target_real.shape != x.shape:
+                fail(ValueError, "target", f"shape {x.shape} (the input's)", tuple(target_real.shape))
+        mode = 2 if not self.from_logits else (0 if self.mode == "multiclass" else 1)
+        threads = self._num_threads()
+        sums = _kernel.dice(x, N, C, S, target_index, target_real, self.ignore_index, mode, None, None, None, threads)
+        inner, total, present = sums[:, 0], sums[:, 1], sums[:, 2] > 0
+        denominator = np.maximum(total + self.smooth, self.eps)
+        losses = (1 - (2 * inner + self.smooth) / denominator) * present
+        if self.reduction == "none":
+            loss = losses.astype(dtype)
+        else:
+            loss = dtype.type(losses.sum() / C if self.reduction == "mean" else losses.sum())
+        if not want_grad:
+            return LossAndGrad(loss, None)
+        if self.reduction == "none":
+            scale = np.ones(C) if grad_output is None else _row_grad_output(grad_output, (C,), np.float64)
+        else:
+            scale = scalar_grad_output(grad_output) / (C if self.reduction == "mean" else 1)
+        # d loss_c / d p = m (coef_y y + coef_1): the numerator's 2 y / D and the denominator's
+        # -(2 I + smooth) / D^2 (zero where the eps clamp holds)
+        coef_y = np.ascontiguousarray(-2.0 * present / denominator * scale)
+        coef_1 = np.ascontiguousarray(present * (2 * inner + self.smooth) * (total + self.smooth >= self.eps)
+                                      / denominator ** 2 * scale)
+        grad = self._gradient_buffers((x.shape,), dtype, out)[0]
+        _kernel.dice(x, N, C, S, target_index, target_real, self.ignore_index, mode, grad, coef_y, coef_1, threads)
+        return LossAndGrad(loss, grad)
