@@ -37,6 +37,14 @@ def jax_cross_entropy(j, x, t):
     return j.mean(lse - j.take_along_axis(x, t[:, None], axis=1)[:, 0])
 
 
+def torch_dice_multiclass(x, t):
+    N, C = x.shape[:2]
+    p = x.softmax(1).reshape(N, C, -1)
+    y = F.one_hot(t.reshape(N, -1), C).permute(0, 2, 1).to(p.dtype)
+    inner, total = (p * y).sum((0, 2)), (p + y).sum((0, 2))
+    return ((1 - 2 * inner / total.clamp_min(1e-7)) * (y.sum((0, 2)) > 0)).mean()
+
+
 def sklearn_multinomial(arrays, num_threads):
     try:
         from sklearn._loss.loss import HalfMultinomialLoss
@@ -79,6 +87,10 @@ CASES = [
          lambda r, s: [r.standard_normal(s, dtype=np.float32), (r.random(s) > 0.5).astype(np.float32)],
          lambda x, y: F.multilabel_soft_margin_loss(x, y), bytes_per_element=12,
          shapes=((64, 10), (4096, 1000)), quick_shapes=((64, 10), (4096, 1000))),
+    Case("DiceLoss multiclass", lambda: fl.DiceLoss("multiclass"),
+         lambda r, s: [r.standard_normal(s, dtype=np.float32), r.integers(0, s[1], (s[0],) + s[2:])],
+         lambda x, t: torch_dice_multiclass(x, t), bytes_per_element=8,
+         shapes=((8, 21, 256, 256),), quick_shapes=((2, 21, 128, 128),)),
     Case("NLLLoss", fl.NLLLoss, _logits, lambda x, t: F.nll_loss(x, t), bytes_per_element=4,
          shapes=SHAPES[:3], quick_shapes=QUICK_SHAPES),
 ]
