@@ -63,6 +63,28 @@ def _row_grad_output(grad_output, shape, dtype):
     return g
 
 
+def _row_reduction(crit, want_grad, loss_shape, divisor, grad_output, grad_shape, dtype, out):
+    """What a row kernel needs for crit's reduction: (the gradient's scale, per-row grad_output
+    or None, the gradient buffer or None, the per-row loss buffer for 'none' or None)."""
+    scale, row_grad_output, grad = 0.0, None, None
+    none = crit.reduction == "none"
+    if want_grad:
+        if none:
+            scale = 1.0
+            if grad_output is not None:
+                row_grad_output = _row_grad_output(grad_output, loss_shape, dtype)
+        else:
+            go = scalar_grad_output(grad_output)
+            scale = go / divisor if divisor else 0.0
+        grad = crit._gradient_buffers((grad_shape,), dtype, out)[0]
+    return scale, row_grad_output, grad, empty(loss_shape, dtype) if none else None
+
+
+def _reduced(loss_out, total, divisor, dtype):
+    """The loss: the per-row losses for 'none', else the float64 total over the divisor (nan for 0)."""
+    return loss_out if loss_out is not None else dtype.type(total / divisor if divisor else math.nan)
+
+
 class CrossEntropyLoss(Criterion):
     """Cross entropy of logits against class indices or class probabilities, as torch's
     (log_softmax and NLL fused). For logits z, class index t, weights w:
@@ -129,8 +151,7 @@ class CrossEntropyLoss(Criterion):
             float(C) if weight is None else float(weight.sum(dtype=np.float64)), self.ignore_index,
             self.label_smoothing, self.z_loss, self.softcap or 0.0, scale_ce, scale_z,
             ce_divisor / z_divisor if z_divisor else 0.0, self._num_threads(), self._focal_gamma)
-        loss = loss_out if none else dtype.type(total / ce_divisor if ce_divisor else math.nan)
-        return LossAndGrad(loss, grad)
+        return LossAndGrad(_reduced(loss_out, total, ce_divisor, dtype), grad)
 
 
 class NLLLoss(Criterion):
@@ -153,24 +174,12 @@ class NLLLoss(Criterion):
         weight = _class_weight(self.weight, C, dtype)
         target, weight_sum, _ = _class_targets(as_host_array(arrays[1], "target"), target_shape, C,
                                                self.ignore_index, weight)
-        none = self.reduction == "none"
         divisor = weight_sum if self.reduction == "mean" else 1
-        grad = row_grad_output = None
-        scale = 0.0
-        if want_grad:
-            if none:
-                scale = 1.0
-                if grad_output is not None:
-                    row_grad_output = _row_grad_output(grad_output, target_shape, dtype)
-            else:
-                go = scalar_grad_output(grad_output)
-                scale = go / divisor if divisor else 0.0
-            grad = self._gradient_buffers((x.shape,), dtype, out)[0]
-        loss_out = empty(target_shape, dtype) if none else None
+        scale, row_grad_output, grad, loss_out = _row_reduction(self, want_grad, target_shape, divisor,
+                                                                grad_output, x.shape, dtype, out)
         total = _kernel.nll(x, N * D, C, D, target, weight, grad, loss_out, row_grad_output,
                             self.ignore_index, scale, self._num_threads())
-        loss = loss_out if none else dtype.type(total / divisor if divisor else math.nan)
-        return LossAndGrad(loss, grad)
+        return LossAndGrad(_reduced(loss_out, total, divisor, dtype), grad)
 
 
 class SoftmaxFocalLoss(CrossEntropyLoss):
@@ -311,8 +320,7 @@ class LinearCrossEntropyLoss(CrossEntropyLoss):
                     bias_sum += chunk.sum(axis=0, dtype=np.float64)
         if want_grad and bias is not None:
             grads[2][...] = bias_sum
-        loss = loss_out if none else dtype.type(total / divisor if divisor else math.nan)
-        return LossAndGrad(loss, grads)
+        return LossAndGrad(_reduced(loss_out, total, divisor, dtype), grads)
 
 
 class _RowLoss(Criterion):
@@ -325,25 +333,13 @@ class _RowLoss(Criterion):
         rows, C = (1, x.shape[0]) if x.ndim == 1 else x.shape
         loss_shape = () if x.ndim == 1 else (rows,)
         dtype = x.dtype
-        none = self.reduction == "none"
         divisor = rows if self.reduction == "mean" else 1
-        grad = row_grad_output = None
-        scale = 0.0
-        if want_grad:
-            if none:
-                scale = 1.0
-                if grad_output is not None:
-                    row_grad_output = _row_grad_output(grad_output, loss_shape, dtype)
-            else:
-                go = scalar_grad_output(grad_output)
-                scale = go / divisor if divisor else 0.0
-            grad = self._gradient_buffers((x.shape,), dtype, out)[0]
-        loss_out = empty(loss_shape, dtype) if none else None
+        scale, row_grad_output, grad, loss_out = _row_reduction(self, want_grad, loss_shape, divisor,
+                                                                grad_output, x.shape, dtype, out)
         total = _kernel.margin_loss(_kernel.MARGIN_LOSSES.index(self._margin_loss), x, rows, C, target,
                                     target_real, weight, grad, loss_out, row_grad_output, scale, margin, p,
                                     self._num_threads())
-        loss = loss_out if none else dtype.type(total / divisor if divisor else math.nan)
-        return LossAndGrad(loss, grad)
+        return LossAndGrad(_reduced(loss_out, total, divisor, dtype), grad)
 
     @staticmethod
     def _input(arrays):
