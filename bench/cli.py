@@ -4,9 +4,9 @@ import json
 
 import fastloss as fl
 
-from . import harness, pointwise, softmax
+from . import embedding, harness, pointwise, softmax
 
-FAMILIES = {"pointwise": pointwise.CASES, "softmax": softmax.CASES}
+FAMILIES = {"pointwise": pointwise.CASES, "softmax": softmax.CASES, "embedding": embedding.CASES}
 SIZES = (64, 100_000, 10_000_000)
 QUICK_SIZES = (64, 100_000, 1_000_000)
 

@@ -3,16 +3,17 @@ from . import functional
 from ._criterion import Criterion, LossAndGrad
 from ._kernels.memory import empty_cache
 from ._threads import get_num_threads, set_num_threads, threads
-from .losses import (CrossEntropyLoss, DiceLoss, LinearCrossEntropyLoss, MultiLabelMarginLoss, MultiLabelSoftMarginLoss,
+from .losses import (ContrastiveLoss, CosineEmbeddingLoss, TripletMarginLoss, TripletMarginWithDistanceLoss,
+                     CrossEntropyLoss, DiceLoss, LinearCrossEntropyLoss, MultiLabelMarginLoss, MultiLabelSoftMarginLoss,
                      MultiMarginLoss, NLLLoss, SoftmaxFocalLoss, BCELoss, BCEWithLogitsLoss, GaussianNLLLoss, HingeEmbeddingLoss, HuberLoss,
                      KLDivLoss, L1Loss, MarginRankingLoss, MSELoss, PoissonNLLLoss, SigmoidFocalLoss,
                      SmoothL1Loss, SoftMarginLoss)
 
 __version__ = "0.1.0"
 __all__ = [
-    "BCELoss", "BCEWithLogitsLoss", "Criterion", "CrossEntropyLoss", "DiceLoss", "NLLLoss", "GaussianNLLLoss", "HingeEmbeddingLoss", "HuberLoss",
+    "BCELoss", "BCEWithLogitsLoss", "ContrastiveLoss", "CosineEmbeddingLoss", "Criterion", "CrossEntropyLoss", "DiceLoss", "NLLLoss", "GaussianNLLLoss", "HingeEmbeddingLoss", "HuberLoss",
     "KLDivLoss", "LinearCrossEntropyLoss", "MultiLabelMarginLoss", "MultiLabelSoftMarginLoss",
     "MultiMarginLoss", "empty_cache", "L1Loss", "LossAndGrad", "MSELoss", "MarginRankingLoss", "PoissonNLLLoss",
-    "SigmoidFocalLoss", "SmoothL1Loss", "SoftmaxFocalLoss", "SoftMarginLoss", "functional", "get_num_threads",
+    "SigmoidFocalLoss", "SmoothL1Loss", "SoftmaxFocalLoss", "SoftMarginLoss", "TripletMarginLoss", "TripletMarginWithDistanceLoss", "functional", "get_num_threads",
     "set_num_threads", "threads",
 ]

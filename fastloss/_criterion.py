@@ -5,11 +5,12 @@ Data flows one way: public class -> Criterion (checks, reduction, buffers) -> a 
 method of the family (``_cpu``; a ``_cuda`` one arrives with the GPU backend) -> kernels ->
 back as LossAndGrad. The backend is chosen in `backend_for`, and only there.
 """
+import math
 from collections import namedtuple
 
 import numpy as np
 
-from ._arrays import check_option, check_out, fail, is_device_array
+from ._arrays import as_operand, check_option, check_out, fail, is_device_array, scalar_grad_output
 from ._kernels.memory import empty
 from ._threads import get_num_threads
 
@@ -25,6 +26,21 @@ def backend_for(arrays):
     if not all(on_device):
         raise ValueError("arrays: expected all on the host or all on a CUDA device, got a mix of both")
     return "cuda"
+
+
+def row_grad_output(grad_output, shape, dtype):
+    """grad_output for a 'none' loss of `shape`: an array of that shape, or a scalar spread over it."""
+    g = as_operand(grad_output, "grad_output", dtype)
+    if g.shape != shape:
+        if g.size != 1:
+            fail(ValueError, "grad_output", f"shape {shape} (the loss's) or a scalar", tuple(g.shape))
+        g = np.full(shape, g.reshape(()), dtype)
+    return g
+
+
+def reduced(loss_out, total, divisor, dtype):
+    """The loss: the per-row losses for 'none', else the float64 total over the divisor (nan for 0)."""
+    return loss_out if loss_out is not None else dtype.type(total / divisor if divisor else math.nan)
 
 
 class Criterion:
@@ -90,6 +106,23 @@ class Criterion:
         for i, buf in zip(present, given):
             buffers[i] = empty(shapes[i], dtype) if buf is None else buf
         return tuple(buffers)
+
+    def _row_reduction(self, want_grad, loss_shape, divisor, grad_output, grad_shapes, dtype, out):
+        """What a kernel with one loss per row needs for the reduction: (the gradients' scale,
+        per-row grad_output or None, the gradient buffers (None without a gradient), the
+        per-row loss buffer for 'none' or None). 'mean' divides by `divisor`."""
+        scale, rows_grad_output, grads = 0.0, None, (None,) * len(grad_shapes)
+        none = self.reduction == "none"
+        if want_grad:
+            if none:
+                scale = 1.0
+                if grad_output is not None:
+                    rows_grad_output = row_grad_output(grad_output, loss_shape, dtype)
+            else:
+                go = scalar_grad_output(grad_output)
+                scale = go / divisor if divisor else 0.0
+            grads = self._gradient_buffers(grad_shapes, dtype, out)
+        return scale, rows_grad_output, grads, empty(loss_shape, dtype) if none else None
 
     def _pack(self, grads):
         return grads[0] if len(self.differentiable) == 1 else tuple(grads)

@@ -1,4 +1,5 @@
 """The criterion classes, one module per family."""
+from .embedding import ContrastiveLoss, CosineEmbeddingLoss, TripletMarginLoss, TripletMarginWithDistanceLoss
 from .softmax import (CrossEntropyLoss, DiceLoss, LinearCrossEntropyLoss, MultiLabelMarginLoss, MultiLabelSoftMarginLoss,
                       MultiMarginLoss, NLLLoss, SoftmaxFocalLoss)
 from .pointwise import (BCELoss, BCEWithLogitsLoss, GaussianNLLLoss, HingeEmbeddingLoss, HuberLoss,
@@ -28,5 +29,9 @@ FUNCTIONAL_NAMES = {
     MultiLabelMarginLoss: "multilabel_margin_loss",
     MultiLabelSoftMarginLoss: "multilabel_soft_margin_loss",
     DiceLoss: "dice_loss",
+    TripletMarginLoss: "triplet_margin_loss",
+    TripletMarginWithDistanceLoss: "triplet_margin_with_distance_loss",
+    CosineEmbeddingLoss: "cosine_embedding_loss",
+    ContrastiveLoss: "contrastive_loss",
 }
 CRITERIA = tuple(FUNCTIONAL_NAMES)

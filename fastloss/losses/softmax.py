@@ -11,7 +11,7 @@ import numpy as np
 
 from .._arrays import (as_float_input, as_host_array, as_operand, check_number, contiguous, fail,
                        scalar_grad_output)
-from .._criterion import Criterion, LossAndGrad
+from .._criterion import Criterion, LossAndGrad, reduced, row_grad_output as _row_grad_output
 from .._kernels import softmax as _kernel
 from .._kernels.memory import empty
 
@@ -52,37 +52,6 @@ def _class_weight(weight, classes, dtype):
     if weight.shape != (classes,):
         fail(ValueError, "weight", f"shape ({classes},) (one per class)", tuple(weight.shape))
     return contiguous(weight, dtype)
-
-
-def _row_grad_output(grad_output, shape, dtype):
-    g = as_operand(grad_output, "grad_output", dtype)
-    if g.shape != shape:
-        if g.size != 1:
-            fail(ValueError, "grad_output", f"shape {shape} (the loss's) or a scalar", tuple(g.shape))
-        g = np.full(shape, g.reshape(()), dtype)
-    return g
-
-
-def _row_reduction(crit, want_grad, loss_shape, divisor, grad_output, grad_shape, dtype, out):
-    """What a row kernel needs for crit's reduction: (the gradient's scale, per-row grad_output
-    or None, the gradient buffer or None, the per-row loss buffer for 'none' or None)."""
-    scale, row_grad_output, grad = 0.0, None, None
-    none = crit.reduction == "none"
-    if want_grad:
-        if none:
-            scale = 1.0
-            if grad_output is not None:
-                row_grad_output = _row_grad_output(grad_output, loss_shape, dtype)
-        else:
-            go = scalar_grad_output(grad_output)
-            scale = go / divisor if divisor else 0.0
-        grad = crit._gradient_buffers((grad_shape,), dtype, out)[0]
-    return scale, row_grad_output, grad, empty(loss_shape, dtype) if none else None
-
-
-def _reduced(loss_out, total, divisor, dtype):
-    """The loss: the per-row losses for 'none', else the float64 total over the divisor (nan for 0)."""
-    return loss_out if loss_out is not None else dtype.type(total / divisor if divisor else math.nan)
 
 
 class CrossEntropyLoss(Criterion):
@@ -151,7 +120,7 @@ class CrossEntropyLoss(Criterion):
             float(C) if weight is None else float(weight.sum(dtype=np.float64)), self.ignore_index,
             self.label_smoothing, self.z_loss, self.softcap or 0.0, scale_ce, scale_z,
             ce_divisor / z_divisor if z_divisor else 0.0, self._num_threads(), self._focal_gamma)
-        return LossAndGrad(_reduced(loss_out, total, ce_divisor, dtype), grad)
+        return LossAndGrad(reduced(loss_out, total, ce_divisor, dtype), grad)
 
 
 class NLLLoss(Criterion):
@@ -175,11 +144,11 @@ class NLLLoss(Criterion):
         target, weight_sum, _ = _class_targets(as_host_array(arrays[1], "target"), target_shape, C,
                                                self.ignore_index, weight)
         divisor = weight_sum if self.reduction == "mean" else 1
-        scale, row_grad_output, grad, loss_out = _row_reduction(self, want_grad, target_shape, divisor,
-                                                                grad_output, x.shape, dtype, out)
+        scale, row_grad_output, (grad,), loss_out = self._row_reduction(want_grad, target_shape, divisor,
+                                                                        grad_output, (x.shape,), dtype, out)
         total = _kernel.nll(x, N * D, C, D, target, weight, grad, loss_out, row_grad_output,
                             self.ignore_index, scale, self._num_threads())
-        return LossAndGrad(_reduced(loss_out, total, divisor, dtype), grad)
+        return LossAndGrad(reduced(loss_out, total, divisor, dtype), grad)
 
 
 class SoftmaxFocalLoss(CrossEntropyLoss):
@@ -320,7 +289,7 @@ class LinearCrossEntropyLoss(CrossEntropyLoss):
                     bias_sum += chunk.sum(axis=0, dtype=np.float64)
         if want_grad and bias is not None:
             grads[2][...] = bias_sum
-        return LossAndGrad(_reduced(loss_out, total, divisor, dtype), grads)
+        return LossAndGrad(reduced(loss_out, total, divisor, dtype), grads)
 
 
 class _RowLoss(Criterion):
@@ -334,12 +303,12 @@ class _RowLoss(Criterion):
         loss_shape = () if x.ndim == 1 else (rows,)
         dtype = x.dtype
         divisor = rows if self.reduction == "mean" else 1
-        scale, row_grad_output, grad, loss_out = _row_reduction(self, want_grad, loss_shape, divisor,
-                                                                grad_output, x.shape, dtype, out)
+        scale, row_grad_output, (grad,), loss_out = self._row_reduction(want_grad, loss_shape, divisor,
+                                                                        grad_output, (x.shape,), dtype, out)
         total = _kernel.margin_loss(_kernel.MARGIN_LOSSES.index(self._margin_loss), x, rows, C, target,
                                     target_real, weight, grad, loss_out, row_grad_output, scale, margin, p,
                                     self._num_threads())
-        return LossAndGrad(_reduced(loss_out, total, divisor, dtype), grad)
+        return LossAndGrad(reduced(loss_out, total, divisor, dtype), grad)
 
     @staticmethod
     def _input(arrays):

@@ -1,0 +1,182 @@
+"""The embedding family: losses of distances between rows of embeddings.
+
+Inputs are (N, D) rows or one (D,) row (the loss is then 0-d), all of one shape and one
+float dtype; 'mean' averages the N row losses. Every input has a gradient.
+"""
+import numpy as np
+
+from .._arrays import as_float_input, as_host_array, check_number, contiguous, fail
+from .._criterion import Criterion, LossAndGrad, reduced
+from .._kernels import embedding as _kernel
+
+
+class _PairLoss(Criterion):
+    """A loss over rows of 2 or 3 embeddings (and per-row labels), run by the embedding kernel."""
+    _kernel_loss = None   # the kernel's name in _kernel.LOSS_NAMES
+    _labels = False       # whether the last argument is a per-row label y
+
+    def __init__(self, margin=1.0, reduction="mean"):
+        super().__init__(reduction)
+        self.margin = check_number("margin", margin)
+
+    def _embeddings(self, arrays):
+        names = self.differentiable
+        first = as_float_input(arrays[0], names[0])
+        if first.ndim not in (1, 2):
+            fail(ValueError, names[0], "shape (N, D) or (D,)", tuple(first.shape))
+        inputs = [contiguous(first)]
+        for name, a in zip(names[1:], arrays[1:]):
+            a = as_float_input(a, name)
+            if a.shape != first.shape:
+                fail(ValueError, name, f"shape {tuple(first.shape)} ({names[0]}'s)", tuple(a.shape))
+            if a.dtype != first.dtype:
+                fail(TypeError, name, f"dtype {first.dtype} ({names[0]}'s)", f"dtype {a.dtype}")
+            inputs.append(contiguous(a))
+        return inputs
+
+    def _row_labels(self, y, loss_shape):
+        y = as_host_array(y, "target")
+        if y.dtype.kind not in "biuf":
+            fail(TypeError, "target", "labels of a real or integer dtype", f"dtype {y.dtype}")
+        if y.shape != loss_shape:
+            fail(ValueError, "target", f"shape {loss_shape} (one label per row)", tuple(y.shape))
+        return contiguous(y, np.float64)
+
+    def _cpu(self, arrays, want_grad, out, grad_output):
+        inputs = self._embeddings(arrays[: len(self.differentiable)])
+        x = inputs[0]
+        rows, D = (1, x.shape[0]) if x.ndim == 1 else x.shape
+        loss_shape = () if x.ndim == 1 else (rows,)
+        y = self._row_labels(arrays[-1], loss_shape) if self._labels else None
+        divisor = rows if self.reduction == "mean" else 1
+        scale, rows_grad_output, grads, loss_out = self._row_reduction(
+            want_grad, loss_shape, divisor, grad_output, (x.shape,) * len(inputs), x.dtype, out)
+        total = _kernel.pair_loss(_kernel.LOSS_NAMES.index(self._kernel_loss), tuple(inputs),
+                                  grads if want_grad else None, y, loss_out, rows_grad_output, rows, D,
+                                  *self._kernel_options(), scale, self._num_threads())
+        return LossAndGrad(reduced(loss_out, total, divisor, x.dtype), self._pack(grads))
+
+    def _kernel_options(self):
+        """(p, eps, margin, swap) for the kernel."""
+        return 2.0, 0.0, self.margin, False
+
+
+class TripletMarginLoss(_PairLoss):
+    """torch's TripletMarginLoss: ``l = max(0, margin + d(a, p) - d(a, n))`` with
+    d(x, y) = ||x - y + eps||_p (torch's pairwise_distance); with swap, d(a, n) becomes
+    min(d(a, n), d(p, n)). grad: (d/d anchor, d/d positive, d/d negative)."""
+    arguments = ("anchor", "positive", "negative")
+    differentiable = ("anchor", "positive", "negative")
+    _kernel_loss = "triplet_norm"
+
+    def __init__(self, margin=1.0, p=2.0, eps=1e-6, swap=False, reduction="mean"):
+        super().__init__(margin, reduction)
+        self.p = check_number("p", p, positive=True)
+        self.eps = check_number("eps", eps)
+        self.swap = bool(swap)
+
+    def _kernel_options(self):
+        return self.p, self.eps, self.margin, self.swap
+
+
+class TripletMarginWithDistanceLoss(_PairLoss):
+    """torch's TripletMarginWithDistanceLoss: ``l = max(0, margin + d(a, p) - d(a, n))``
+    (with swap, d(a, n) becomes min(d(a, n), d(p, n))) for a distance d given as
+    `distance_function`:
+
+    - None or 'euclidean': torch's default, pairwise_distance (p = 2, eps = 1e-6);
+    - 'cosine': 1 - cosine_similarity(x, y) (norms clamped below at 1e-8, as torch);
+    - a pair of callables ``(d, d_grad)``: ``d(x, y)`` returns the (N,) distances of rows of
+      NumPy arrays and ``d_grad(x, y, g)`` returns ``(gx, gy)``, the gradients of
+      ``sum(g * d(x, y))``. The two built-in distances run in the fused kernel; a callable
+      pair runs in NumPy around the user's functions.
+    grad: (d/d anchor, d/d positive, d/d negative).
+    """
+    arguments = ("anchor", "positive", "negative")
+    differentiable = ("anchor", "positive", "negative")
+
+    def __init__(self, *, distance_function=None, margin=1.0, swap=False, reduction="mean"):
+        super().__init__(margin, reduction)
+        if distance_function is None or distance_function in ("euclidean", "cosine"):
+            self._kernel_loss = "triplet_cosine" if distance_function == "cosine" else "triplet_norm"
+        elif not (isinstance(distance_function, tuple) and len(distance_function) == 2
+                  and all(callable(f) for f in distance_function)):
+            fail(TypeError, "distance_function", "None, 'euclidean', 'cosine' or a pair of callables (d, d_grad)",
+                 repr(distance_function))
+        self.distance_function = distance_function
+        if self.margin <= 0:
+            fail(ValueError, "margin", "a number > 0 (torch's condition)", repr(margin))
+        self.swap = bool(swap)
+
+    def _kernel_options(self):
+        return 2.0, 1e-6, self.margin, self.swap
+
+    def _cpu(self, arrays, want_grad, out, grad_output):
+        if self._kernel_loss is not None:
+            return super()._cpu(arrays, want_grad, out, grad_output)
+        return self._callable_distance(arrays, want_grad, out, grad_output)
+
+    def _callable_distance(self, arrays, want_grad, out, grad_output):
+        """The same loss around the user's (d, d_grad), in NumPy (float64 sums)."""
+        distance, distance_grad = self.distance_function
+        a, p, n = self._embeddings(arrays)
+        rows = 1 if a.ndim == 1 else a.shape[0]
+        loss_shape = () if a.ndim == 1 else (rows,)
+
+        def dist(x, y, what):
+            d = np.asarray(distance(x, y), dtype=np.float64)
+            if d.shape != loss_shape:
+                fail(ValueError, f"distance_function's d({what})", f"shape {loss_shape}", tuple(d.shape))
+            return d
+
+        d_ap, d_an = dist(a, p, "anchor, positive"), dist(a, n, "anchor, negative")
+        d_neg, w_an, w_pn = d_an, np.ones(loss_shape), np.zeros(loss_shape)
+        if self.swap:
+            d_pn = dist(p, n, "positive, negative")
+            d_neg = np.minimum(d_an, d_pn)
+            w_an = np.where(d_pn < d_an, 0.0, np.where(d_pn == d_an, 0.5, 1.0))
+            w_pn = 1.0 - w_an
+        pre = self.margin + d_ap - d_neg
+        row_losses = np.where(pre < 0, 0.0, pre)
+        divisor = rows if self.reduction == "mean" else 1
+        scale, rows_grad_output, grads, loss_out = self._row_reduction(
+            want_grad, loss_shape, divisor, grad_output, (a.shape,) * 3, a.dtype, out)
+        if loss_out is not None:
+            loss_out[...] = row_losses
+        if want_grad:
+            g = scale * (pre >= 0) * (1.0 if rows_grad_output is None else rows_grad_output)
+            pairs = [(0, 1, a, p, g), (0, 2, a, n, -g * w_an)] + ([(1, 2, p, n, -g * w_pn)] if self.swap else [])
+            for grad in grads:
+                grad[...] = 0
+            for i, j, x, y, coef in pairs:
+                gx, gy = distance_grad(x, y, coef.astype(a.dtype))
+                grads[i][...] += np.asarray(gx, dtype=a.dtype)
+                grads[j][...] += np.asarray(gy, dtype=a.dtype)
+        total = float(np.sum(row_losses, dtype=np.float64))
+        return LossAndGrad(reduced(loss_out, total, divisor, a.dtype), self._pack(grads))
+
+
+class CosineEmbeddingLoss(_PairLoss):
+    """torch's CosineEmbeddingLoss, ``crit(x1, x2, target)`` with target 1 or -1 per row:
+    c = x1.x2 / sqrt((|x1|^2 + 1e-12)(|x2|^2 + 1e-12)); l = 1 - c where target = 1,
+    max(0, c - margin) where target = -1 (0 for any other label, as torch).
+    grad: (d/d x1, d/d x2)."""
+    arguments = ("input1", "input2", "target")
+    differentiable = ("input1", "input2")
+    _kernel_loss = "cosine_embedding"
+    _labels = True
+
+    def __init__(self, margin=0.0, reduction="mean"):
+        super().__init__(margin, reduction)
+
+
+class ContrastiveLoss(_PairLoss):
+    """The contrastive loss of pairs (Hadsell, Chopra and LeCun, 2006), ``crit(x1, x2, y)``
+    with y = 1 for similar and 0 for dissimilar pairs (any int, bool or float dtype; values
+    between weight both terms): d = ||x1 - x2||_2 (no eps),
+    ``l = y d^2 + (1 - y) max(0, margin - d)^2``; at d = 0 the second term's gradient is
+    taken as 0. grad: (d/d x1, d/d x2)."""
+    arguments = ("x1", "x2", "target")
+    differentiable = ("x1", "x2")
+    _kernel_loss = "contrastive"
+    _labels = True
