@@ -24,7 +24,7 @@ from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
 
 KERNELS = Path("fastloss", "_kernels")
-EXTENSIONS = ["pointwise", "softmax", "embedding", "stream", "memory"]
+EXTENSIONS = ["pointwise", "softmax", "embedding", "sequence", "stream", "memory"]
 
 
 def expand_templates():

@@ -4,9 +4,10 @@ import json
 
 import fastloss as fl
 
-from . import embedding, harness, pointwise, softmax
+from . import embedding, harness, pointwise, sequence, softmax
 
-FAMILIES = {"pointwise": pointwise.CASES, "softmax": softmax.CASES, "embedding": embedding.CASES}
+FAMILIES = {"pointwise": pointwise.CASES, "softmax": softmax.CASES, "embedding": embedding.CASES,
+            "sequence": sequence.CASES}
 SIZES = (64, 100_000, 10_000_000)
 QUICK_SIZES = (64, 100_000, 1_000_000)
 

@@ -1,4 +1,5 @@
 """The criterion classes, one module per family."""
+from .sequence import CTCLoss
 from .embedding import ContrastiveLoss, CosineEmbeddingLoss, TripletMarginLoss, TripletMarginWithDistanceLoss
 from .softmax import (CrossEntropyLoss, DiceLoss, LinearCrossEntropyLoss, MultiLabelMarginLoss, MultiLabelSoftMarginLoss,
                       MultiMarginLoss, NLLLoss, SoftmaxFocalLoss)
@@ -33,5 +34,6 @@ FUNCTIONAL_NAMES = {
     TripletMarginWithDistanceLoss: "triplet_margin_with_distance_loss",
     CosineEmbeddingLoss: "cosine_embedding_loss",
     ContrastiveLoss: "contrastive_loss",
+    CTCLoss: "ctc_loss",
 }
 CRITERIA = tuple(FUNCTIONAL_NAMES)

@@ -1,0 +1,207 @@
+"""The sequence family: the CTC loss (Graves et al., 2006) by log-space alpha-beta recursions.
+
+For one batch element with T frames of log-probabilities lp[t, c] and a target l of length L,
+the extended target l' puts a blank before, between and after the labels (S = 2L + 1 states).
+In float64, whatever the input's dtype:
+
+    alpha[0, s] = lp[0, l'_s] for s < 2, else -inf
+    alpha[t, s] = lp[t, l'_s] + logsumexp(alpha[t-1, s], alpha[t-1, s-1],
+                                          alpha[t-1, s-2] if l'_s is a label unlike l'_{s-2})
+    nll = -logsumexp(alpha[T-1, S-1], alpha[T-1, S-2])
+
+and beta the same recursion run backwards from the last two states (the forward recursion
+on the reversed target and frames). Each frame's step is one vectorised loop over the states
+(three exps and a log per state through libmvec). The gradient is the one
+torch reports for log_probs: grad[t, c] = g (exp(lp[t, c]) - exp(lcab[t, c] + nll - lp[t, c]))
+with lcab[t, c] = logsumexp of alpha[t, s] + beta[t, s] over the states s with l'_s = c
+(the gradient with respect to the logits under a log_softmax, as torch's kernel computes it),
+and 0 at frames past the element's input length. The sum over states is taken of the
+posteriors exp(alpha + beta + nll - lp), each in [0, 1], rather than in log space. An impossible alignment has nll = inf; with
+zero_infinity its loss and gradient are 0. Batch elements run in parallel, each with its own
+scratch (alpha and beta, T x S float64); the loss total is summed in batch order afterwards,
+so every thread count gives the same bits.
+"""
+cimport numpy as cnp
+import numpy as np
+from cython.parallel cimport prange
+from libc.math cimport INFINITY, NAN
+from libc.stdint cimport int64_t
+from libc.stdlib cimport free, malloc
+
+cnp.import_array()
+
+cdef extern from "simd_math.h" nogil:
+    double fl_exp(double)
+    double fl_log(double)
+
+ctypedef fused real:
+    float
+    double
+
+cdef enum:
+    PARALLEL_MIN = 16384   # frames x classes summed over the batch below which one thread runs
+    PAD = 2                # -inf entries before state 0 of every row of alpha and beta
+
+
+cdef inline void extended(const int64_t* target, Py_ssize_t L, int64_t blank, bint reverse,
+                          int64_t* labels, double* skip) noexcept nogil:
+    """The extended target l' (or its reverse) and, per state, 0 where the state may be entered
+    from two states back (a label unlike the one there) and -inf where not."""
+    cdef Py_ssize_t S = 2 * L + 1, s
+    for s in range(S):
+        labels[s] = blank if s % 2 == 0 else target[(S - 1 - s) // 2 if reverse else s // 2]
+    for s in range(S):
+        skip[s] = 0.0 if s >= 2 and s % 2 == 1 and labels[s] != labels[s - 2] else -INFINITY
+
+
+cdef inline void step(const double* prev, double* cur, const double* emit, const double* skip,
+                      Py_ssize_t S) noexcept nogil:
+    """cur[s] = logsumexp(prev[s], prev[s - 1], prev[s - 2] + skip[s]) + emit[s] for every
+    state; prev and cur have PAD entries of -inf before state 0. The exps' arguments are raised
+    to -700 (exp gives ~1e-304 there, nothing next to the 1 of the largest term): libmvec's
+    exp leaves its vector path for -inf and for arguments below about -708. A NaN in the
+    log-probabilities is caught by the caller (see `recursion`)."""
+    cdef Py_ssize_t s
+    cdef double a0, a1, a2, m, d0, d1, d2, r
+    cdef bint live
+    for s in range(S):
+        a0 = prev[s]
+        a1 = prev[s - 1]
+        a2 = prev[s - 2] + skip[s]
+        m = a0 if a0 > a1 else a1
+        m = m if m > a2 else a2
+        live = m > -INFINITY   # else every term is -inf, and so is the state
+        m = m if live else 0.0
+        d0 = a0 - m
+        d1 = a1 - m
+        d2 = a2 - m
+        d0 = d0 if d0 > -700.0 else -700.0
+        d1 = d1 if d1 > -700.0 else -700.0
+        d2 = d2 if d2 > -700.0 else -700.0
+        r = m + fl_log(fl_exp(d0) + fl_exp(d1) + fl_exp(d2)) + emit[s]
+        cur[s] = r if live else -INFINITY
+
+
+cdef Py_ssize_t recursion(const real* lp, Py_ssize_t N, Py_ssize_t C, Py_ssize_t b, Py_ssize_t frames,
+                          const int64_t* labels, const double* skip, Py_ssize_t S, bint reverse,
+                          double* rows, double* emit) noexcept nogil:
+    """alpha (reverse: beta on reversed states) for frames 0 .. frames - 1 into rows, each
+    S + PAD wide; row k holds frame k (reverse: frame frames - 1 - k). Returns how many NaNs
+    the target's log-probabilities held (the loss is then NaN, as torch's)."""
+    cdef Py_ssize_t k, s, t, W = S + PAD, nans = 0, lo, hi
+    cdef const real* row
+    for k in range(frames):
+        t = frames - 1 - k if reverse else k
+        row = lp + (t * N + b) * C
+        for s in range(S):
+            emit[s] = row[labels[s]]
+        for s in range(S):
+            nans += emit[s] != emit[s]
+        if k == 0:
+            rows[0] = rows[1] = -INFINITY
+            for s in range(S):
+                rows[PAD + s] = emit[s] if s < 2 else -INFINITY
+            continue
+        # only states lo .. hi - 1 are reached by frame k and can still reach the last
+        # state by the last frame; the others are -inf (they add 0 to the gradient as well)
+        lo = max(0, S - 2 * (frames - k))
+        hi = min(S, 2 * k + 2)
+        for s in range(W):
+            rows[k * W + s] = -INFINITY
+        if lo < hi:
+            step(rows + (k - 1) * W + PAD + lo, rows + k * W + PAD + lo, emit + lo, skip + lo, hi - lo)
+    return nans
+
+
+cdef double ctc_element(const real* lp, real* grad, Py_ssize_t T, Py_ssize_t N, Py_ssize_t C,
+                        Py_ssize_t b, Py_ssize_t frames, const int64_t* target, Py_ssize_t L,
+                        int64_t blank, double g, bint zero_infinity) noexcept nogil:
+    """The nll of batch element b (inf for an impossible alignment; 0 for it with zero_infinity)
+    and, when grad is not NULL, its gradient rows grad[:, b, :] scaled by g. -inf when scratch
+    memory runs out (the caller raises)."""
+    cdef Py_ssize_t S = 2 * L + 1, W = S + PAD, t, s, c, nans
+    cdef double nll, last, value
+    cdef const real* row
+    cdef real* grow
+    cdef double* alpha = <double*> malloc((2 * frames * W + 3 * S + C) * sizeof(double))
+    cdef int64_t* labels = <int64_t*> malloc(2 * S * sizeof(int64_t))
+    cdef double* beta
+    cdef double* skip
+    cdef double* emit
+    cdef double* occupancy
+    if alpha == NULL or labels == NULL:
+        free(alpha)
+        free(labels)
+        return -INFINITY
+    beta = alpha + frames * W
+    skip = beta + frames * W          # forward skips, then the reversed ones
+    emit = skip + 2 * S
+    occupancy = emit + S
+    extended(target, L, blank, False, labels, skip)
+    if frames == 0:
+        nll = 0.0 if L == 0 else INFINITY
+    else:
+        nans = recursion(lp, N, C, b, frames, labels, skip, S, False, alpha, emit)
+        last = alpha[(frames - 1) * W + PAD + S - 1]
+        value = alpha[(frames - 1) * W + PAD + S - 2] if S >= 2 else -INFINITY
+        nll = -(last if last > value else value)
+        if nans:
+            nll = NAN
+        elif nll < INFINITY:
+            nll -= fl_log(fl_exp(last + nll) + fl_exp(value + nll))
+    if grad != NULL:
+        if frames and not (zero_infinity and nll == INFINITY):
+            extended(target, L, blank, True, labels + S, skip + S)
+            recursion(lp, N, C, b, frames, labels + S, skip + S, S, True, beta, emit)
+            for t in range(frames):
+                row = lp + (t * N + b) * C
+                grow = grad + (t * N + b) * C
+                # the posterior of each state, exp(alpha + beta + nll - lp) (nan where the
+                # alignment is impossible, as torch), summed per class
+                for s in range(S):
+                    emit[s] = alpha[t * W + PAD + s] + beta[(frames - 1 - t) * W + PAD + S - 1 - s] + nll - row[labels[s]]
+                for s in range(S):   # (separate loops: gathers keep gcc from vectorising exp)
+                    emit[s] = emit[s] if emit[s] > -700.0 else -700.0   # see `step`
+                for s in range(S):
+                    emit[s] = fl_exp(emit[s])
+                for c in range(C):
+                    occupancy[c] = 0.0 if nll < INFINITY else NAN   # impossible, or NaN input
+                for s in range(S):
+                    occupancy[labels[s]] += emit[s]
+                for c in range(C):
+                    occupancy[c] = fl_exp(<double> row[c]) - occupancy[c]
+                for c in range(C):
+                    grow[c] = <real> (occupancy[c] * g)
+            t = frames
+        else:
+            t = 0
+        for t in range(t, T):
+            for c in range(C):
+                grad[(t * N + b) * C + c] = 0
+    free(alpha)
+    free(labels)
+    if zero_infinity and nll == INFINITY:
+        return 0.0
+    return nll
+
+
+def ctc(real[:, :, ::1] log_probs, const int64_t[::1] targets, const int64_t[::1] offsets,
+        const int64_t[::1] input_lengths, const int64_t[::1] target_lengths, int64_t blank,
+        const double[::1] grad_scale, real[:, :, ::1] grad, double[::1] losses, bint zero_infinity,
+        int num_threads):
+    """Per-element CTC losses into `losses` (N,); the gradient (T, N, C) when grad is not None,
+    element b's rows scaled by grad_scale[b]. Element b's target is
+    targets[offsets[b] : offsets[b] + target_lengths[b]] (targets is never empty). Checked by
+    the caller."""
+    cdef Py_ssize_t T = log_probs.shape[0], N = log_probs.shape[1], C = log_probs.shape[2], b
+    cdef real* g = NULL if grad is None else &grad[0, 0, 0]
+    cdef const real* lp = &log_probs[0, 0, 0] if T * N * C else NULL
+    if T * N * C < PARALLEL_MIN:
+        num_threads = 1
+    with nogil:
+        for b in prange(N, num_threads=num_threads, schedule="dynamic"):
+            losses[b] = ctc_element(lp, g, T, N, C, b, input_lengths[b], &targets[0] + offsets[b],
+                                    target_lengths[b], blank, grad_scale[b], zero_infinity)
+    for b in range(N):
+        if losses[b] == -INFINITY:
+            raise MemoryError("CTCLoss: could not allocate the alpha-beta scratch")
