@@ -29,6 +29,14 @@ def torch_contrastive(x1, x2, y, margin=1.0):
     return (y * d ** 2 + (1 - y) * torch.clamp_min(margin - d, 0) ** 2).mean()
 
 
+def torch_nt_xent(z1, z2, temperature=0.5):
+    z = F.normalize(torch.cat([z1, z2]), dim=1)
+    s = z @ z.T / temperature
+    M = s.shape[0]
+    s = s.masked_fill(torch.eye(M, dtype=torch.bool), float("-inf"))
+    return F.cross_entropy(s, (torch.arange(M) + M // 2) % M)
+
+
 CASES = [
     # bytes: three inputs read, three gradients written
     Case("TripletMarginLoss", fl.TripletMarginLoss, _embeddings(3), lambda a, p, n: F.triplet_margin_loss(a, p, n),
@@ -45,4 +53,6 @@ CASES = [
          shapes=SHAPES, quick_shapes=QUICK_SHAPES),
     Case("ContrastiveLoss", fl.ContrastiveLoss, _embeddings(2, "binary"), torch_contrastive,
          bytes_per_element=16, differentiable=(0, 1), shapes=SHAPES, quick_shapes=QUICK_SHAPES),
+    Case("NTXentLoss", fl.NTXentLoss, _embeddings(2), torch_nt_xent, bytes_per_element=0, differentiable=(0, 1),
+         shapes=((2048, 256),), quick_shapes=((512, 256),)),
 ]

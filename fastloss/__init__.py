@@ -3,7 +3,7 @@ from . import functional
 from ._criterion import Criterion, LossAndGrad
 from ._kernels.memory import empty_cache
 from ._threads import get_num_threads, set_num_threads, threads
-from .losses import (CTCLoss, ContrastiveLoss, CosineEmbeddingLoss, TripletMarginLoss, TripletMarginWithDistanceLoss,
+from .losses import (CTCLoss, ContrastiveLoss, CosineEmbeddingLoss, NTXentLoss, TripletMarginLoss, TripletMarginWithDistanceLoss,
                      CrossEntropyLoss, DiceLoss, LinearCrossEntropyLoss, MultiLabelMarginLoss, MultiLabelSoftMarginLoss,
                      MultiMarginLoss, NLLLoss, SoftmaxFocalLoss, BCELoss, BCEWithLogitsLoss, GaussianNLLLoss, HingeEmbeddingLoss, HuberLoss,
                      KLDivLoss, L1Loss, MarginRankingLoss, MSELoss, PoissonNLLLoss, SigmoidFocalLoss,
@@ -13,7 +13,7 @@ __version__ = "0.1.0"
 __all__ = [
     "BCELoss", "BCEWithLogitsLoss", "CTCLoss", "ContrastiveLoss", "CosineEmbeddingLoss", "Criterion", "CrossEntropyLoss", "DiceLoss", "NLLLoss", "GaussianNLLLoss", "HingeEmbeddingLoss", "HuberLoss",
     "KLDivLoss", "LinearCrossEntropyLoss", "MultiLabelMarginLoss", "MultiLabelSoftMarginLoss",
-    "MultiMarginLoss", "empty_cache", "L1Loss", "LossAndGrad", "MSELoss", "MarginRankingLoss", "PoissonNLLLoss",
+    "MultiMarginLoss", "NTXentLoss", "empty_cache", "L1Loss", "LossAndGrad", "MSELoss", "MarginRankingLoss", "PoissonNLLLoss",
     "SigmoidFocalLoss", "SmoothL1Loss", "SoftmaxFocalLoss", "SoftMarginLoss", "TripletMarginLoss", "TripletMarginWithDistanceLoss", "functional", "get_num_threads",
     "set_num_threads", "threads",
 ]

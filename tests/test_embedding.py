@@ -205,3 +205,56 @@ def test_out_and_functional():
     assert fl.functional.triplet_margin_loss(*arrays, margin=0.5) == loss
     ref, _ = fl.TripletMarginLoss(margin=0.5)(*arrays)
     assert ref == loss
+
+
+def torch_nt_xent(z1, z2, temperature=0.5, reduction="mean"):
+    """SPEC's definition written out in torch: normalise, stack, mask the diagonal, cross entropy
+    against the other view."""
+    z = F.normalize(torch.cat([z1, z2]), dim=1)
+    s = z @ z.T / temperature
+    M = s.shape[0]
+    s = s.masked_fill(torch.eye(M, dtype=torch.bool), float("-inf"))
+    return F.cross_entropy(s, (torch.arange(M) + M // 2) % M, reduction=reduction)
+
+
+@pytest.mark.parametrize("N, D, chunk_rows", [(1, 3, None), (6, 4, None), (37, 9, 5), (300, 16, 64), (0, 4, None)])
+@pytest.mark.parametrize("temperature", [0.5, 0.07])
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_nt_xent_matches_torch(N, D, chunk_rows, temperature, reduction, dtype):
+    rng = np.random.default_rng(N * 7 + D)
+    z1, z2 = (rng.standard_normal((N, D)).astype(dtype) * 3 for _ in range(2))
+    if N > 2:
+        z2[1] = 0.0   # a zero row: F.normalize's clamp
+    crit = fl.NTXentLoss(temperature, reduction, chunk_rows=chunk_rows)
+    grad_output = rng.standard_normal(2 * N) if reduction == "none" else 0.6
+    loss, grads = crit(z1, z2, grad_output=grad_output)
+    ref_loss, ref_grads = torch_oracle(lambda a, b, reduction: torch_nt_xent(a, b, temperature, reduction),
+                                       [z1, z2], (0, 1), reduction, grad_output if reduction == "none" else None)
+    if reduction != "none":
+        ref_grads = [g * grad_output for g in ref_grads]
+    assert np.asarray(loss).dtype == dtype
+    assert_close(loss, ref_loss, dtype, what="loss")
+    assert_close(crit.loss(z1, z2), ref_loss, dtype, what="loss()")
+    for g, ref in zip(grads, ref_grads):
+        assert g.dtype == dtype
+        assert_close(g, ref, dtype, what="grad")
+
+
+def test_nt_xent_gradients_match_finite_differences():
+    rng = np.random.default_rng(12)
+    arrays = [rng.standard_normal((5, 3)), rng.standard_normal((5, 3))]
+    crit = fl.NTXentLoss(0.4, "sum", chunk_rows=2)
+    _, grads = crit(*arrays)
+    for i in range(2):
+        numeric = central_differences(lambda *a: float(crit.loss(*a)), arrays, i)
+        np.testing.assert_allclose(grads[i], numeric, rtol=1e-6, atol=1e-8)
+
+
+def test_nt_xent_bad_input():
+    with pytest.raises(ValueError, match=r"z2: expected shape \(4, 3\) \(z1's\), got \(4, 2\)"):
+        fl.NTXentLoss()(np.ones((4, 3)), np.ones((4, 2)))
+    with pytest.raises(ValueError, match=r"z1: expected shape \(N, D\), got \(3,\)"):
+        fl.NTXentLoss()(np.ones(3), np.ones(3))
+    with pytest.raises(ValueError, match=r"temperature: expected"):
+        fl.NTXentLoss(temperature=0)

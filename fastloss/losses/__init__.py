@@ -1,6 +1,6 @@
 """The criterion classes, one module per family."""
 from .sequence import CTCLoss
-from .embedding import ContrastiveLoss, CosineEmbeddingLoss, TripletMarginLoss, TripletMarginWithDistanceLoss
+from .embedding import ContrastiveLoss, CosineEmbeddingLoss, NTXentLoss, TripletMarginLoss, TripletMarginWithDistanceLoss
 from .softmax import (CrossEntropyLoss, DiceLoss, LinearCrossEntropyLoss, MultiLabelMarginLoss, MultiLabelSoftMarginLoss,
                       MultiMarginLoss, NLLLoss, SoftmaxFocalLoss)
 from .pointwise import (BCELoss, BCEWithLogitsLoss, GaussianNLLLoss, HingeEmbeddingLoss, HuberLoss,
@@ -35,5 +35,6 @@ FUNCTIONAL_NAMES = {
     CosineEmbeddingLoss: "cosine_embedding_loss",
     ContrastiveLoss: "contrastive_loss",
     CTCLoss: "ctc_loss",
+    NTXentLoss: "nt_xent_loss",
 }
 CRITERIA = tuple(FUNCTIONAL_NAMES)

@@ -8,6 +8,8 @@ import numpy as np
 from .._arrays import as_float_input, as_host_array, check_number, contiguous, fail
 from .._criterion import Criterion, LossAndGrad, reduced
 from .._kernels import embedding as _kernel
+from .._kernels import softmax as _softmax_kernel
+from .._kernels.memory import empty
 
 
 class _PairLoss(Criterion):
@@ -180,3 +182,86 @@ class ContrastiveLoss(_PairLoss):
     differentiable = ("x1", "x2")
     _kernel_loss = "contrastive"
     _labels = True
+
+
+class NTXentLoss(Criterion):
+    """NT-Xent, the normalised-temperature cross entropy of SimCLR (Chen et al., 2020, "A Simple
+    Framework for Contrastive Learning of Visual Representations"; in-batch InfoNCE),
+    ``crit(z1, z2)`` with z1, z2 (N, D) two views of the same N items. Rows are L2-normalised
+    as F.normalize does (z / max(||z||, 1e-12)) and stacked, z = [z1; z2] (2N rows);
+    s_ij = z_i . z_j / temperature; the positive of row i is its other view, and
+
+        l_i = -s_i,pos + log sum_{k != i} exp(s_ik),
+
+    'mean' over the 2N rows, 'sum' their sum, 'none' gives (2N,). grad: (d/d z1, d/d z2).
+
+    With v_i = z_i / (max(||z_i||, 1e-12) sqrt(temperature)), s = v v^T. The similarities go
+    through NumPy's BLAS in chunks of rows (about 8 D rows of 2N similarities, at least 256):
+    the softmax family's row kernel overwrites each chunk (its diagonal masked) with
+    G = d loss / d s, two more products per chunk add G v and G^T v_chunk to the gradient
+    buffers (d loss / d v = (G + G^T) v), and one pass at the end takes that through the
+    normalisation. Scratch: v (the input's size), one chunk of similarities and a chunk-by-D
+    block; the (2N, 2N) matrix never exists.
+    """
+    arguments = ("z1", "z2")
+    differentiable = ("z1", "z2")
+
+    def __init__(self, temperature=0.5, reduction="mean", *, chunk_rows=None):
+        super().__init__(reduction)
+        self.temperature = check_number("temperature", temperature, positive=True)
+        if chunk_rows is not None and (isinstance(chunk_rows, bool) or not isinstance(chunk_rows, int) or chunk_rows < 1):
+            fail(ValueError, "chunk_rows", "a positive int or None", repr(chunk_rows))
+        self.chunk_rows = chunk_rows
+
+    def _cpu(self, arrays, want_grad, out, grad_output):
+        views = _PairLoss._embeddings(self, arrays)
+        if views[0].ndim != 2:
+            fail(ValueError, "z1", "shape (N, D)", tuple(views[0].shape))
+        (N, D), dtype = views[0].shape, views[0].dtype
+        M, root = 2 * N, self.temperature ** 0.5
+        norms = [np.empty(N) for _ in views]
+        v = empty((M, D), dtype)
+        for h, (z, n) in enumerate(zip(views, norms)):
+            _kernel.row_norms(z, n)
+            np.multiply(z, (1.0 / (np.maximum(n, _NORMALIZE_EPS) * root)).astype(dtype)[:, None], out=v[h * N:(h + 1) * N])
+        divisor = M if self.reduction == "mean" else 1
+        scale, rows_grad_output, grads, loss_out = self._row_reduction(
+            want_grad, (M,), divisor, grad_output, (views[0].shape,) * 2, dtype, out)
+        if rows_grad_output is not None:   # the kernel then takes each row's scale from here
+            rows_grad_output = rows_grad_output / dtype.type(root)
+        if want_grad:
+            for g in grads:   # they hold d loss / d (normalised rows) until the last step
+                g.fill(0)
+        rows = max(1, min(N, self.chunk_rows or max(256, 8 * D)))
+        similarities = empty((rows, M), dtype)
+        block = np.empty((rows, D), dtype)   # a chunk-by-D product before it is added
+        total = 0.0
+        for h in range(2):
+            for r0 in range(0, N, rows):
+                k, first = min(N - r0, rows), h * N + r0   # the chunk's rows, its first in [0, 2N)
+                s, v_chunk = similarities[:k], v[first:first + k]
+                np.matmul(v_chunk, v.T, out=s)
+                s[np.arange(k), first + np.arange(k)] = -np.inf    # no row is its own candidate
+                # the row kernel on one thread: see LinearCrossEntropyLoss (BLAS threads spin)
+                total += _softmax_kernel.cross_entropy(
+                    s, k, M, 1, (np.arange(first, first + k) + N) % M, None, None, s if want_grad else None,
+                    None if loss_out is None else loss_out[first:first + k],
+                    None if rows_grad_output is None else rows_grad_output[first:first + k],
+                    float(M), -1, 0.0, 0.0, 0.0, scale / root, 0.0, 0.0, 1)
+                if not want_grad:
+                    continue
+                # s now holds G / sqrt(temperature) = d loss / d (v v^T) for these rows
+                np.matmul(s, v, out=block[:k])
+                grads[h][r0:r0 + k] += block[:k]
+                for hh, g in enumerate(grads):
+                    for j0 in range(0, N, rows):
+                        j1 = min(N, j0 + rows)
+                        np.matmul(s[:, hh * N + j0:hh * N + j1].T, v_chunk, out=block[:j1 - j0])
+                        g[j0:j1] += block[:j1 - j0]
+        if want_grad:
+            for g, z, n in zip(grads, views, norms):
+                _kernel.normalize_backward(g, z, n, _NORMALIZE_EPS)
+        return LossAndGrad(reduced(loss_out, total, divisor, dtype), self._pack(grads))
+
+
+_NORMALIZE_EPS = 1e-12   # F.normalize's
