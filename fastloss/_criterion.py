@@ -16,6 +16,8 @@ from ._threads import get_num_threads
 
 LossAndGrad = namedtuple("LossAndGrad", ["loss", "grad"])
 LossAndGrad.__doc__ = """(loss, grad): grad is one array, or a tuple with one per differentiable input."""
+GradHess = namedtuple("GradHess", ["grad", "hess"])
+GradHess.__doc__ = """(grad, hess): the gradient with respect to the input and the diagonal of the hessian."""
 
 
 def backend_for(arrays):
@@ -54,6 +56,7 @@ class Criterion:
     arguments = ("input", "target")
     differentiable = ("input",)
     reductions = ("none", "mean", "sum")
+    _hessian = False   # whether the backend methods take hess=True (see grad_hess)
 
     def __init__(self, reduction="mean"):
         check_option("reduction", reduction, self.reductions)
@@ -68,7 +71,15 @@ class Criterion:
         """The loss alone: no gradient is computed and no gradient memory is taken."""
         return self._dispatch(arrays, False, None, None).loss
 
-    def _dispatch(self, arrays, want_grad, out, grad_output):
+    def grad_hess(self, *arrays, grad_output=None):
+        """The gradient with respect to the input and the exact diagonal of the hessian,
+        from the same fused pass (as gradient boosting uses them), as `GradHess`. The
+        criteria that have one: MSELoss, L1Loss, HuberLoss, SmoothL1Loss, SoftMarginLoss,
+        BCEWithLogitsLoss, PoissonNLLLoss(log_input=True), GaussianNLLLoss (input only),
+        CrossEntropyLoss and SoftmaxFocalLoss (class-index targets)."""
+        return self._dispatch(arrays, True, None, grad_output, hess=True)
+
+    def _dispatch(self, arrays, want_grad, out, grad_output, **hess):
         if len(arrays) != len(self.arguments):
             raise TypeError(f"{type(self).__name__}: expected {len(self.arguments)} arrays "
                             f"({', '.join(self.arguments)}), got {len(arrays)}")
@@ -77,7 +88,10 @@ class Criterion:
         if run is None:
             raise NotImplementedError(f"{type(self).__name__}: no {backend} backend in this build "
                                       "(the GPU backend is optional and not installed)")
-        return run(arrays, want_grad, out, grad_output)
+        if hess and not self._hessian:
+            raise NotImplementedError(f"{type(self).__name__}: no hessian (grad_hess covers the losses "
+                                      "its docstring lists)")
+        return run(arrays, want_grad, out, grad_output, **hess)
 
     # ------------------------------------------------------------- helpers for the families
     @staticmethod

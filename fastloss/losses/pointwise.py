@@ -15,7 +15,7 @@ import numpy as np
 
 from .._arrays import (as_float_input, as_host_array, as_operand, broadcast_plan, check_number,
                        check_same_shape, fail, scalar_grad_output)
-from .._criterion import Criterion, LossAndGrad
+from .._criterion import Criterion, GradHess, LossAndGrad
 from .._kernels import pointwise as _kernel
 from .._kernels.memory import empty
 
@@ -30,6 +30,7 @@ class PointwiseLoss(Criterion):
     `_options`, `_validate`, `_divisor` and `_grad_a` (for a second differentiable operand)."""
 
     kernel = None
+    _hessian = True             # for the kernels in HESSIAN_LOSSES (checked per call)
     target_same_shape = False   # torch requires target.shape == input.shape (BCE losses)
 
     # -- hooks --------------------------------------------------------------------------
@@ -54,8 +55,11 @@ class PointwiseLoss(Criterion):
         return None
 
     # -- the CPU path -------------------------------------------------------------------
-    def _cpu(self, arrays, want_grad, out, grad_output):
+    def _cpu(self, arrays, want_grad, out, grad_output, hess=False):
         x = as_float_input(arrays[0], self.arguments[0])
+        if hess and self.kernel not in _kernel.HESSIAN_LOSSES:
+            raise NotImplementedError(f"{type(self).__name__}: no hessian with these options "
+                                      "(PoissonNLLLoss has one with log_input=True)")
         shape, dtype = x.shape, x.dtype
         operands = self._operands(x, arrays[1:])
         plans = {key: broadcast_plan(*operands[key][::-1], shape) for key in "yab" if key in operands}
@@ -75,14 +79,17 @@ class PointwiseLoss(Criterion):
                 shape, None if grad_a_spec is None else grad_a_spec[0])
             grads = self._gradient_buffers(shapes, dtype, out)
             grad_x = grads[0]
-            if grad_a_spec is not None:
+            if grad_a_spec is not None and not hess:
                 grad_a, (_, slab_m, slab_q) = grads[1], grad_a_spec
         self._validate(x, operands)
         loss_out = empty(shape, dtype) if none else None
+        hess_x = empty(shape, dtype) if hess else None
         total = _kernel.pointwise(
             _KERNEL_INDEX[self.kernel], x, plans.get("y"), plans.get("a"), plans.get("b"), g_plan,
-            loss_out, grad_x, grad_a, slab_m, slab_q, self._num_threads(), **self._options())
+            loss_out, grad_x, grad_a, slab_m, slab_q, self._num_threads(), hess_x=hess_x, **self._options())
         loss = loss_out if none else dtype.type(total / divisor if divisor else math.nan)
+        if hess:
+            return GradHess(grad_x, hess_x)
         if not want_grad:
             return LossAndGrad(loss, None)
         return LossAndGrad(loss, self._pack((grad_x, grad_a)))
@@ -124,10 +131,10 @@ class SmoothL1Loss(PointwiseLoss):
     def _options(self):
         return {"beta": self.beta}
 
-    def _cpu(self, arrays, want_grad, out, grad_output):
+    def _cpu(self, arrays, want_grad, out, grad_output, hess=False):
         if self.beta == 0.0:  # torch runs l1_loss: its gradient differs at |x - y| = beta = 0
-            return L1Loss(reduction=self.reduction)._cpu(arrays, want_grad, out, grad_output)
-        return super()._cpu(arrays, want_grad, out, grad_output)
+            return L1Loss(reduction=self.reduction)._cpu(arrays, want_grad, out, grad_output, hess)
+        return super()._cpu(arrays, want_grad, out, grad_output, hess)
 
 
 class HuberLoss(PointwiseLoss):

@@ -11,7 +11,7 @@ import numpy as np
 
 from .._arrays import (as_float_input, as_host_array, as_operand, check_number, contiguous, fail,
                        scalar_grad_output)
-from .._criterion import Criterion, LossAndGrad, reduced, row_grad_output as _row_grad_output
+from .._criterion import Criterion, GradHess, LossAndGrad, reduced, row_grad_output as _row_grad_output
 from .._kernels import softmax as _kernel
 from .._kernels.memory import empty
 
@@ -94,10 +94,14 @@ class CrossEntropyLoss(Criterion):
         target, weight_sum, kept = _class_targets(target, target_shape, C, self.ignore_index, weight)
         return (target, None) + ((weight_sum, kept) if self.reduction == "mean" else (1, 1))
 
-    def _cpu(self, arrays, want_grad, out, grad_output):
+    _hessian = True
+
+    def _cpu(self, arrays, want_grad, out, grad_output, hess=False):
         x = as_float_input(arrays[0], "input")
         N, C, D, target_shape = _layout(x)
         rows, dtype = N * D, x.dtype
+        if hess and self.softcap:
+            raise NotImplementedError(f"{type(self).__name__}: no hessian with softcap")
         weight = _class_weight(self.weight, C, dtype)
         target, target_prob, ce_divisor, z_divisor = self._targets(arrays[1], x.shape, target_shape, C, weight)
         target_prob = None if target_prob is None else contiguous(target_prob, dtype)
@@ -115,11 +119,14 @@ class CrossEntropyLoss(Criterion):
                 scale_z = go / z_divisor if z_divisor else 0.0
             grad = self._gradient_buffers((x.shape,), dtype, out)[0]
         loss_out = empty(target_shape, dtype) if none else None
+        hess_x = empty(x.shape, dtype) if hess else None
         total = _kernel.cross_entropy(
             x, rows, C, D, target, target_prob, weight, grad, loss_out, row_grad_output,
             float(C) if weight is None else float(weight.sum(dtype=np.float64)), self.ignore_index,
             self.label_smoothing, self.z_loss, self.softcap or 0.0, scale_ce, scale_z,
-            ce_divisor / z_divisor if z_divisor else 0.0, self._num_threads(), self._focal_gamma)
+            ce_divisor / z_divisor if z_divisor else 0.0, self._num_threads(), self._focal_gamma, hess_x)
+        if hess:
+            return GradHess(grad, hess_x)
         return LossAndGrad(reduced(loss_out, total, ce_divisor, dtype), grad)
 
 
@@ -167,11 +174,11 @@ class SoftmaxFocalLoss(CrossEntropyLoss):
         return {k: v for k, v in super()._options_for_repr().items()
                 if k not in ("label_smoothing", "z_loss", "softcap")}
 
-    def _cpu(self, arrays, want_grad, out, grad_output):
+    def _cpu(self, arrays, want_grad, out, grad_output, hess=False):
         target = as_host_array(arrays[1], "target")
         if target.dtype.kind == "f":
             fail(TypeError, "target", "class indices of an integer dtype", f"dtype {target.dtype}")
-        return super()._cpu((arrays[0], target), want_grad, out, grad_output)
+        return super()._cpu((arrays[0], target), want_grad, out, grad_output, hess)
 
 
 # rows of the smallest chunk of logits: the weight gradient's product sums over a chunk's rows,
@@ -195,6 +202,7 @@ class LinearCrossEntropyLoss(CrossEntropyLoss):
     """
     arguments = ("input", "linear_weight", "target", "linear_bias")
     differentiable = ("input", "linear_weight", "linear_bias")
+    _hessian = False
 
     def __init__(self, weight=None, *, ignore_index=-100, reduction="mean", label_smoothing=0.0,
                  chunk_rows=None):
