@@ -4,10 +4,12 @@ import json
 
 import fastloss as fl
 
-from . import embedding, harness, pointwise, sequence, softmax
+from . import adapters, embedding, harness, pointwise, sequence, softmax
 
 FAMILIES = {"pointwise": pointwise.CASES, "softmax": softmax.CASES, "embedding": embedding.CASES,
-            "sequence": sequence.CASES}
+            "sequence": sequence.CASES, "adapters": []}
+# families with a report of their own after the table (memory; boosting rounds, wrappers)
+REPORTS = {"softmax": softmax.report, "adapters": adapters.report}
 SIZES = (64, 100_000, 10_000_000)
 QUICK_SIZES = (64, 100_000, 1_000_000)
 
@@ -28,13 +30,14 @@ def main(argv=None, prog="python -m bench"):
     args = parser(prog).parse_args(argv)
     cases = [c for name, family in FAMILIES.items() for c in family
              if (args.loss is None or c.name in args.loss) and (args.family is None or name in args.family)]
-    if not cases:
+    reports = [f for name, f in REPORTS.items() if (args.family is None or name in args.family) and args.loss is None]
+    if not cases and not reports:
         raise SystemExit(f"--loss: expected some of {[c.name for f in FAMILIES.values() for c in f]}, got {args.loss}")
     sizes = args.sizes or (QUICK_SIZES if args.quick else SIZES)
     threads = args.threads or fl.get_num_threads()
-    rows = harness.run(cases, sizes, threads, quick=args.quick)
-    if (args.family is None or "softmax" in args.family) and args.loss is None:
-        softmax.report(quick=args.quick)
+    rows = harness.run(cases, sizes, threads, quick=args.quick) if cases else []
+    for report in reports:
+        report(quick=args.quick)
     if args.json:
         with open(args.json, "w") as f:
             json.dump(rows, f, indent=1)

@@ -58,7 +58,9 @@ class _Function(torch.autograd.Function):
             grads = grads if isinstance(grads, tuple) else (grads,)
             grads = [_tensor(g, grad_loss) for g in grads]
         else:
-            grads = [None if g is None else _tensor(g, ctx.like).mul_(grad_loss) for g in ctx.grads]
+            unit = not grad_loss.is_cuda and grad_loss.item() == 1.0   # loss.backward(): nothing to scale
+            grads = [None if g is None else _tensor(g, ctx.like) if unit else _tensor(g, ctx.like).mul_(grad_loss)
+                     for g in ctx.grads]
         out = [None] * len(ctx.needs_input_grad)
         for i, g, wanted in zip(ctx.positions, grads, ctx.wanted):
             out[2 + i] = g if wanted else None
