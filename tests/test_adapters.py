@@ -47,6 +47,7 @@ def criterion_cases():
     yield fl.DiceLoss("multiclass"), [r.standard_normal((2, 3, 4)), r.integers(0, 3, (2, 4))], (0,)
     yield fl.LinearCrossEntropyLoss(), [emb[0], r.standard_normal((4, 5)), t, r.standard_normal(4)], (0, 1, 3)
     yield fl.TripletMarginLoss(swap=True), emb, (0, 1, 2)
+    yield fl.TripletMarginWithDistanceLoss(distance_function="cosine", margin=0.5), emb, (0, 1, 2)
     yield fl.CosineEmbeddingLoss(margin=0.1), [emb[0], emb[1], np.array([1, -1, 1])], (0, 1)
     yield fl.ContrastiveLoss(margin=3.0), [emb[0], emb[1], np.array([1, 0, 0])], (0, 1)
     yield fl.NTXentLoss(0.5), [emb[0], emb[1]], (0, 1)
