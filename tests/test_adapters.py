@@ -168,8 +168,12 @@ def test_jax_vjp_with_reduction_none():
     np.testing.assert_allclose(vjp(g)[0], ref_vjp(g)[0], rtol=1e-12)
 
 
-def test_import_fastloss_imports_neither_torch_nor_jax():
+def test_import_fastloss_imports_neither_torch_nor_jax(tmp_path):
+    import os
     import subprocess
     import sys
     code = "import sys, fastloss; print('torch' in sys.modules, 'jax' in sys.modules)"
-    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.split() == ["False", "False"]
+    # the fastloss these tests import (installed, or built in place), from a neutral directory
+    env = dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(fl.__file__)))
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, env=env)
+    assert run.stdout.split() == ["False", "False"], run.stderr
