@@ -371,3 +371,26 @@ def test_functional_api_matches_the_classes():
 
 def test_repr_shows_the_options():
     assert repr(fl.HuberLoss(delta=0.5)) == "HuberLoss(reduction='mean', delta=0.5)"
+
+
+@pytest.mark.parametrize("make", [fl.L1Loss, fl.MSELoss, lambda: fl.SmoothL1Loss(beta=0.5), fl.HuberLoss, fl.SoftMarginLoss,
+                                  fl.BCEWithLogitsLoss, fl.PoissonNLLLoss, lambda: fl.KLDivLoss(reduction="batchmean"),
+                                  fl.HingeEmbeddingLoss, fl.SigmoidFocalLoss, lambda: fl.MSELoss(reduction="sum")])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_the_fast_call_gives_the_general_paths_bits(make, dtype):
+    """crit(x, y) on plain NumPy arrays skips the general checks: same kernel, same bits
+    (grad_output=1.0 takes the general path with the same scale)."""
+    rng = np.random.default_rng(6)
+    x, y = rng.standard_normal((2, 70000)).astype(dtype)   # a parallel size
+    x[5], y[7] = np.nan, np.inf
+    crit = make()
+    fast, general = crit(x, y), crit(x, y, grad_output=1.0)
+    assert fast.loss.tobytes() == general.loss.tobytes() and fast.grad.tobytes() == general.grad.tobytes()
+    out = np.empty_like(x)
+    loss, grad = crit(x, y, out=out)
+    assert grad is out and loss.tobytes() == general.loss.tobytes() and out.tobytes() == general.grad.tobytes()
+
+
+def test_the_fast_call_still_checks_bce_input():
+    with pytest.raises(ValueError, match=r"input: expected all elements between 0 and 1, got 1.5 at position \(1,\)"):
+        fl.BCELoss()(np.array([0.5, 1.5]), np.array([0.0, 1.0]))

@@ -54,6 +54,46 @@ class PointwiseLoss(Criterion):
         """(shape, slab_m, slab_q) of the gradient of operand a, or None."""
         return None
 
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        # the fast call below serves the losses whose target needs no check of its own
+        cls._plain = cls._operands is PointwiseLoss._operands and cls._cpu is PointwiseLoss._cpu
+
+    def __call__(self, *arrays, out=None, grad_output=None):
+        fast = None if grad_output is not None else self._fast_call(arrays, out)
+        return super().__call__(*arrays, out=out, grad_output=grad_output) if fast is None else fast
+
+    def _fast_call(self, arrays, out):
+        """The most common call, ``crit(x, y)`` or ``crit(x, y, out=g)`` with C-contiguous NumPy
+        arrays of one float dtype and shape and a reduced loss, without the general path's
+        conversions: the same kernel with the same operands, so the same bits. At 64 elements
+        the general path's Python work is most of the call's time. None when the call is not
+        of that form."""
+        if len(arrays) != 2 or self.reduction == "none":
+            return None
+        x, y = arrays
+        if (type(x) is not np.ndarray or type(y) is not np.ndarray or x.dtype != y.dtype or x.shape != y.shape
+                or x.dtype not in _ONE or not x.size or not (x.flags.c_contiguous and y.flags.c_contiguous)):
+            return None
+        if out is not None and (type(out) is not np.ndarray or out.shape != x.shape or out.dtype != x.dtype
+                                or not (out.flags.c_contiguous and out.flags.writeable)):
+            return None
+        extra = self._fast_operands(x)
+        if extra is None:
+            return None
+        self._validate(x, extra)
+        divisor = self._divisor(x)
+        g_plan = broadcast_plan("grad_output", np.array(1.0 / divisor, x.dtype), x.shape)
+        grad = empty(x.shape, x.dtype) if out is None else out
+        total = _kernel.pointwise(_KERNEL_INDEX[self.kernel], x, (y, None), extra.get("a"), extra.get("b"), g_plan,
+                                  None, grad, None, 1, 1, self._num_threads(), **self._options())
+        return LossAndGrad(x.dtype.type(total / divisor), grad)
+
+    def _fast_operands(self, x):
+        """The plans of operands a and b for the fast call ({} when there are none), or None
+        when this call needs the general path."""
+        return {} if self._plain else None
+
     # -- the CPU path -------------------------------------------------------------------
     def _cpu(self, arrays, want_grad, out, grad_output, hess=False):
         x = as_float_input(arrays[0], self.arguments[0])
@@ -131,6 +171,9 @@ class SmoothL1Loss(PointwiseLoss):
     def _options(self):
         return {"beta": self.beta}
 
+    def _fast_operands(self, x):
+        return None if self.beta == 0.0 else {}
+
     def _cpu(self, arrays, want_grad, out, grad_output, hess=False):
         if self.beta == 0.0:  # torch runs l1_loss: its gradient differs at |x - y| = beta = 0
             return L1Loss(reduction=self.reduction)._cpu(arrays, want_grad, out, grad_output, hess)
@@ -178,6 +221,9 @@ class BCELoss(PointwiseLoss):
         operands["a"] = _weight_operand(self.weight, "weight", x) or (_ONE[x.dtype], "weight")
         return operands
 
+    def _fast_operands(self, x):
+        return None if self.weight is not None else {"a": broadcast_plan("weight", _ONE[x.dtype], x.shape)}
+
     def _validate(self, x, operands):
         if _kernel.count_outside(x, 0.0, 1.0, True, self._num_threads()):
             bad = np.flatnonzero(~((x >= 0) & (x <= 1)))[0]
@@ -207,6 +253,12 @@ class BCEWithLogitsLoss(PointwiseLoss):
         operands["a"] = _weight_operand(self.weight, "weight", x) or (one, "weight")
         operands["b"] = _weight_operand(self.pos_weight, "pos_weight", x) or (one, "pos_weight")
         return operands
+
+    def _fast_operands(self, x):
+        if self.weight is not None or self.pos_weight is not None:
+            return None
+        one = broadcast_plan("weight", _ONE[x.dtype], x.shape)
+        return {"a": one, "b": one}
 
 
 class PoissonNLLLoss(PointwiseLoss):
