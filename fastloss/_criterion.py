@@ -30,6 +30,55 @@ def backend_for(arrays):
     return "cuda"
 
 
+def merge_expansions(a, b):
+    """The exact sum of two expansions (tuples of floats, see _kernels/_reduce.pxd) as one
+    expansion; infinities and NaNs are added plainly, as the kernels do."""
+    values = a + b
+    special = [v for v in values if not math.isfinite(v)]
+    if special:
+        return (math.fsum(special) if len(special) == 1 else sum(special),)
+    partials = []
+    for x in values:
+        i = 0
+        for y in partials:
+            if abs(x) < abs(y):
+                x, y = y, x
+            hi = x + y
+            lo = y - (hi - x)
+            if lo:
+                partials[i] = lo
+                i += 1
+            x = hi
+        partials[i:] = [x]
+    return tuple(partials)
+
+
+def expansion_value(expansion):
+    """An expansion's exact sum rounded once (an infinity or NaN as it is)."""
+    return expansion[0] if len(expansion) == 1 else math.fsum(expansion)
+
+
+class Partial(namedtuple("Partial", ["total", "divisor", "dtype"])):
+    """The exact partial state of a reduced loss over a slice of the rows (`crit.partial`):
+    the loss sum and, for 'mean', the divisor, each the exact sum as an expansion (a tuple of
+    floats). Partials combine with ``+`` in any order and grouping, and ``value()`` of the
+    combination is bitwise the loss of one call on the whole, provided every slice starts on
+    a boundary of the kernel's fixed blocks (`Criterion.partial` says which)."""
+    __slots__ = ()
+
+    def __add__(self, other):
+        divisor = None if self.divisor is None else merge_expansions(self.divisor, other.divisor)
+        return Partial(merge_expansions(self.total, other.total), divisor, self.dtype)
+
+    def value(self):
+        """The loss, as the one-call loss: the exact sum rounded once, over the divisor."""
+        total = expansion_value(self.total)
+        if self.divisor is None:
+            return self.dtype.type(total)
+        divisor = expansion_value(self.divisor)
+        return self.dtype.type(total / divisor if divisor else math.nan)
+
+
 def row_grad_output(grad_output, shape, dtype):
     """grad_output for a 'none' loss of `shape`: an array of that shape, or a scalar spread over it."""
     g = as_operand(grad_output, "grad_output", dtype)
@@ -41,7 +90,11 @@ def row_grad_output(grad_output, shape, dtype):
 
 
 def reduced(loss_out, total, divisor, dtype):
-    """The loss: the per-row losses for 'none', else the float64 total over the divisor (nan for 0)."""
+    """The loss: the per-row losses for 'none', else the float64 total over the divisor (nan
+    for 0). With `total` an expansion (a `partial` call), the Partial state; the divisor then
+    is an expansion too, or None for 'sum'."""
+    if isinstance(total, tuple):
+        return Partial(total, divisor, dtype)
     return loss_out if loss_out is not None else dtype.type(total / divisor if divisor else math.nan)
 
 
@@ -57,6 +110,7 @@ class Criterion:
     differentiable = ("input",)
     reductions = ("none", "mean", "sum")
     _hessian = False   # whether the backend methods take hess=True (see grad_hess)
+    _partial = False   # whether they take partial=True (see partial)
 
     def __init__(self, reduction="mean"):
         check_option("reduction", reduction, self.reductions)
@@ -79,7 +133,24 @@ class Criterion:
         CrossEntropyLoss and SoftmaxFocalLoss (class-index targets)."""
         return self._dispatch(arrays, True, None, grad_output, hess=True)
 
-    def _dispatch(self, arrays, want_grad, out, grad_output, **hess):
+    def partial(self, *arrays):
+        """The exact partial state (`Partial`) of the loss over these arrays, a slice of the
+        rows of a larger evaluation: partial states of slices combine with ``+`` to the one-call
+        loss, bitwise, when each slice starts on a multiple of `block_rows` rows (the kernels'
+        fixed blocks). For 'mean' and 'sum'; not for losses whose rows interact (DiceLoss,
+        NTXentLoss) or CrossEntropyLoss with z_loss (two means)."""
+        if self.reduction == "none":
+            raise ValueError(f"{type(self).__name__}: partial states are for reduced losses, not reduction='none'")
+        if not self._partial:
+            raise NotImplementedError(f"{type(self).__name__}: no partial state (its rows interact)")
+        return self._dispatch(arrays, False, None, None, partial=True)
+
+    def block_rows(self, shape):
+        """How many rows (first-axis entries) of an input of `shape` make whole kernel blocks:
+        slices starting on multiples of it give partial states that combine bitwise."""
+        return 1
+
+    def _dispatch(self, arrays, want_grad, out, grad_output, **mode):
         if len(arrays) != len(self.arguments):
             raise TypeError(f"{type(self).__name__}: expected {len(self.arguments)} arrays "
                             f"({', '.join(self.arguments)}), got {len(arrays)}")
@@ -88,10 +159,10 @@ class Criterion:
         if run is None:
             raise NotImplementedError(f"{type(self).__name__}: no {backend} backend in this build "
                                       "(the GPU backend is optional and not installed)")
-        if hess and not self._hessian:
+        if mode.get("hess") and not self._hessian:
             raise NotImplementedError(f"{type(self).__name__}: no hessian (grad_hess covers the losses "
                                       "its docstring lists)")
-        return run(arrays, want_grad, out, grad_output, **hess)
+        return run(arrays, want_grad, out, grad_output, **mode)   # hess=True or partial=True
 
     # ------------------------------------------------------------- helpers for the families
     @staticmethod

@@ -4,9 +4,11 @@
 # function of the thread count) and returns one float64 sum per block. Inside a block the
 # per-element values go to 16 lanes by position (lane = offset within the block mod 16),
 # so the vectoriser adds lane-wise and cannot reassociate; the lanes meet in a fixed
-# pairwise tree. Block sums are then added in block order. The same inputs thus give
-# the same bits for any thread count and wherever the arrays sit in memory.
+# pairwise tree. Block sums are then added exactly (see run_reduction). The same inputs thus
+# give the same bits for any thread count and wherever the arrays sit in memory.
 from cython.parallel cimport prange
+from libc.math cimport NAN, fabs
+from libc.stdlib cimport free, malloc
 
 cdef enum:
     LANES = 16
@@ -55,18 +57,122 @@ cdef inline Py_ssize_t num_blocks(Py_ssize_t n, Py_ssize_t block_len) noexcept n
     return (n + block_len - 1) // block_len
 
 
-cdef inline double run_blocks(block_fn fn, const void* job, Py_ssize_t n, Py_ssize_t block_len,
-                              int num_threads, double* sums) noexcept nogil:
-    """Sum of fn over the blocks of [0, n): blocks in parallel, block sums (scratch `sums`,
-    num_blocks(n, block_len) of them) added in block order."""
+cdef inline void run_blocks(block_fn fn, const void* job, Py_ssize_t n, Py_ssize_t block_len,
+                            int num_threads, double* sums) noexcept nogil:
+    """sums[b] = fn over block b of [0, n), for the num_blocks(n, block_len) blocks, in parallel."""
     cdef Py_ssize_t nblocks = num_blocks(n, block_len), b
-    cdef double total = 0.0
     if num_threads > 1 and nblocks > 1:
         for b in prange(nblocks, num_threads=min(num_threads, nblocks), schedule="static"):
             sums[b] = fn(job, b * block_len, min(n, (b + 1) * block_len))
     else:
         for b in range(nblocks):
             sums[b] = fn(job, b * block_len, min(n, (b + 1) * block_len))
-    for b in range(nblocks):
-        total += sums[b]
+
+
+# Exact sums of the block sums. The total is the block sums' exact sum rounded once (as
+# math.fsum), which does not depend on their order or grouping: a loss evaluated in chunks
+# that start on block boundaries, each chunk's exact sum kept as an expansion (a few
+# nonoverlapping doubles whose sum is exact, Shewchuk's), combines to the same bits as one
+# call on the whole, in any order and any tree.
+
+cdef enum:
+    EXPANSION_MAX = 64   # doubles in an expansion: at most ~40 (2098 binary exponents / 53)
+
+
+cdef inline int expansion_add(double* p, int count, double x) noexcept nogil:
+    """Add the finite x exactly to the expansion p[0:count] (increasing magnitude); returns
+    the new count."""
+    cdef int i, j = 0
+    cdef double y, hi, lo, t
+    for i in range(count):
+        y = p[i]
+        if fabs(x) < fabs(y):
+            t = x
+            x = y
+            y = t
+        hi = x + y
+        lo = y - (hi - x)
+        if lo != 0.0:
+            p[j] = lo
+            j += 1
+        x = hi
+    p[j] = x
+    return j + 1
+
+
+cdef inline double expansion_round(const double* p, int count) noexcept nogil:
+    """The expansion's value rounded once to the nearest double, ties to even (math.fsum's
+    last step)."""
+    cdef double hi = 0.0, lo = 0.0, x, y
+    cdef int n = count
+    if n > 0:
+        n -= 1
+        hi = p[n]
+        while n > 0:
+            x = hi
+            n -= 1
+            y = p[n]
+            hi = x + y
+            lo = y - (hi - x)
+            if lo != 0.0:
+                break
+        if n > 0 and ((lo < 0 and p[n - 1] < 0) or (lo > 0 and p[n - 1] > 0)):
+            y = lo * 2
+            x = hi + y
+            if y == x - hi:
+                hi = x
+    return hi
+
+
+cdef inline double exact_sum(const double* values, Py_ssize_t n, double* expansion, int* count) noexcept nogil:
+    """The correctly rounded sum of values, and its expansion into `expansion` (EXPANSION_MAX
+    doubles, or NULL) with its length in count[0]. Infinities and NaNs are added plainly and
+    are the result (count -1): inf, -inf, or NaN."""
+    cdef double local[EXPANSION_MAX]
+    cdef double* p = expansion if expansion != NULL else local
+    cdef double special = 0.0, v
+    cdef bint has_special = False
+    cdef int c = 0
+    cdef Py_ssize_t i
+    for i in range(n):
+        v = values[i]
+        if v - v != 0:   # inf or nan
+            special += v
+            has_special = True
+        elif v != 0:
+            c = expansion_add(p, c, v)
+    count[0] = -1 if has_special else c
+    return special if has_special else expansion_round(p, c)
+
+
+cdef inline double run_reduction(block_fn fn, const void* job, Py_ssize_t n, Py_ssize_t block_len,
+                                 int num_threads, double* expansion, int* count) noexcept nogil:
+    """The exact sum of fn over the blocks of [0, n) (see run_blocks and exact_sum): the block
+    sums on the stack for up to 64 blocks (a small call allocates nothing), else in malloc'ed
+    scratch (NaN, count -2, if that fails)."""
+    cdef double local[64]
+    cdef Py_ssize_t nblocks = num_blocks(n, block_len)
+    cdef double* sums = &local[0]
+    cdef double total
+    if nblocks > 64:
+        sums = <double*> malloc(nblocks * sizeof(double))
+    if sums == NULL:
+        count[0] = -2
+        return NAN
+    run_blocks(fn, job, n, block_len, num_threads, sums)
+    total = exact_sum(sums, nblocks, expansion, count)
+    if nblocks > 64:
+        free(sums)
     return total
+
+
+cdef inline object reduction_result(double total, const double* expansion, int count, bint partial):
+    """What a kernel entry returns: the total, or with `partial` the exact expansion of it as
+    a tuple of floats (for Criterion.partial)."""
+    if count == -2:
+        raise MemoryError("fastloss: could not allocate the block sums")
+    if not partial:
+        return total
+    if count < 0:
+        return (total,)
+    return tuple([expansion[i] for i in range(count)])

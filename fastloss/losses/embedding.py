@@ -3,6 +3,8 @@
 Inputs are (N, D) rows or one (D,) row (the loss is then 0-d), all of one shape and one
 float dtype; 'mean' averages the N row losses. Every input has a gradient.
 """
+import math
+
 import numpy as np
 
 from .._arrays import as_float_input, as_host_array, check_number, contiguous, fail
@@ -44,7 +46,12 @@ class _PairLoss(Criterion):
             fail(ValueError, "target", f"shape {loss_shape} (one label per row)", tuple(y.shape))
         return contiguous(y, np.float64)
 
-    def _cpu(self, arrays, want_grad, out, grad_output):
+    _partial = True
+
+    def block_rows(self, shape):
+        return _kernel.BLOCK_ROWS
+
+    def _cpu(self, arrays, want_grad, out, grad_output, partial=False):
         inputs = self._embeddings(arrays[: len(self.differentiable)])
         x = inputs[0]
         rows, D = (1, x.shape[0]) if x.ndim == 1 else x.shape
@@ -55,7 +62,9 @@ class _PairLoss(Criterion):
             want_grad, loss_shape, divisor, grad_output, (x.shape,) * len(inputs), x.dtype, out)
         total = _kernel.pair_loss(_kernel.LOSS_NAMES.index(self._kernel_loss), tuple(inputs),
                                   grads if want_grad else None, y, loss_out, rows_grad_output, rows, D,
-                                  *self._kernel_options(), scale, self._num_threads())
+                                  *self._kernel_options(), scale, self._num_threads(), partial)
+        if partial:
+            return reduced(None, total, (float(rows),) if self.reduction == "mean" else None, x.dtype)
         return LossAndGrad(reduced(loss_out, total, divisor, x.dtype), self._pack(grads))
 
     def _kernel_options(self):
@@ -113,9 +122,11 @@ class TripletMarginWithDistanceLoss(_PairLoss):
     def _kernel_options(self):
         return 2.0, 1e-6, self.margin, self.swap
 
-    def _cpu(self, arrays, want_grad, out, grad_output):
+    def _cpu(self, arrays, want_grad, out, grad_output, partial=False):
         if self._kernel_loss is not None:
-            return super()._cpu(arrays, want_grad, out, grad_output)
+            return super()._cpu(arrays, want_grad, out, grad_output, partial)
+        if partial:
+            raise NotImplementedError("TripletMarginWithDistanceLoss: no partial state with a callable distance")
         return self._callable_distance(arrays, want_grad, out, grad_output)
 
     def _callable_distance(self, arrays, want_grad, out, grad_output):
@@ -154,7 +165,7 @@ class TripletMarginWithDistanceLoss(_PairLoss):
                 gx, gy = distance_grad(x, y, coef.astype(a.dtype))
                 grads[i][...] += np.asarray(gx, dtype=a.dtype)
                 grads[j][...] += np.asarray(gy, dtype=a.dtype)
-        total = float(np.sum(row_losses, dtype=np.float64))
+        total = math.fsum(np.ravel(row_losses).tolist())   # exact, as the kernels
         return LossAndGrad(reduced(loss_out, total, divisor, a.dtype), self._pack(grads))
 
 

@@ -15,7 +15,7 @@ import numpy as np
 
 from .._arrays import (as_float_input, as_host_array, as_operand, broadcast_plan, check_number,
                        check_same_shape, fail, scalar_grad_output)
-from .._criterion import Criterion, GradHess, LossAndGrad
+from .._criterion import Criterion, GradHess, LossAndGrad, reduced
 from .._kernels import pointwise as _kernel
 from .._kernels.memory import empty
 
@@ -31,6 +31,7 @@ class PointwiseLoss(Criterion):
 
     kernel = None
     _hessian = True             # for the kernels in HESSIAN_LOSSES (checked per call)
+    _partial = True
     target_same_shape = False   # torch requires target.shape == input.shape (BCE losses)
 
     # -- hooks --------------------------------------------------------------------------
@@ -95,7 +96,11 @@ class PointwiseLoss(Criterion):
         return {} if self._plain else None
 
     # -- the CPU path -------------------------------------------------------------------
-    def _cpu(self, arrays, want_grad, out, grad_output, hess=False):
+    def block_rows(self, shape):
+        row = math.prod(shape[1:])   # elements per row; blocks are BLOCK elements from the start
+        return _kernel.BLOCK_ELEMENTS // math.gcd(_kernel.BLOCK_ELEMENTS, row) if row else 1
+
+    def _cpu(self, arrays, want_grad, out, grad_output, hess=False, partial=False):
         x = as_float_input(arrays[0], self.arguments[0])
         if hess and self.kernel not in _kernel.HESSIAN_LOSSES:
             raise NotImplementedError(f"{type(self).__name__}: no hessian with these options "
@@ -126,7 +131,10 @@ class PointwiseLoss(Criterion):
         hess_x = empty(shape, dtype) if hess else None
         total = _kernel.pointwise(
             _KERNEL_INDEX[self.kernel], x, plans.get("y"), plans.get("a"), plans.get("b"), g_plan,
-            loss_out, grad_x, grad_a, slab_m, slab_q, self._num_threads(), hess_x=hess_x, **self._options())
+            loss_out, grad_x, grad_a, slab_m, slab_q, self._num_threads(), hess_x=hess_x, partial=partial,
+            **self._options())
+        if partial:
+            return reduced(None, total, None if self.reduction == "sum" else (float(divisor),), dtype)
         loss = loss_out if none else dtype.type(total / divisor if divisor else math.nan)
         if hess:
             return GradHess(grad_x, hess_x)

@@ -2,7 +2,7 @@
 import numpy as np
 
 from .._arrays import as_float_input, as_host_array, contiguous, fail
-from .._criterion import Criterion, LossAndGrad, reduced
+from .._criterion import Criterion, LossAndGrad, expansion_value, merge_expansions, reduced
 from .._kernels import sequence as _kernel
 
 
@@ -41,7 +41,9 @@ class CTCLoss(Criterion):
         self.blank = int(blank)
         self.zero_infinity = bool(zero_infinity)
 
-    def _cpu(self, arrays, want_grad, out, grad_output):
+    _partial = True
+
+    def _cpu(self, arrays, want_grad, out, grad_output, partial=False):
         log_probs = as_float_input(arrays[0], "log_probs")
         if log_probs.ndim not in (2, 3):
             fail(ValueError, "log_probs", "shape (T, N, C) or (T, C)", tuple(log_probs.shape))
@@ -67,8 +69,11 @@ class CTCLoss(Criterion):
                     None if grad is None else grad.reshape(T, N, C), losses, self.zero_infinity, self._num_threads())
         if loss_out is not None:
             loss_out[...] = losses.reshape(loss_shape)
-        total = float(np.sum(losses / per_length)) if N else 0.0
-        return LossAndGrad(reduced(loss_out, total, divisor, lp.dtype), grad)
+        # the exact sum of the per-element terms (as the other kernels' block sums)
+        total = merge_expansions((), tuple((losses / per_length).tolist()))
+        if partial:
+            return reduced(None, total, (float(N),) if self.reduction == "mean" else None, lp.dtype)
+        return LossAndGrad(reduced(loss_out, expansion_value(total), divisor, lp.dtype), grad)
 
     def _targets(self, targets, target_lengths, batched, C):
         """Targets as one int64 vector (never empty) and each element's offset into it,

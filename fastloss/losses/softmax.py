@@ -11,7 +11,7 @@ import numpy as np
 
 from .._arrays import (as_float_input, as_host_array, as_operand, check_number, contiguous, fail,
                        scalar_grad_output)
-from .._criterion import Criterion, GradHess, LossAndGrad, reduced, row_grad_output as _row_grad_output
+from .._criterion import Criterion, GradHess, LossAndGrad, expansion_value, merge_expansions, reduced, row_grad_output as _row_grad_output
 from .._kernels import softmax as _kernel
 from .._kernels.memory import empty
 
@@ -25,25 +25,35 @@ def _layout(x):
     return x.shape[0], x.shape[1], math.prod(x.shape[2:]), (x.shape[0],) + x.shape[2:]
 
 
+def _round_up(n, multiple):
+    return -(-n // multiple) * multiple
+
+
+def _block_rows(shape):
+    """Samples of an (N, C, d1, ...) input that make whole row blocks of the kernels."""
+    positions = math.prod(shape[2:]) if len(shape) > 1 else 1
+    return _kernel.BLOCK_ROWS // math.gcd(_kernel.BLOCK_ROWS, positions) if positions else 1
+
+
 _NO_IGNORE = -(2 ** 63)
 
 
 def _class_targets(target, target_shape, classes, ignore_index, weight):
-    """int64 targets after the checks; (targets, sum of target weights, kept rows).
-    ignore_index None: every target must be a class."""
+    """int64 targets after the checks; (targets, the exact sum of the target weights as an
+    expansion, kept rows). ignore_index None: every target must be a class."""
     if target.dtype.kind not in "iub":
         fail(TypeError, "target", "class indices of an integer dtype", f"dtype {target.dtype}")
     if target.shape != target_shape:
         fail(ValueError, "target", f"shape {target_shape}", tuple(target.shape))
     target = contiguous(target, np.int64)
-    bad, value, weight_sum, kept = _kernel.check_targets(
+    bad, value, weights, kept = _kernel.check_targets(
         target, classes, _NO_IGNORE if ignore_index is None else ignore_index,
         None if weight is None else contiguous(weight, np.float64))
     if bad >= 0:
         position = tuple(int(p) for p in np.unravel_index(bad, target_shape)) if target_shape else ()
         expected = f"class indices in [0, {classes})" + ("" if ignore_index is None else f" or ignore_index {ignore_index}")
         raise IndexError(f"target: expected {expected}, got {value} at position {position}")
-    return target, weight_sum, kept
+    return target, weights, kept
 
 
 def _class_weight(weight, classes, dtype):
@@ -83,27 +93,34 @@ class CrossEntropyLoss(Criterion):
 
     def _targets(self, target, input_shape, target_shape, C, weight):
         """(class indices or None, probabilities or None, the 'mean' divisors of the
-        cross-entropy and z-loss parts), after the checks."""
+        cross-entropy part as an expansion and of the z-loss part), after the checks."""
         target = as_host_array(target, "target")
         if target.dtype.kind == "f":  # probabilities, one per class
             if target.shape != input_shape:
                 fail(ValueError, "target", f"class probabilities of the input's shape {input_shape} "
                      f"or class indices of shape {target_shape}", tuple(target.shape))
             rows = math.prod(target_shape) if self.reduction == "mean" else 1
-            return None, target, rows, rows
-        target, weight_sum, kept = _class_targets(target, target_shape, C, self.ignore_index, weight)
-        return (target, None) + ((weight_sum, kept) if self.reduction == "mean" else (1, 1))
+            return None, target, (float(rows),), rows
+        target, weights, kept = _class_targets(target, target_shape, C, self.ignore_index, weight)
+        return (target, None) + ((weights, kept) if self.reduction == "mean" else ((1.0,), 1))
 
     _hessian = True
+    _partial = True
 
-    def _cpu(self, arrays, want_grad, out, grad_output, hess=False):
+    def block_rows(self, shape):
+        return _block_rows(shape)
+
+    def _cpu(self, arrays, want_grad, out, grad_output, hess=False, partial=False):
         x = as_float_input(arrays[0], "input")
         N, C, D, target_shape = _layout(x)
         rows, dtype = N * D, x.dtype
         if hess and self.softcap:
             raise NotImplementedError(f"{type(self).__name__}: no hessian with softcap")
+        if partial and self.z_loss:
+            raise NotImplementedError(f"{type(self).__name__}: no partial state with z_loss (two means)")
         weight = _class_weight(self.weight, C, dtype)
-        target, target_prob, ce_divisor, z_divisor = self._targets(arrays[1], x.shape, target_shape, C, weight)
+        target, target_prob, ce_divisors, z_divisor = self._targets(arrays[1], x.shape, target_shape, C, weight)
+        ce_divisor = expansion_value(ce_divisors)
         target_prob = None if target_prob is None else contiguous(target_prob, dtype)
         none = self.reduction == "none"
         grad = row_grad_output = None
@@ -124,9 +141,11 @@ class CrossEntropyLoss(Criterion):
             x, rows, C, D, target, target_prob, weight, grad, loss_out, row_grad_output,
             float(C) if weight is None else float(weight.sum(dtype=np.float64)), self.ignore_index,
             self.label_smoothing, self.z_loss, self.softcap or 0.0, scale_ce, scale_z,
-            ce_divisor / z_divisor if z_divisor else 0.0, self._num_threads(), self._focal_gamma, hess_x)
+            ce_divisor / z_divisor if z_divisor else 0.0, self._num_threads(), self._focal_gamma, hess_x, partial)
         if hess:
             return GradHess(grad, hess_x)
+        if partial:
+            return reduced(None, total, None if self.reduction == "sum" else ce_divisors, dtype)
         return LossAndGrad(reduced(loss_out, total, ce_divisor, dtype), grad)
 
 
@@ -143,18 +162,25 @@ class NLLLoss(Criterion):
             fail(TypeError, "ignore_index", "an int", repr(ignore_index))
         self.ignore_index = int(ignore_index)
 
-    def _cpu(self, arrays, want_grad, out, grad_output):
+    _partial = True
+
+    def block_rows(self, shape):
+        return _block_rows(shape)
+
+    def _cpu(self, arrays, want_grad, out, grad_output, partial=False):
         x = as_float_input(arrays[0], "input")
         N, C, D, target_shape = _layout(x)
         dtype = x.dtype
         weight = _class_weight(self.weight, C, dtype)
-        target, weight_sum, _ = _class_targets(as_host_array(arrays[1], "target"), target_shape, C,
-                                               self.ignore_index, weight)
-        divisor = weight_sum if self.reduction == "mean" else 1
+        target, weights, _ = _class_targets(as_host_array(arrays[1], "target"), target_shape, C,
+                                            self.ignore_index, weight)
+        divisor = expansion_value(weights) if self.reduction == "mean" else 1
         scale, row_grad_output, (grad,), loss_out = self._row_reduction(want_grad, target_shape, divisor,
                                                                         grad_output, (x.shape,), dtype, out)
         total = _kernel.nll(x, N * D, C, D, target, weight, grad, loss_out, row_grad_output,
-                            self.ignore_index, scale, self._num_threads())
+                            self.ignore_index, scale, self._num_threads(), partial)
+        if partial:
+            return reduced(None, total, weights if self.reduction == "mean" else None, dtype)
         return LossAndGrad(reduced(loss_out, total, divisor, dtype), grad)
 
 
@@ -174,11 +200,11 @@ class SoftmaxFocalLoss(CrossEntropyLoss):
         return {k: v for k, v in super()._options_for_repr().items()
                 if k not in ("label_smoothing", "z_loss", "softcap")}
 
-    def _cpu(self, arrays, want_grad, out, grad_output, hess=False):
+    def _cpu(self, arrays, want_grad, out, grad_output, hess=False, partial=False):
         target = as_host_array(arrays[1], "target")
         if target.dtype.kind == "f":
             fail(TypeError, "target", "class indices of an integer dtype", f"dtype {target.dtype}")
-        return super()._cpu((arrays[0], target), want_grad, out, grad_output, hess)
+        return super()._cpu((arrays[0], target), want_grad, out, grad_output, hess, partial)
 
 
 # rows of the smallest chunk of logits: the weight gradient's product sums over a chunk's rows,
@@ -203,6 +229,7 @@ class LinearCrossEntropyLoss(CrossEntropyLoss):
     arguments = ("input", "linear_weight", "target", "linear_bias")
     differentiable = ("input", "linear_weight", "linear_bias")
     _hessian = False
+    _partial = True
 
     def __init__(self, weight=None, *, ignore_index=-100, reduction="mean", label_smoothing=0.0,
                  chunk_rows=None):
@@ -220,7 +247,13 @@ class LinearCrossEntropyLoss(CrossEntropyLoss):
     def loss(self, input, linear_weight, target, linear_bias=None):
         return self._dispatch((input, linear_weight, target, linear_bias), False, None, None).loss
 
-    def _cpu(self, arrays, want_grad, out, grad_output):
+    def partial(self, input, linear_weight, target, linear_bias=None):
+        return super().partial(input, linear_weight, target, linear_bias)
+
+    def block_rows(self, shape):
+        return _kernel.BLOCK_ROWS
+
+    def _cpu(self, arrays, want_grad, out, grad_output, partial=False):
         x = as_float_input(arrays[0], "input")
         dtype = x.dtype
         if x.ndim not in (1, 2):
@@ -238,7 +271,8 @@ class LinearCrossEntropyLoss(CrossEntropyLoss):
         logits_shape = (C,) if x.ndim == 1 else (x.shape[0], C)
         target_shape = logits_shape[:-1]
         weight = _class_weight(self.weight, C, dtype)
-        target, target_prob, divisor, _ = self._targets(arrays[2], logits_shape, target_shape, C, weight)
+        target, target_prob, divisors, _ = self._targets(arrays[2], logits_shape, target_shape, C, weight)
+        divisor = expansion_value(divisors)
         target_prob = None if target_prob is None else contiguous(target_prob, dtype).reshape(-1, C)
         target = None if target is None else target.reshape(-1)
         X = x.reshape(-1, H)
@@ -246,7 +280,8 @@ class LinearCrossEntropyLoss(CrossEntropyLoss):
         none = self.reduction == "none"
         # a chunk of logits about eight times the input's size but at least _MIN_ROWS rows, and
         # slices of the weight gradient about the input's size: memory stays far under the logits
-        rows = self.chunk_rows or max(1, min(N, max(-(-8 * N * H // C), _MIN_ROWS)))
+        # (whole row blocks of the kernel, so that chunks add up exactly as partial states do)
+        rows = self.chunk_rows or max(1, min(N, _round_up(max(-(-8 * N * H // C), _MIN_ROWS), _kernel.BLOCK_ROWS)))
         classes = max(1, min(C, N))
         grads = row_grad_output = None
         scale = 0.0
@@ -267,9 +302,9 @@ class LinearCrossEntropyLoss(CrossEntropyLoss):
         loss_out = empty(target_shape, dtype) if none else None
         logits = empty((min(rows, N), C), dtype)   # from the buffer cache: its pages stay mapped
         # a slice of the weight gradient, for the chunks after the first
-        partial = np.empty((classes, H), dtype) if want_grad and rows < N else None
+        weight_slice = np.empty((classes, H), dtype) if want_grad and rows < N else None
         weight_total = float(C) if weight is None else float(weight.sum(dtype=np.float64))
-        total = 0.0
+        total = ()   # the exact sum of the chunks' losses, an expansion
         for r0 in range(0, N, rows):
             r1 = min(N, r0 + rows)
             chunk, x_chunk = logits[: r1 - r0], X[r0:r1]
@@ -279,32 +314,38 @@ class LinearCrossEntropyLoss(CrossEntropyLoss):
             # the row kernel runs on this thread alone: NumPy's BLAS leaves its worker threads
             # spinning for a while after each product, and OpenMP threads sharing their cores ran
             # the kernel several times slower (1.4 ms alone, 9 ms right after a product, at 512x8000)
-            total += _kernel.cross_entropy(
+            total = merge_expansions(total, _kernel.cross_entropy(
                 chunk, r1 - r0, C, 1, None if target is None else target[r0:r1],
                 None if target_prob is None else target_prob[r0:r1], weight, chunk if want_grad else None,
                 None if loss_out is None else loss_out.reshape(-1)[r0:r1],
                 None if row_grad_output is None else row_grad_output[r0:r1], weight_total,
-                self.ignore_index, self.label_smoothing, 0.0, 0.0, scale, 0.0, 0.0, 1)
+                self.ignore_index, self.label_smoothing, 0.0, 0.0, scale, 0.0, 0.0, 1, partial=True))
             if want_grad:  # chunk now holds d loss / d logits
                 np.matmul(chunk, linear_weight, out=grad_x[r0:r1])
                 if r0 == 0:   # the first chunk writes the weight gradient, the others add to it
                     np.matmul(chunk.T, x_chunk, out=grads[1])
                 for c0 in range(0, C if r0 else 0, classes):
                     c1 = min(C, c0 + classes)
-                    np.matmul(chunk[:, c0:c1].T, x_chunk, out=partial[: c1 - c0])
-                    grads[1][c0:c1] += partial[: c1 - c0]
+                    np.matmul(chunk[:, c0:c1].T, x_chunk, out=weight_slice[: c1 - c0])
+                    grads[1][c0:c1] += weight_slice[: c1 - c0]
                 if bias is not None:
                     bias_sum += chunk.sum(axis=0, dtype=np.float64)
         if want_grad and bias is not None:
             grads[2][...] = bias_sum
-        return LossAndGrad(reduced(loss_out, total, divisor, dtype), grads)
+        if partial:
+            return reduced(None, total, None if self.reduction == "sum" else divisors, dtype)
+        return LossAndGrad(reduced(loss_out, expansion_value(total), divisor, dtype), grads)
 
 
 class _RowLoss(Criterion):
     """Losses with one value per row of an (N, C) or (C,) input; 'mean' averages the rows."""
     _margin_loss = None   # the kernel's name in _kernel.MARGIN_LOSSES
+    _partial = True
 
-    def _rows(self, arrays, want_grad, out, grad_output, target=None, target_real=None, weight=None,
+    def block_rows(self, shape):
+        return _kernel.BLOCK_ROWS
+
+    def _rows(self, arrays, want_grad, out, grad_output, partial, target=None, target_real=None, weight=None,
               margin=0.0, p=1):
         x = arrays[0]
         rows, C = (1, x.shape[0]) if x.ndim == 1 else x.shape
@@ -315,7 +356,9 @@ class _RowLoss(Criterion):
                                                                         grad_output, (x.shape,), dtype, out)
         total = _kernel.margin_loss(_kernel.MARGIN_LOSSES.index(self._margin_loss), x, rows, C, target,
                                     target_real, weight, grad, loss_out, row_grad_output, scale, margin, p,
-                                    self._num_threads())
+                                    self._num_threads(), partial)
+        if partial:
+            return reduced(None, total, (float(rows),) if self.reduction == "mean" else None, dtype)
         return LossAndGrad(reduced(loss_out, total, divisor, dtype), grad)
 
     @staticmethod
@@ -339,12 +382,12 @@ class MultiMarginLoss(_RowLoss):
         self.p, self.margin = int(p), check_number("margin", margin)
         self.weight = None if weight is None else as_host_array(weight, "weight")
 
-    def _cpu(self, arrays, want_grad, out, grad_output):
+    def _cpu(self, arrays, want_grad, out, grad_output, partial=False):
         x = self._input(arrays)
         C = x.shape[-1]
         weight = _class_weight(self.weight, C, x.dtype)
         target, _, _ = _class_targets(as_host_array(arrays[1], "target"), x.shape[:-1], C, None, None)
-        return self._rows((x,), want_grad, out, grad_output, target=target, weight=weight,
+        return self._rows((x,), want_grad, out, grad_output, partial, target=target, weight=weight,
                           margin=self.margin, p=self.p)
 
 
@@ -357,7 +400,7 @@ class MultiLabelMarginLoss(_RowLoss):
     def __init__(self, *, reduction="mean"):
         super().__init__(reduction)
 
-    def _cpu(self, arrays, want_grad, out, grad_output):
+    def _cpu(self, arrays, want_grad, out, grad_output, partial=False):
         x = self._input(arrays)
         target = as_host_array(arrays[1], "target")
         if target.dtype.kind not in "iu":
@@ -370,7 +413,7 @@ class MultiLabelMarginLoss(_RowLoss):
             position = tuple(int(p) for p in np.unravel_index(bad, target.shape))
             raise IndexError(f"target: expected class indices in [0, {x.shape[-1]}) before each row's "
                              f"first -1, got {value} at position {position}")
-        return self._rows((x,), want_grad, out, grad_output, target=target)
+        return self._rows((x,), want_grad, out, grad_output, partial, target=target)
 
 
 class MultiLabelSoftMarginLoss(_RowLoss):
@@ -383,13 +426,13 @@ class MultiLabelSoftMarginLoss(_RowLoss):
         super().__init__(reduction)
         self.weight = None if weight is None else as_host_array(weight, "weight")
 
-    def _cpu(self, arrays, want_grad, out, grad_output):
+    def _cpu(self, arrays, want_grad, out, grad_output, partial=False):
         x = self._input(arrays)
         target = as_operand(arrays[1], "target", x.dtype)
         if target.shape != x.shape:
             fail(ValueError, "target", f"shape {x.shape} (the input's)", tuple(target.shape))
         weight = _class_weight(self.weight, x.shape[-1], x.dtype)
-        return self._rows((x,), want_grad, out, grad_output, target_real=target, weight=weight)
+        return self._rows((x,), want_grad, out, grad_output, partial, target_real=target, weight=weight)
 
 
 class DiceLoss(Criterion):
