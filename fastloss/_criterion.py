@@ -111,6 +111,7 @@ class Criterion:
     reductions = ("none", "mean", "sum")
     _hessian = False   # whether the backend methods take hess=True (see grad_hess)
     _partial = False   # whether they take partial=True (see partial)
+    _rows_first = True  # every array's rows run along its first axis (chunked evaluation slices there)
 
     def __init__(self, reduction="mean"):
         check_option("reduction", reduction, self.reductions)

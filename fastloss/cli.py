@@ -6,8 +6,8 @@ import sys
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     p = argparse.ArgumentParser(prog="fastloss", description="fastloss: fused loss-and-gradient kernels.")
-    p.add_argument("command", choices=["bench", "info"], help="bench: compare with torch and NumPy; "
-                   "info: build and thread information")
+    p.add_argument("command", choices=["bench", "eval", "info"], help="bench: compare with torch and NumPy; "
+                   "eval: a loss over .npy files larger than memory; info: build and thread information")
     args, rest = p.parse_known_args(argv[:1])
     if args.command == "bench":
         try:
@@ -15,6 +15,9 @@ def main(argv=None):
         except ImportError:
             from bench import cli  # a source checkout
         cli.main(argv[1:], prog="fastloss bench")
+    elif args.command == "eval":
+        from fastloss import eval_cli
+        eval_cli.main(argv[1:])
     else:
         import fastloss
         from fastloss._kernels import pointwise, stream

@@ -42,6 +42,7 @@ class CTCLoss(Criterion):
         self.zero_infinity = bool(zero_infinity)
 
     _partial = True
+    _rows_first = False   # log_probs is (T, N, C): the batch is its second axis
 
     def _cpu(self, arrays, want_grad, out, grad_output, partial=False):
         log_probs = as_float_input(arrays[0], "log_probs")

@@ -230,6 +230,7 @@ class LinearCrossEntropyLoss(CrossEntropyLoss):
     differentiable = ("input", "linear_weight", "linear_bias")
     _hessian = False
     _partial = True
+    _rows_first = False   # linear_weight's first axis is the classes
 
     def __init__(self, weight=None, *, ignore_index=-100, reduction="mean", label_smoothing=0.0,
                  chunk_rows=None):
