@@ -4,12 +4,14 @@ import json
 
 import fastloss as fl
 
-from . import adapters, embedding, harness, pointwise, sequence, softmax
+from . import adapters, embedding, evaluate, harness, pointwise, sequence, softmax
 
 FAMILIES = {"pointwise": pointwise.CASES, "softmax": softmax.CASES, "embedding": embedding.CASES,
-            "sequence": sequence.CASES, "adapters": []}
-# families with a report of their own after the table (memory; boosting rounds, wrappers)
-REPORTS = {"softmax": softmax.report, "adapters": adapters.report}
+            "sequence": sequence.CASES, "adapters": [], "eval": []}
+# families with a report of their own after the table (memory; boosting rounds, wrappers;
+# chunked evaluation of a 16 GB file, only when asked for by name)
+REPORTS = {"softmax": softmax.report, "adapters": adapters.report, "eval": evaluate.report}
+ONLY_BY_NAME = {"eval"}
 SIZES = (64, 100_000, 10_000_000)
 QUICK_SIZES = (64, 100_000, 1_000_000)
 
@@ -30,7 +32,8 @@ def main(argv=None, prog="python -m bench"):
     args = parser(prog).parse_args(argv)
     cases = [c for name, family in FAMILIES.items() for c in family
              if (args.loss is None or c.name in args.loss) and (args.family is None or name in args.family)]
-    reports = [f for name, f in REPORTS.items() if (args.family is None or name in args.family) and args.loss is None]
+    reports = [f for name, f in REPORTS.items() if args.loss is None and (
+        name in args.family if args.family else name not in ONLY_BY_NAME)]
     if not cases and not reports:
         raise SystemExit(f"--loss: expected some of {[c.name for f in FAMILIES.values() for c in f]}, got {args.loss}")
     sizes = args.sizes or (QUICK_SIZES if args.quick else SIZES)
