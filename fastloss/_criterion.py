@@ -5,6 +5,7 @@ Data flows one way: public class -> Criterion (checks, reduction, buffers) -> a 
 method of the family (``_cpu``; a ``_cuda`` one arrives with the GPU backend) -> kernels ->
 back as LossAndGrad. The backend is chosen in `backend_for`, and only there.
 """
+import copy
 import math
 from collections import namedtuple
 
@@ -111,7 +112,8 @@ class Criterion:
     reductions = ("none", "mean", "sum")
     _hessian = False   # whether the backend methods take hess=True (see grad_hess)
     _partial = False   # whether they take partial=True (see partial)
-    _rows_first = True  # every array's rows run along its first axis (chunked evaluation slices there)
+    _chunked_gradient = True   # a chunk's gradient needs only the whole's divisor
+    _partial_of_none = False   # a partial state for reduction='none' (DiceLoss: per-class losses)
 
     def __init__(self, reduction="mean"):
         check_option("reduction", reduction, self.reductions)
@@ -138,13 +140,28 @@ class Criterion:
         """The exact partial state (`Partial`) of the loss over these arrays, a slice of the
         rows of a larger evaluation: partial states of slices combine with ``+`` to the one-call
         loss, bitwise, when each slice starts on a multiple of `block_rows` rows (the kernels'
-        fixed blocks). For 'mean' and 'sum'; not for losses whose rows interact (DiceLoss,
-        NTXentLoss) or CrossEntropyLoss with z_loss (two means)."""
-        if self.reduction == "none":
+        fixed blocks). For 'mean' and 'sum' (DiceLoss: also 'none'; its state is per-class
+        sums); not for NTXentLoss (every row's loss involves all rows) or CrossEntropyLoss with
+        z_loss (two means)."""
+        if self.reduction == "none" and not self._partial_of_none:
             raise ValueError(f"{type(self).__name__}: partial states are for reduced losses, not reduction='none'")
         if not self._partial:
-            raise NotImplementedError(f"{type(self).__name__}: no partial state (its rows interact)")
+            raise NotImplementedError(f"{type(self).__name__}: no partial state (every row's loss involves all rows)")
         return self._dispatch(arrays, False, None, None, partial=True)
+
+    def _chunk_gradient(self, arrays, scale):
+        """The gradient of a slice of the rows as a part of the whole's: the loss summed over
+        the slice, times `scale` (1 for 'sum', 1 / the whole's divisor for 'mean'), which is
+        what one call on the whole gives these rows."""
+        total = copy.copy(self)
+        total.reduction = "sum"
+        return total(*arrays, grad_output=scale)[1]
+
+    @property
+    def row_axes(self):
+        """Per argument, the axis its rows (the samples a partial state slices) run along, or
+        None for an argument every slice takes whole."""
+        return (0,) * len(self.arguments)
 
     def block_rows(self, shape):
         """How many rows (first-axis entries) of an input of `shape` make whole kernel blocks:

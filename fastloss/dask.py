@@ -9,8 +9,6 @@ respect to the first array comes back as a Dask array with the same chunks, each
 by the whole's divisor (known once the loss is). Dask is optional: importing fastloss never
 imports it.
 """
-import copy
-
 import dask
 import dask.array as da
 import numpy as np
@@ -54,6 +52,9 @@ def evaluate(criterion, *arrays, grad=False):
     """The loss (and with ``grad`` the lazy gradient of the first array) of dask arrays, all
     chunked or rechunked along their rows together. Returns the loss, or (loss, gradient)."""
     check_chunkable(criterion)
+    if any(axis != 0 for axis in criterion.row_axes[: len(arrays)]):
+        raise NotImplementedError(f"{type(criterion).__name__}: fastloss.dask takes criteria whose arrays all "
+                                  "have their rows first (fastloss.evaluate takes this one)")
     arrays = [a if isinstance(a, da.Array) else da.from_array(np.asarray(a)) for a in arrays]
     arrays = _aligned(criterion, arrays)
     blocks = [a.to_delayed().ravel() for a in arrays]
@@ -62,8 +63,6 @@ def evaluate(criterion, *arrays, grad=False):
     loss = state.value()
     if not grad:
         return loss
-    total = copy.copy(criterion)
-    total.reduction = "sum"
     if criterion.reduction == "mean":
         divisor = expansion_value(state.divisor)
         scale = 1.0 / divisor if divisor else 0.0
@@ -71,7 +70,7 @@ def evaluate(criterion, *arrays, grad=False):
         scale = 1.0
 
     def block_grad(*blocks):
-        g = total(*blocks, grad_output=scale)[1]
+        g = criterion._chunk_gradient(blocks, scale)
         return g[0] if isinstance(g, tuple) else g
 
     # the row axis shared by every array; the other axes (single chunks) named apart

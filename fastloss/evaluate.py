@@ -8,7 +8,6 @@ of the criterion's `block_rows`, so the kernels' fixed blocks are the same ones 
 Memory-mapped files are read with plain positioned reads into two reused buffers, so the
 process holds two chunks (and, with a gradient, one chunk of it), not the file's pages.
 """
-import copy
 import os
 import sys
 import time
@@ -30,19 +29,22 @@ chunk, the bytes read, and the wall time of the loss pass in seconds."""
 
 
 class _Source:
-    """Rows [r0, r1) of one array into a reused buffer: positioned reads for a C-ordered
-    memory-mapped file, slicing otherwise."""
+    """Rows [r0, r1) of one array (along its row axis) into a reused buffer: positioned reads
+    for a C-ordered memory-mapped file with its rows first, slicing otherwise; an array
+    without a row axis (axis None: LinearCrossEntropyLoss's linear_weight) is read once."""
 
-    def __init__(self, array, name):
+    def __init__(self, array, name, axis):
         if not hasattr(array, "shape") or not hasattr(array, "dtype") or not hasattr(array, "__getitem__"):
             fail(TypeError, name, "an array that slices along its rows (NumPy, np.memmap, h5py, zarr...)",
                  type(array).__name__)
-        self.array, self.name = array, name
-        self.row_shape = tuple(array.shape[1:])
+        self.array, self.name, self.axis = array, name, axis
         self.dtype = np.dtype(array.dtype)
-        self.row_bytes = int(np.prod(self.row_shape, dtype=np.int64)) * self.dtype.itemsize
+        self.whole = np.asarray(array) if axis is None else None
+        self.rows = None if axis is None else array.shape[axis]
+        rest = tuple(array.shape[:axis or 0]) + tuple(array.shape[(axis or 0) + 1:])
+        self.row_bytes = 0 if axis is None else int(np.prod(rest, dtype=np.int64)) * self.dtype.itemsize
         self.fd = None
-        if isinstance(array, np.memmap) and getattr(array, "filename", None) and array.flags.c_contiguous:
+        if axis == 0 and isinstance(array, np.memmap) and getattr(array, "filename", None) and array.flags.c_contiguous:
             base = array
             while isinstance(base.base, np.memmap):   # a slice of a map: its offset inside the file
                 base = base.base
@@ -50,10 +52,20 @@ class _Source:
             self.fd = os.open(array.filename, os.O_RDONLY)
             self.position = int(getattr(base, "offset", 0)) + start
 
+    def buffer(self, rows):
+        if self.axis is None:
+            return None
+        shape = list(self.array.shape)
+        shape[self.axis] = rows
+        return np.empty(shape, self.dtype)
+
     def read(self, r0, r1, buffer):
-        out = buffer[: r1 - r0]
+        if self.axis is None:
+            return self.whole
+        rows = (slice(None),) * self.axis + (slice(r0, r1),)
+        out = buffer[(slice(None),) * self.axis + (slice(0, r1 - r0),)]
         if self.fd is None:
-            out[...] = self.array[r0:r1]
+            out[...] = self.array[rows]
             return out
         view, pos, done = memoryview(out.reshape(-1).view(np.uint8)), self.position + r0 * self.row_bytes, 0
         while done < len(view):
@@ -71,11 +83,11 @@ class _Source:
 
 def check_chunkable(criterion):
     """Chunked evaluation slices every array along its first axis and adds partial states."""
-    if criterion.reduction == "none":
+    if criterion.reduction == "none" and not criterion._partial_of_none:
         fail(ValueError, "criterion", "a reduced loss ('mean' or 'sum')", "reduction='none'")
-    if not criterion._partial or not criterion._rows_first:
-        raise NotImplementedError(f"{type(criterion).__name__}: no chunked evaluation (its rows interact, or "
-                                  "not every array has its rows along the first axis)")
+    if not criterion._partial:
+        raise NotImplementedError(f"{type(criterion).__name__}: no chunked evaluation (every row's loss "
+                                  "involves all rows)")
 
 
 def _progress_bar(total, enabled):
@@ -99,7 +111,7 @@ def _progress_bar(total, enabled):
 
 
 def _chunks(criterion, sources, rows, chunk_rows):
-    block = criterion.block_rows((rows,) + sources[0].row_shape)
+    block = criterion.block_rows(sources[0].array.shape)
     if chunk_rows is None:
         per_row = max(1, sum(s.row_bytes for s in sources))
         chunk_rows = max(1, CHUNK_BYTES // per_row)
@@ -109,7 +121,7 @@ def _chunks(criterion, sources, rows, chunk_rows):
 
 def _passes(sources, chunks, chunk_rows, on_chunk, progress):
     """Read the chunks in order, the next one while `on_chunk` computes the current one."""
-    buffers = [[np.empty((chunk_rows,) + s.row_shape, s.dtype) for s in sources] for _ in range(2)]
+    buffers = [[s.buffer(chunk_rows) for s in sources] for _ in range(2)]
     bar = _progress_bar(chunks[-1][1] if chunks else 0, progress)
     try:
         with ThreadPoolExecutor(1) as pool:
@@ -140,13 +152,18 @@ def evaluate(criterion, *arrays, chunk_rows=None, grad_out=None, progress=False)
     check_chunkable(criterion)
     if not arrays:
         fail(TypeError, "arrays", "the criterion's arrays", "none")
-    names = criterion.arguments
-    sources = [_Source(a, names[i] if i < len(names) else f"array {i}") for i, a in enumerate(arrays)]
+    names, axes = criterion.arguments, criterion.row_axes
+    if len(arrays) > len(names):
+        fail(TypeError, "arrays", f"at most {len(names)} ({', '.join(names)})", f"{len(arrays)}")
+    sources = [_Source(a, names[i], axes[i]) for i, a in enumerate(arrays) if a is not None]
     try:
-        rows = sources[0].array.shape[0]
+        rows = sources[0].rows
         for s in sources[1:]:
-            if s.array.shape[0] != rows:
-                fail(ValueError, s.name, f"{rows} rows ({sources[0].name}'s)", f"{s.array.shape[0]} rows")
+            if s.rows is not None and s.rows != rows:
+                fail(ValueError, s.name, f"{rows} rows ({sources[0].name}'s)", f"{s.rows} rows")
+        if grad_out is not None and not criterion._chunked_gradient:
+            raise NotImplementedError(f"{type(criterion).__name__}: no chunked gradient (each chunk's needs "
+                                      "the whole's sums)")
         if grad_out is not None and (tuple(grad_out.shape) != tuple(sources[0].array.shape)
                                      or np.dtype(grad_out.dtype) != sources[0].dtype):
             fail(ValueError, "grad_out", f"shape {tuple(sources[0].array.shape)} and dtype {sources[0].dtype}",
@@ -155,30 +172,29 @@ def evaluate(criterion, *arrays, chunk_rows=None, grad_out=None, progress=False)
         states = []
         with_grad_now = grad_out is not None and criterion.reduction == "sum"
 
+        def place(r0, r1, grad):   # this chunk's gradient of the first array, along its row axis
+            grad_out[(slice(None),) * sources[0].axis + (slice(r0, r1),)] = grad[0] if isinstance(grad, tuple) else grad
+
         def loss_chunk(r0, r1, chunk):
             states.append(criterion.partial(*chunk))
             if with_grad_now:
-                _, grad = criterion(*chunk)
-                grad_out[r0:r1] = grad[0] if isinstance(grad, tuple) else grad
+                place(r0, r1, criterion._chunk_gradient(chunk, 1.0))
 
         start = time.perf_counter()
         _passes(sources, chunks, chunk_rows, loss_chunk, progress)
         seconds = time.perf_counter() - start
         if not states:
-            state = criterion.partial(*[np.asarray(s.array[:0]) for s in sources])
+            state = criterion.partial(*[s.read(0, 0, s.buffer(0)) for s in sources])
         else:
             state = states[0]
             for part in states[1:]:
                 state = state + part
         if grad_out is not None and not with_grad_now:   # 'mean': the whole's divisor scales every chunk
-            total = copy.copy(criterion)
-            total.reduction = "sum"
             divisor = expansion_value(state.divisor)
             scale = 1.0 / divisor if divisor else 0.0
 
             def grad_chunk(r0, r1, chunk):
-                _, grad = total(*chunk, grad_output=scale)
-                grad_out[r0:r1] = grad[0] if isinstance(grad, tuple) else grad
+                place(r0, r1, criterion._chunk_gradient(chunk, scale))
 
             _passes(sources, chunks, chunk_rows, grad_chunk, progress)
         read = sum(s.row_bytes for s in sources) * rows

@@ -25,6 +25,23 @@ def families(dtype):
     a, p, n = r.standard_normal((3, 2100, 24)).astype(dtype)
     yield fl.TripletMarginLoss(swap=True), [a, p, n]
     yield fl.CosineEmbeddingLoss(margin=0.1), [a, p, r.choice([-1, 1], 2100)]
+    yield fl.LinearCrossEntropyLoss(), [a, (0.2 * r.standard_normal((30, 24))).astype(dtype), r.integers(0, 30, 2100),
+                                        r.standard_normal(30).astype(dtype)]
+    lp = np.log(r.dirichlet(np.ones(8), (25, 2100))).astype(dtype)
+    yield fl.CTCLoss(zero_infinity=True), [lp, r.integers(1, 8, (2100, 6)), r.integers(8, 26, 2100),
+                                           r.integers(0, 7, 2100)]
+
+
+def test_evaluate_dice_per_class_sums():
+    r = np.random.default_rng(9)
+    x = r.standard_normal((40, 5, 16, 16)).astype(np.float32)
+    t = r.integers(0, 5, (40, 16, 16))
+    for reduction in ("mean", "none"):
+        crit = fl.DiceLoss("multiclass", smooth=0.5, reduction=reduction)
+        result = fl.evaluate(crit, x, t, chunk_rows=7)
+        assert np.asarray(result.loss).tobytes() == np.asarray(crit.loss(x, t)).tobytes()
+    with pytest.raises(NotImplementedError, match="DiceLoss: no chunked gradient"):
+        fl.evaluate(crit, x, t, grad_out=np.empty_like(x))
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -37,7 +54,7 @@ def test_evaluate_is_the_one_call_bitwise(dtype, chunk_rows):
         grad = grad[0] if isinstance(grad, tuple) else grad
         assert result.loss.tobytes() == crit.loss(*arrays).tobytes() == loss.tobytes(), repr(crit)
         assert grad_out.tobytes() == grad.tobytes(), repr(crit)
-        assert result.rows == 2100 and result.chunk_rows % crit.block_rows(arrays[0].shape) == 0
+        assert result.rows == 2100 and result.chunk_rows % crit.block_rows(arrays[0].shape) == 0, repr(crit)
 
 
 def test_evaluate_memmap_files_and_a_memmap_gradient(tmp_path):
@@ -67,8 +84,6 @@ def test_evaluate_errors():
         fl.evaluate(fl.MSELoss(reduction="none"), x, x)
     with pytest.raises(NotImplementedError, match="NTXentLoss"):
         fl.evaluate(fl.NTXentLoss(), x, x)
-    with pytest.raises(NotImplementedError, match="CTCLoss"):
-        fl.evaluate(fl.CTCLoss(), x, x, x, x)
     with pytest.raises(ValueError, match="grad_out: expected shape"):
         fl.evaluate(fl.MSELoss(), x, x, grad_out=np.zeros((10, 4)))
 

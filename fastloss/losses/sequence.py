@@ -42,9 +42,16 @@ class CTCLoss(Criterion):
         self.zero_infinity = bool(zero_infinity)
 
     _partial = True
-    _rows_first = False   # log_probs is (T, N, C): the batch is its second axis
+    row_axes = (1, 0, 0, 0)   # log_probs is (T, N, C): the batch is its second axis
 
-    def _cpu(self, arrays, want_grad, out, grad_output, partial=False):
+    def _chunk_gradient(self, arrays, scale):
+        if self.reduction != "mean":
+            return super()._chunk_gradient(arrays, scale)
+        # 'mean' weighs each element by 1 / max(target length, 1): the whole's scale goes in
+        # where one call's own 1 / N would
+        return self._cpu(arrays, True, None, None, mean_scale=scale).grad
+
+    def _cpu(self, arrays, want_grad, out, grad_output, partial=False, mean_scale=None):
         log_probs = as_float_input(arrays[0], "log_probs")
         if log_probs.ndim not in (2, 3):
             fail(ValueError, "log_probs", "shape (T, N, C) or (T, C)", tuple(log_probs.shape))
@@ -63,6 +70,8 @@ class CTCLoss(Criterion):
         divisor = N if self.reduction == "mean" else 1
         scale, rows_grad_output, (grad,), loss_out = self._row_reduction(
             want_grad, loss_shape, divisor, grad_output, (log_probs.shape,), lp.dtype, out)
+        if mean_scale is not None:
+            scale = mean_scale
         per_length = np.maximum(target_lengths, 1) if self.reduction == "mean" else np.ones(N)
         grad_scale = (np.full(N, scale) if rows_grad_output is None else rows_grad_output.reshape(N) * scale) / per_length
         losses = np.empty(N)

@@ -6,6 +6,7 @@ position lie d1 * ... * dk apart). Class-index targets may be any integer dtype;
 CrossEntropyLoss also takes probability targets of the input's shape.
 """
 import math
+from collections import namedtuple
 
 import numpy as np
 
@@ -230,7 +231,7 @@ class LinearCrossEntropyLoss(CrossEntropyLoss):
     differentiable = ("input", "linear_weight", "linear_bias")
     _hessian = False
     _partial = True
-    _rows_first = False   # linear_weight's first axis is the classes
+    row_axes = (0, None, 0, None)   # linear_weight and linear_bias are the classes', whole in every slice
 
     def __init__(self, weight=None, *, ignore_index=-100, reduction="mean", label_smoothing=0.0,
                  chunk_rows=None):
@@ -461,7 +462,23 @@ class DiceLoss(Criterion):
             fail(TypeError, "ignore_index", "an int or None", repr(ignore_index))
         self.ignore_index = None if ignore_index is None else int(ignore_index)
 
-    def _cpu(self, arrays, want_grad, out, grad_output):
+    _partial = True             # per-class sums: see _DicePartial
+    _partial_of_none = True     # ('none' is per class, not per sample)
+    _chunked_gradient = False   # each chunk's gradient needs the whole's per-class sums
+
+    def _loss_from_sums(self, sums, dtype):
+        """(loss, I, S, present, denominator) from the per-class sums (C, 3) of I, S and Y."""
+        C = sums.shape[0]
+        inner, total, present = sums[:, 0], sums[:, 1], sums[:, 2] > 0
+        denominator = np.maximum(total + self.smooth, self.eps)
+        losses = (1 - (2 * inner + self.smooth) / denominator) * present
+        if self.reduction == "none":
+            loss = losses.astype(dtype)
+        else:
+            loss = dtype.type(losses.sum() / C if self.reduction == "mean" else losses.sum())
+        return loss, inner, total, present, denominator
+
+    def _cpu(self, arrays, want_grad, out, grad_output, partial=False):
         x = as_float_input(arrays[0], "input")
         if x.ndim < 2:
             fail(ValueError, "input", "shape (N, C, ...)", tuple(x.shape))
@@ -479,14 +496,11 @@ class DiceLoss(Criterion):
                 fail(ValueError, "target", f"shape {x.shape} (the input's)", tuple(target_real.shape))
         mode = 2 if not self.from_logits else (0 if self.mode == "multiclass" else 1)
         threads = self._num_threads()
-        sums = _kernel.dice(x, N, C, S, target_index, target_real, self.ignore_index, mode, None, None, None, threads)
-        inner, total, present = sums[:, 0], sums[:, 1], sums[:, 2] > 0
-        denominator = np.maximum(total + self.smooth, self.eps)
-        losses = (1 - (2 * inner + self.smooth) / denominator) * present
-        if self.reduction == "none":
-            loss = losses.astype(dtype)
-        else:
-            loss = dtype.type(losses.sum() / C if self.reduction == "mean" else losses.sum())
+        sums = _kernel.dice(x, N, C, S, target_index, target_real, self.ignore_index, mode, None, None, None, threads,
+                            partial)
+        if partial:
+            return _DicePartial(tuple(sums), self, dtype)
+        loss, inner, total, present, denominator = self._loss_from_sums(sums, dtype)
         if not want_grad:
             return LossAndGrad(loss, None)
         if self.reduction == "none":
@@ -501,3 +515,18 @@ class DiceLoss(Criterion):
         grad = self._gradient_buffers((x.shape,), dtype, out)[0]
         _kernel.dice(x, N, C, S, target_index, target_real, self.ignore_index, mode, grad, coef_y, coef_1, threads)
         return LossAndGrad(loss, grad)
+
+
+class _DicePartial(namedtuple("_DicePartial", ["sums", "criterion", "dtype"])):
+    """DiceLoss's partial state over some samples: the exact per-class sums of I, S and Y as
+    expansions (3 per class, class-major). Combines with + like `Partial`; `value()` is the
+    Dice loss of the combined samples, bitwise the one-call loss."""
+    __slots__ = ()
+
+    def __add__(self, other):
+        return _DicePartial(tuple(merge_expansions(a, b) for a, b in zip(self.sums, other.sums)),
+                            self.criterion, self.dtype)
+
+    def value(self):
+        sums = np.array([expansion_value(e) for e in self.sums], dtype=np.float64).reshape(-1, 3)
+        return self.criterion._loss_from_sums(sums, self.dtype)[0]
