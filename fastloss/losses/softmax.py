@@ -117,11 +117,13 @@ class CrossEntropyLoss(Criterion):
         rows, dtype = N * D, x.dtype
         if hess and self.softcap:
             raise NotImplementedError(f"{type(self).__name__}: no hessian with softcap")
-        if partial and self.z_loss:
-            raise NotImplementedError(f"{type(self).__name__}: no partial state with z_loss (two means)")
         weight = _class_weight(self.weight, C, dtype)
         target, target_prob, ce_divisors, z_divisor = self._targets(arrays[1], x.shape, target_shape, C, weight)
         ce_divisor = expansion_value(ce_divisors)
+        if partial and self.z_loss and ce_divisor != z_divisor:
+            # the weighted 'mean' with z_loss: two sums over two divisors, not one state
+            raise NotImplementedError(f"{type(self).__name__}: no partial state with z_loss and class weights "
+                                      "under 'mean' (two means)")
         target_prob = None if target_prob is None else contiguous(target_prob, dtype)
         none = self.reduction == "none"
         grad = row_grad_output = None
