@@ -30,8 +30,9 @@ chunk, the bytes read, and the wall time of the loss pass in seconds."""
 
 class _Source:
     """Rows [r0, r1) of one array (along its row axis) into a reused buffer: positioned reads
-    for a C-ordered memory-mapped file with its rows first, slicing otherwise; an array
-    without a row axis (axis None: LinearCrossEntropyLoss's linear_weight) is read once."""
+    for a C-ordered memory-mapped file with its rows first, slicing otherwise; a view of an
+    in-memory NumPy array; an array without a row axis (axis None: LinearCrossEntropyLoss's
+    linear_weight) read once."""
 
     def __init__(self, array, name, axis):
         if not hasattr(array, "shape") or not hasattr(array, "dtype") or not hasattr(array, "__getitem__"):
@@ -53,7 +54,7 @@ class _Source:
             self.position = int(getattr(base, "offset", 0)) + start
 
     def buffer(self, rows):
-        if self.axis is None:
+        if self.axis is None or type(self.array) is np.ndarray:
             return None
         shape = list(self.array.shape)
         shape[self.axis] = rows
@@ -63,6 +64,8 @@ class _Source:
         if self.axis is None:
             return self.whole
         rows = (slice(None),) * self.axis + (slice(r0, r1),)
+        if type(self.array) is np.ndarray:   # in memory already: a view, no copy
+            return self.array[rows]
         out = buffer[(slice(None),) * self.axis + (slice(0, r1 - r0),)]
         if self.fd is None:
             out[...] = self.array[rows]
