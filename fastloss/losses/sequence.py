@@ -1,8 +1,10 @@
 """The sequence family: the CTC loss."""
+import math
+
 import numpy as np
 
 from .._arrays import as_float_input, as_host_array, contiguous, fail
-from .._criterion import Criterion, LossAndGrad, expansion_value, merge_expansions, reduced
+from .._criterion import Criterion, LossAndGrad, merge_expansions, reduced
 from .._kernels import sequence as _kernel
 
 
@@ -79,11 +81,14 @@ class CTCLoss(Criterion):
                     None if grad is None else grad.reshape(T, N, C), losses, self.zero_infinity, self._num_threads())
         if loss_out is not None:
             loss_out[...] = losses.reshape(loss_shape)
-        # the exact sum of the per-element terms (as the other kernels' block sums)
-        total = merge_expansions((), tuple((losses / per_length).tolist()))
+        # the exact sum of the per-element terms (as the other kernels' block sums): rounded
+        # once by math.fsum, or kept as an expansion for a partial state
+        terms = (losses / per_length).tolist()
         if partial:
-            return reduced(None, total, (float(N),) if self.reduction == "mean" else None, lp.dtype)
-        return LossAndGrad(reduced(loss_out, expansion_value(total), divisor, lp.dtype), grad)
+            return reduced(None, merge_expansions((), tuple(terms)), (float(N),) if self.reduction == "mean" else None,
+                           lp.dtype)
+        total = math.fsum(terms) if all(map(math.isfinite, terms)) else sum(terms)
+        return LossAndGrad(reduced(loss_out, total, divisor, lp.dtype), grad)
 
     def _targets(self, targets, target_lengths, batched, C):
         """Targets as one int64 vector (never empty) and each element's offset into it,
