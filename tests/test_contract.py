@@ -391,6 +391,24 @@ def test_the_fast_call_gives_the_general_paths_bits(make, dtype):
     assert grad is out and loss.tobytes() == general.loss.tobytes() and out.tobytes() == general.grad.tobytes()
 
 
+@pytest.mark.parametrize("make", [fl.GaussianNLLLoss, lambda: fl.GaussianNLLLoss(full=True, reduction="sum"),
+                                  lambda: fl.MarginRankingLoss(margin=0.2)])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_the_fast_call_with_two_gradients_gives_the_general_paths_bits(make, dtype):
+    rng = np.random.default_rng(7)
+    x, y, z = rng.standard_normal((3, 70000)).astype(dtype)
+    third = np.abs(z) if isinstance(make(), fl.GaussianNLLLoss) else np.sign(z)
+    crit = make()
+    fast, general = crit(x, y, third), crit(x, y, third, grad_output=1.0)
+    assert fast.loss.tobytes() == general.loss.tobytes()
+    assert all(f.tobytes() == g.tobytes() for f, g in zip(fast.grad, general.grad))
+    out = (np.empty_like(x), np.empty_like(x))
+    _, grads = crit(x, y, third, out=out)
+    assert grads[0] is out[0] and grads[1] is out[1] and out[1].tobytes() == general.grad[1].tobytes()
+
+
 def test_the_fast_call_still_checks_bce_input():
     with pytest.raises(ValueError, match=r"input: expected all elements between 0 and 1, got 1.5 at position \(1,\)"):
         fl.BCELoss()(np.array([0.5, 1.5]), np.array([0.0, 1.0]))
+    with pytest.raises(ValueError, match="var: expected non-negative entries"):
+        fl.GaussianNLLLoss()(np.zeros(3), np.zeros(3), np.array([1.0, -1.0, 1.0]))

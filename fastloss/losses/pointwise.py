@@ -65,35 +65,41 @@ class PointwiseLoss(Criterion):
         return super().__call__(*arrays, out=out, grad_output=grad_output) if fast is None else fast
 
     def _fast_call(self, arrays, out):
-        """The most common call, ``crit(x, y)`` or ``crit(x, y, out=g)`` with C-contiguous NumPy
-        arrays of one float dtype and shape and a reduced loss, without the general path's
-        conversions: the same kernel with the same operands, so the same bits. At 64 elements
-        the general path's Python work is most of the call's time. None when the call is not
-        of that form."""
-        if len(arrays) != 2 or self.reduction == "none":
+        """The most common call, ``crit(x, y)`` (``crit(x1, x2, y)``, ``crit(input, target,
+        var)``), with or without ``out=``, on C-contiguous NumPy arrays of one float dtype and
+        shape and a reduced loss, without the general path's conversions: the same kernel with
+        the same operands, so the same bits. At 64 elements the general path's Python work is
+        most of the call's time. None when the call is not of that form."""
+        if self.reduction == "none" or len(arrays) != len(self.arguments):
             return None
-        x, y = arrays
-        if (type(x) is not np.ndarray or type(y) is not np.ndarray or x.dtype != y.dtype or x.shape != y.shape
-                or x.dtype not in _ONE or not x.size or not (x.flags.c_contiguous and y.flags.c_contiguous)):
+        x = arrays[0]
+        if type(x) is not np.ndarray or x.dtype not in _ONE or not x.size or not x.flags.c_contiguous:
             return None
-        if out is not None and (type(out) is not np.ndarray or out.shape != x.shape or out.dtype != x.dtype
-                                or not (out.flags.c_contiguous and out.flags.writeable)):
+        for a in arrays[1:]:
+            if type(a) is not np.ndarray or a.dtype != x.dtype or a.shape != x.shape or not a.flags.c_contiguous:
+                return None
+        two = len(self.differentiable) == 2   # a gradient for operand a as well (elementwise here)
+        outs = (out,) if out is None or not two else out
+        if out is not None and (not isinstance(outs, tuple) or len(outs) != 1 + two or any(
+                type(o) is not np.ndarray or o.shape != x.shape or o.dtype != x.dtype
+                or not (o.flags.c_contiguous and o.flags.writeable) for o in outs)):
             return None
-        extra = self._fast_operands(x)
-        if extra is None:
+        plans = self._fast_operands(x, arrays[1:])
+        if plans is None:
             return None
-        self._validate(x, extra)
+        self._validate(x, plans)
         divisor = self._divisor(x)
         g_plan = broadcast_plan("grad_output", np.array(1.0 / divisor, x.dtype), x.shape)
-        grad = empty(x.shape, x.dtype) if out is None else out
-        total = _kernel.pointwise(_KERNEL_INDEX[self.kernel], x, (y, None), extra.get("a"), extra.get("b"), g_plan,
-                                  None, grad, None, 1, 1, self._num_threads(), **self._options())
-        return LossAndGrad(x.dtype.type(total / divisor), grad)
+        grads = tuple(empty(x.shape, x.dtype) if o is None else o for o in (outs if out is not None else (None,) * (1 + two)))
+        total = _kernel.pointwise(_KERNEL_INDEX[self.kernel], x, plans.get("y"), plans.get("a"), plans.get("b"),
+                                  g_plan, None, grads[0], grads[1] if two else None, 1, 1, self._num_threads(),
+                                  **self._options())
+        return LossAndGrad(x.dtype.type(total / divisor), grads if two else grads[0])
 
-    def _fast_operands(self, x):
-        """The plans of operands a and b for the fast call ({} when there are none), or None
-        when this call needs the general path."""
-        return {} if self._plain else None
+    def _fast_operands(self, x, rest):
+        """The operand plans (``{'y': (target, None), ...}``, read in place) of the fast call,
+        given the arrays after the input, or None when this call needs the general path."""
+        return {"y": (rest[0], None)} if self._plain else None
 
     # -- the CPU path -------------------------------------------------------------------
     def block_rows(self, shape):
@@ -179,8 +185,8 @@ class SmoothL1Loss(PointwiseLoss):
     def _options(self):
         return {"beta": self.beta}
 
-    def _fast_operands(self, x):
-        return None if self.beta == 0.0 else {}
+    def _fast_operands(self, x, rest):
+        return None if self.beta == 0.0 else {"y": (rest[0], None)}
 
     def _cpu(self, arrays, want_grad, out, grad_output, hess=False):
         if self.beta == 0.0:  # torch runs l1_loss: its gradient differs at |x - y| = beta = 0
@@ -229,8 +235,10 @@ class BCELoss(PointwiseLoss):
         operands["a"] = _weight_operand(self.weight, "weight", x) or (_ONE[x.dtype], "weight")
         return operands
 
-    def _fast_operands(self, x):
-        return None if self.weight is not None else {"a": broadcast_plan("weight", _ONE[x.dtype], x.shape)}
+    def _fast_operands(self, x, rest):
+        if self.weight is not None:
+            return None
+        return {"y": (rest[0], None), "a": broadcast_plan("weight", _ONE[x.dtype], x.shape)}
 
     def _validate(self, x, operands):
         if _kernel.count_outside(x, 0.0, 1.0, True, self._num_threads()):
@@ -262,11 +270,11 @@ class BCEWithLogitsLoss(PointwiseLoss):
         operands["b"] = _weight_operand(self.pos_weight, "pos_weight", x) or (one, "pos_weight")
         return operands
 
-    def _fast_operands(self, x):
+    def _fast_operands(self, x, rest):
         if self.weight is not None or self.pos_weight is not None:
             return None
         one = broadcast_plan("weight", _ONE[x.dtype], x.shape)
-        return {"a": one, "b": one}
+        return {"y": (rest[0], None), "a": one, "b": one}
 
 
 class PoissonNLLLoss(PointwiseLoss):
@@ -333,6 +341,9 @@ class GaussianNLLLoss(PointwiseLoss):
                 return var_shape, shape[d], int(np.prod(shape[d + 1:], dtype=np.int64))
         fail(ValueError, "var", f"the input's shape {shape}, or it without the last dimension, "
              "or with one dimension of size 1", tuple(var_shape))
+
+    def _fast_operands(self, x, rest):
+        return {"y": (rest[0], None), "a": (rest[1], None)}   # var of the input's shape: elementwise
 
     def _grad_a(self, x, operands):
         if "var" not in operands:
@@ -403,6 +414,9 @@ class MarginRankingLoss(PointwiseLoss):
         if target.ndim != x.ndim:
             fail(ValueError, "target", f"{x.ndim} dimensions (as input1)", f"shape {tuple(target.shape)}")
         return {"y": (target, "target"), "a": (x2, "input2")}
+
+    def _fast_operands(self, x, rest):
+        return {"y": (rest[1], None), "a": (rest[0], None)}
 
     def _grad_a(self, x, operands):
         return x.shape, 1, 1
