@@ -37,7 +37,7 @@ def merge_expansions(a, b):
     values = a + b
     special = [v for v in values if not math.isfinite(v)]
     if special:
-        return (math.fsum(special) if len(special) == 1 else sum(special),)
+        return (sum(special),)
     partials = []
     for x in values:
         i = 0
@@ -104,7 +104,9 @@ class Criterion:
 
     Subclasses set `arguments` (torch's positional array names, in torch's order),
     `differentiable` (the ones with a gradient) and `reductions`, and implement
-    ``_cpu(arrays, want_grad, out, grad_output) -> LossAndGrad``.
+    ``_cpu(arrays, want_grad, out, grad_output) -> LossAndGrad``; the families that have
+    them also take ``hess=True`` (-> GradHess) and ``partial=True`` (-> a partial state),
+    as their `_hessian` and `_partial` flags say.
     """
 
     arguments = ("input", "target")
@@ -133,7 +135,7 @@ class Criterion:
         from the same fused pass (as gradient boosting uses them), as `GradHess`. The
         criteria that have one: MSELoss, L1Loss, HuberLoss, SmoothL1Loss, SoftMarginLoss,
         BCEWithLogitsLoss, PoissonNLLLoss(log_input=True), GaussianNLLLoss (input only),
-        CrossEntropyLoss and SoftmaxFocalLoss (class-index targets)."""
+        CrossEntropyLoss (any targets and options but softcap) and SoftmaxFocalLoss."""
         return self._dispatch(arrays, True, None, grad_output, hess=True)
 
     def partial(self, *arrays):
