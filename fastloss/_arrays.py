@@ -93,6 +93,22 @@ def check_number(name, value, *, positive=False, nonnegative=False):
     return float(value)
 
 
+def check_optional_count(name, value):
+    """A positive int, or None (an option such as chunk_rows)."""
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+        fail(ValueError, name, "a positive int or None", repr(value))
+    return value
+
+
+def check_index_option(name, value, optional=False):
+    """An int (or None when optional), such as ignore_index."""
+    if optional and value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        fail(TypeError, name, "an int or None" if optional else "an int", repr(value))
+    return int(value)
+
+
 def broadcast_plan(name, arr, shape):
     """How the kernel reads `arr` at the flat positions of an array of `shape`.
 

@@ -6,8 +6,6 @@ per-sample values, as the built-in objectives give them), or 'none' with the sam
 as grad_output. Raw scores are (N,) for one output and (N, C) for C classes; class-index
 criteria (CrossEntropyLoss, SoftmaxFocalLoss) read the labels as class indices.
 """
-import copy
-
 import numpy as np
 
 __all__ = ["per_sample", "gradients", "metric_value"]
@@ -16,12 +14,10 @@ __all__ = ["per_sample", "gradients", "metric_value"]
 def per_sample(criterion, weighted):
     """A copy of the criterion giving per-sample values: reduction 'sum', or 'none' when the
     samples are weighted (their weights then come in as grad_output)."""
-    c = copy.copy(criterion)
-    c.reduction = "none" if weighted else "sum"
-    return c
+    return criterion._with_reduction("none" if weighted else "sum")
 
 
-def _labels(criterion, scores, labels):
+def _labels(scores, labels):
     if scores.ndim == 2 and labels.ndim == 1:   # C raw scores per sample: class indices
         return labels.astype(np.int64)
     return labels.astype(scores.dtype).reshape(scores.shape)
@@ -36,11 +32,11 @@ def gradients(criterion, scores, labels, weights=None):
     if weighted:   # one weight per sample: per row of scores, or per element of 1-D scores
         w = np.asarray(weights, scores.dtype)
         grad_output = w if scores.ndim == 1 or labels.ndim == 1 else w[:, None]
-    return per_sample(criterion, weighted).grad_hess(scores, _labels(criterion, scores, labels),
+    return per_sample(criterion, weighted).grad_hess(scores, _labels(scores, labels),
                                                       grad_output=grad_output)
 
 
 def metric_value(criterion, scores, labels):
     """The criterion's loss (its own reduction) of raw scores against labels, as a float."""
     scores = np.ascontiguousarray(scores)
-    return float(criterion.loss(scores, _labels(criterion, scores, labels)))
+    return float(criterion.loss(scores, _labels(scores, labels)))

@@ -71,6 +71,14 @@ class Partial(namedtuple("Partial", ["total", "divisor", "dtype"])):
         divisor = None if self.divisor is None else merge_expansions(self.divisor, other.divisor)
         return Partial(merge_expansions(self.total, other.total), divisor, self.dtype)
 
+    def gradient_scale(self):
+        """What the gradient of each slice of this whole is scaled by, as one call on the whole
+        scales it: 1 for 'sum', 1 / the whole's divisor for 'mean' (see _chunk_gradient)."""
+        if self.divisor is None:
+            return 1.0
+        divisor = expansion_value(self.divisor)
+        return 1.0 / divisor if divisor else 0.0
+
     def value(self):
         """The loss, as the one-call loss: the exact sum rounded once, over the divisor."""
         total = expansion_value(self.total)
@@ -144,7 +152,7 @@ class Criterion:
         loss, bitwise, when each slice starts on a multiple of `block_rows` rows (the kernels'
         fixed blocks). For 'mean' and 'sum' (DiceLoss: also 'none'; its state is per-class
         sums); not for NTXentLoss (every row's loss involves all rows) or CrossEntropyLoss with
-        z_loss (two means)."""
+        z_loss and class weights under 'mean' (two means over two divisors)."""
         if self.reduction == "none" and not self._partial_of_none:
             raise ValueError(f"{type(self).__name__}: partial states are for reduced losses, not reduction='none'")
         if not self._partial:
@@ -153,11 +161,15 @@ class Criterion:
 
     def _chunk_gradient(self, arrays, scale):
         """The gradient of a slice of the rows as a part of the whole's: the loss summed over
-        the slice, times `scale` (1 for 'sum', 1 / the whole's divisor for 'mean'), which is
-        what one call on the whole gives these rows."""
-        total = copy.copy(self)
-        total.reduction = "sum"
-        return total(*arrays, grad_output=scale)[1]
+        the slice, times `scale` (`Partial.gradient_scale` of the whole), which is what one
+        call on the whole gives these rows."""
+        return self._with_reduction("sum")(*arrays, grad_output=scale)[1]
+
+    def _with_reduction(self, reduction):
+        """A copy of this criterion with another reduction (its other options shared)."""
+        other = copy.copy(self)
+        other.reduction = reduction
+        return other
 
     @property
     def row_axes(self):

@@ -13,7 +13,6 @@ import dask
 import dask.array as da
 import numpy as np
 
-from ._criterion import expansion_value
 from .evaluate import check_chunkable
 
 __all__ = ["evaluate"]
@@ -51,7 +50,7 @@ def _tree(parts):
 def evaluate(criterion, *arrays, grad=False):
     """The loss (and with ``grad`` the lazy gradient of the first array) of dask arrays, all
     chunked or rechunked along their rows together. Returns the loss, or (loss, gradient)."""
-    check_chunkable(criterion)
+    check_chunkable(criterion, grad)
     if any(axis != 0 for axis in criterion.row_axes[: len(arrays)]):
         raise NotImplementedError(f"{type(criterion).__name__}: fastloss.dask takes criteria whose arrays all "
                                   "have their rows first (fastloss.evaluate takes this one)")
@@ -63,11 +62,7 @@ def evaluate(criterion, *arrays, grad=False):
     loss = state.value()
     if not grad:
         return loss
-    if criterion.reduction == "mean":
-        divisor = expansion_value(state.divisor)
-        scale = 1.0 / divisor if divisor else 0.0
-    else:
-        scale = 1.0
+    scale = state.gradient_scale()
 
     def block_grad(*blocks):
         g = criterion._chunk_gradient(blocks, scale)

@@ -17,7 +17,6 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 from ._arrays import fail
-from ._criterion import expansion_value
 
 __all__ = ["evaluate", "Evaluation", "CHUNK_BYTES", "check_chunkable"]
 
@@ -84,13 +83,17 @@ class _Source:
             self.fd = None
 
 
-def check_chunkable(criterion):
-    """Chunked evaluation slices every array along its first axis and adds partial states."""
+def check_chunkable(criterion, gradient=False):
+    """Chunked evaluation slices the arrays along their rows and adds partial states; a
+    chunked gradient also needs each chunk's to depend only on the whole's divisor."""
     if criterion.reduction == "none" and not criterion._partial_of_none:
         fail(ValueError, "criterion", "a reduced loss ('mean' or 'sum')", "reduction='none'")
     if not criterion._partial:
         raise NotImplementedError(f"{type(criterion).__name__}: no chunked evaluation (every row's loss "
                                   "involves all rows)")
+    if gradient and not criterion._chunked_gradient:
+        raise NotImplementedError(f"{type(criterion).__name__}: no chunked gradient (each chunk's needs "
+                                  "the whole's sums)")
 
 
 def _progress_bar(total, enabled):
@@ -142,8 +145,9 @@ def _passes(sources, chunks, chunk_rows, on_chunk, progress):
 
 
 def evaluate(criterion, *arrays, chunk_rows=None, grad_out=None, progress=False):
-    """The loss of `criterion` over `arrays` (its call's arrays; all sliced along their first
-    axis), evaluated chunk by chunk: bitwise the loss of ``criterion.loss(*arrays)``.
+    """The loss of `criterion` over `arrays` (its call's arrays, sliced along their rows as
+    `criterion.row_axes` says), evaluated chunk by chunk: bitwise the loss of
+    ``criterion.loss(*arrays)``.
 
     chunk_rows: rows per chunk (rounded up to whole kernel blocks); by default about
     CHUNK_BYTES of input per chunk. grad_out: a writable array of the first input's shape and
@@ -152,7 +156,7 @@ def evaluate(criterion, *arrays, chunk_rows=None, grad_out=None, progress=False)
     a second pass, since each chunk's gradient is scaled by the whole's divisor. progress: a
     tqdm progress bar on stderr (a plain line without tqdm). Returns an `Evaluation`.
     """
-    check_chunkable(criterion)
+    check_chunkable(criterion, grad_out is not None)
     if not arrays:
         fail(TypeError, "arrays", "the criterion's arrays", "none")
     names, axes = criterion.arguments, criterion.row_axes
@@ -164,37 +168,31 @@ def evaluate(criterion, *arrays, chunk_rows=None, grad_out=None, progress=False)
         for s in sources[1:]:
             if s.rows is not None and s.rows != rows:
                 fail(ValueError, s.name, f"{rows} rows ({sources[0].name}'s)", f"{s.rows} rows")
-        if grad_out is not None and not criterion._chunked_gradient:
-            raise NotImplementedError(f"{type(criterion).__name__}: no chunked gradient (each chunk's needs "
-                                      "the whole's sums)")
         if grad_out is not None and (tuple(grad_out.shape) != tuple(sources[0].array.shape)
                                      or np.dtype(grad_out.dtype) != sources[0].dtype):
             fail(ValueError, "grad_out", f"shape {tuple(sources[0].array.shape)} and dtype {sources[0].dtype}",
                  f"shape {tuple(grad_out.shape)} and dtype {grad_out.dtype}")
         chunk_rows, chunks = _chunks(criterion, sources, rows, chunk_rows)
-        states = []
+        state = None
         with_grad_now = grad_out is not None and criterion.reduction == "sum"
 
         def place(r0, r1, grad):   # this chunk's gradient of the first array, along its row axis
             grad_out[(slice(None),) * sources[0].axis + (slice(r0, r1),)] = grad[0] if isinstance(grad, tuple) else grad
 
         def loss_chunk(r0, r1, chunk):
-            states.append(criterion.partial(*chunk))
+            nonlocal state
+            part = criterion.partial(*chunk)
+            state = part if state is None else state + part
             if with_grad_now:
                 place(r0, r1, criterion._chunk_gradient(chunk, 1.0))
 
         start = time.perf_counter()
         _passes(sources, chunks, chunk_rows, loss_chunk, progress)
         seconds = time.perf_counter() - start
-        if not states:
+        if state is None:   # no rows
             state = criterion.partial(*[s.read(0, 0, s.buffer(0)) for s in sources])
-        else:
-            state = states[0]
-            for part in states[1:]:
-                state = state + part
         if grad_out is not None and not with_grad_now:   # 'mean': the whole's divisor scales every chunk
-            divisor = expansion_value(state.divisor)
-            scale = 1.0 / divisor if divisor else 0.0
+            scale = state.gradient_scale()
 
             def grad_chunk(r0, r1, chunk):
                 place(r0, r1, criterion._chunk_gradient(chunk, scale))

@@ -9,8 +9,6 @@ hessian diagonal, so the boosters differ slightly). Sample weights of the DMatri
 Booster raw scores are margins: with a custom objective, XGBoost reports predictions as
 margins too (apply the sigmoid or softmax yourself), and ``base_score`` is a margin.
 """
-import numpy as np
-
 from ._boosting import gradients, metric_value
 
 __all__ = ["objective", "metric"]

@@ -159,3 +159,11 @@ def test_dask_on_a_local_cluster_is_the_in_memory_call_bitwise():
         y = r.standard_normal((5000, 40)).astype(np.float32)
         assert fd.evaluate(mse, da.from_array(x, chunks=(1000, 40)), da.from_array(y, chunks=(1000, 40))).tobytes() \
             == mse.loss(x, y).tobytes()
+
+
+def test_dask_refuses_a_chunked_gradient_where_chunks_need_the_whole():
+    da = pytest.importorskip("dask.array")
+    import fastloss.dask as fd
+    x, t = np.zeros((4, 3, 5), np.float32), np.zeros((4, 5), np.int64)
+    with pytest.raises(NotImplementedError, match="DiceLoss: no chunked gradient"):
+        fd.evaluate(fl.DiceLoss("multiclass"), da.from_array(x), da.from_array(t), grad=True)

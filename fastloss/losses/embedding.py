@@ -7,11 +7,27 @@ import math
 
 import numpy as np
 
-from .._arrays import as_float_input, as_host_array, check_number, contiguous, fail
+from .._arrays import as_float_input, as_host_array, check_number, check_optional_count, contiguous, fail
 from .._criterion import Criterion, LossAndGrad, reduced
 from .._kernels import embedding as _kernel
 from .._kernels import softmax as _softmax_kernel
 from .._kernels.memory import empty
+
+
+def _embeddings(arrays, names):
+    """The embedding arrays, float and C-contiguous, all of the first's shape and dtype."""
+    first = as_float_input(arrays[0], names[0])
+    if first.ndim not in (1, 2):
+        fail(ValueError, names[0], "shape (N, D) or (D,)", tuple(first.shape))
+    inputs = [first]
+    for name, a in zip(names[1:], arrays[1:]):
+        a = as_float_input(a, name)
+        if a.shape != first.shape:
+            fail(ValueError, name, f"shape {tuple(first.shape)} ({names[0]}'s)", tuple(a.shape))
+        if a.dtype != first.dtype:
+            fail(TypeError, name, f"dtype {first.dtype} ({names[0]}'s)", f"dtype {a.dtype}")
+        inputs.append(a)
+    return inputs
 
 
 class _PairLoss(Criterion):
@@ -22,21 +38,6 @@ class _PairLoss(Criterion):
     def __init__(self, margin=1.0, reduction="mean"):
         super().__init__(reduction)
         self.margin = check_number("margin", margin)
-
-    def _embeddings(self, arrays):
-        names = self.differentiable
-        first = as_float_input(arrays[0], names[0])
-        if first.ndim not in (1, 2):
-            fail(ValueError, names[0], "shape (N, D) or (D,)", tuple(first.shape))
-        inputs = [contiguous(first)]
-        for name, a in zip(names[1:], arrays[1:]):
-            a = as_float_input(a, name)
-            if a.shape != first.shape:
-                fail(ValueError, name, f"shape {tuple(first.shape)} ({names[0]}'s)", tuple(a.shape))
-            if a.dtype != first.dtype:
-                fail(TypeError, name, f"dtype {first.dtype} ({names[0]}'s)", f"dtype {a.dtype}")
-            inputs.append(contiguous(a))
-        return inputs
 
     def _row_labels(self, y, loss_shape):
         y = as_host_array(y, "target")
@@ -52,7 +53,7 @@ class _PairLoss(Criterion):
         return _kernel.BLOCK_ROWS
 
     def _cpu(self, arrays, want_grad, out, grad_output, partial=False):
-        inputs = self._embeddings(arrays[: len(self.differentiable)])
+        inputs = _embeddings(arrays[: len(self.differentiable)], self.differentiable)
         x = inputs[0]
         rows, D = (1, x.shape[0]) if x.ndim == 1 else x.shape
         loss_shape = () if x.ndim == 1 else (rows,)
@@ -132,7 +133,7 @@ class TripletMarginWithDistanceLoss(_PairLoss):
     def _callable_distance(self, arrays, want_grad, out, grad_output):
         """The same loss around the user's (d, d_grad), in NumPy (float64 sums)."""
         distance, distance_grad = self.distance_function
-        a, p, n = self._embeddings(arrays)
+        a, p, n = _embeddings(arrays, self.differentiable)
         rows = 1 if a.ndim == 1 else a.shape[0]
         loss_shape = () if a.ndim == 1 else (rows,)
 
@@ -220,12 +221,10 @@ class NTXentLoss(Criterion):
     def __init__(self, temperature=0.5, reduction="mean", *, chunk_rows=None):
         super().__init__(reduction)
         self.temperature = check_number("temperature", temperature, positive=True)
-        if chunk_rows is not None and (isinstance(chunk_rows, bool) or not isinstance(chunk_rows, int) or chunk_rows < 1):
-            fail(ValueError, "chunk_rows", "a positive int or None", repr(chunk_rows))
-        self.chunk_rows = chunk_rows
+        self.chunk_rows = check_optional_count("chunk_rows", chunk_rows)
 
     def _cpu(self, arrays, want_grad, out, grad_output):
-        views = _PairLoss._embeddings(self, arrays)
+        views = _embeddings(arrays, self.differentiable)
         if views[0].ndim != 2:
             fail(ValueError, "z1", "shape (N, D)", tuple(views[0].shape))
         (N, D), dtype = views[0].shape, views[0].dtype

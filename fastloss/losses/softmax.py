@@ -10,8 +10,8 @@ from collections import namedtuple
 
 import numpy as np
 
-from .._arrays import (as_float_input, as_host_array, as_operand, check_number, contiguous, fail,
-                       scalar_grad_output)
+from .._arrays import (as_float_input, as_host_array, as_operand, check_index_option, check_number, check_option,
+                       check_optional_count, contiguous, fail, scalar_grad_output)
 from .._criterion import Criterion, GradHess, LossAndGrad, expansion_value, merge_expansions, reduced, row_grad_output as _row_grad_output
 from .._kernels import softmax as _kernel
 from .._kernels.memory import empty
@@ -57,6 +57,11 @@ def _class_targets(target, target_shape, classes, ignore_index, weight):
     return target, weights, kept
 
 
+def _weight_total(weight, classes):
+    """The sum of the class weights, as the kernel's label smoothing uses it (C without weights)."""
+    return float(classes) if weight is None else float(weight.sum(dtype=np.float64))
+
+
 def _class_weight(weight, classes, dtype):
     if weight is None:
         return None
@@ -83,9 +88,7 @@ class CrossEntropyLoss(Criterion):
                  z_loss=0.0, softcap=None):
         super().__init__(reduction)
         self.weight = None if weight is None else as_host_array(weight, "weight")
-        if isinstance(ignore_index, bool) or not isinstance(ignore_index, (int, np.integer)):
-            fail(TypeError, "ignore_index", "an int", repr(ignore_index))
-        self.ignore_index = int(ignore_index)
+        self.ignore_index = check_index_option("ignore_index", ignore_index)
         self.label_smoothing = check_number("label_smoothing", label_smoothing, nonnegative=True)
         if self.label_smoothing > 1:
             fail(ValueError, "label_smoothing", "a number in [0, 1]", repr(label_smoothing))
@@ -142,7 +145,7 @@ class CrossEntropyLoss(Criterion):
         hess_x = empty(x.shape, dtype) if hess else None
         total = _kernel.cross_entropy(
             x, rows, C, D, target, target_prob, weight, grad, loss_out, row_grad_output,
-            float(C) if weight is None else float(weight.sum(dtype=np.float64)), self.ignore_index,
+            _weight_total(weight, C), self.ignore_index,
             self.label_smoothing, self.z_loss, self.softcap or 0.0, scale_ce, scale_z,
             ce_divisor / z_divisor if z_divisor else 0.0, self._num_threads(), self._focal_gamma, hess_x, partial)
         if hess:
@@ -161,9 +164,7 @@ class NLLLoss(Criterion):
     def __init__(self, weight=None, *, ignore_index=-100, reduction="mean"):
         super().__init__(reduction)
         self.weight = None if weight is None else as_host_array(weight, "weight")
-        if isinstance(ignore_index, bool) or not isinstance(ignore_index, (int, np.integer)):
-            fail(TypeError, "ignore_index", "an int", repr(ignore_index))
-        self.ignore_index = int(ignore_index)
+        self.ignore_index = check_index_option("ignore_index", ignore_index)
 
     _partial = True
 
@@ -238,9 +239,7 @@ class LinearCrossEntropyLoss(CrossEntropyLoss):
     def __init__(self, weight=None, *, ignore_index=-100, reduction="mean", label_smoothing=0.0,
                  chunk_rows=None):
         super().__init__(weight, ignore_index=ignore_index, reduction=reduction, label_smoothing=label_smoothing)
-        if chunk_rows is not None and (isinstance(chunk_rows, bool) or not isinstance(chunk_rows, int) or chunk_rows < 1):
-            fail(ValueError, "chunk_rows", "a positive int or None", repr(chunk_rows))
-        self.chunk_rows = chunk_rows
+        self.chunk_rows = check_optional_count("chunk_rows", chunk_rows)
 
     def _options_for_repr(self):
         return {k: v for k, v in super()._options_for_repr().items() if k not in ("z_loss", "softcap")}
@@ -281,33 +280,25 @@ class LinearCrossEntropyLoss(CrossEntropyLoss):
         target = None if target is None else target.reshape(-1)
         X = x.reshape(-1, H)
         N = X.shape[0]
-        none = self.reduction == "none"
         # a chunk of logits about eight times the input's size but at least _MIN_ROWS rows, and
         # slices of the weight gradient about the input's size: memory stays far under the logits
         # (whole row blocks of the kernel, so that chunks add up exactly as partial states do)
         rows = self.chunk_rows or max(1, min(N, _round_up(max(-(-8 * N * H // C), _MIN_ROWS), _kernel.BLOCK_ROWS)))
         classes = max(1, min(C, N))
-        grads = row_grad_output = None
-        scale = 0.0
+        scale, row_grad_output, grads, loss_out = self._row_reduction(
+            want_grad, target_shape, divisor, grad_output,
+            (x.shape, linear_weight.shape, None if bias is None else bias.shape), dtype, out)
+        if row_grad_output is not None:
+            row_grad_output = row_grad_output.reshape(-1)
         if want_grad:
-            if none:
-                scale = 1.0
-                if grad_output is not None:
-                    row_grad_output = _row_grad_output(grad_output, target_shape, dtype).reshape(-1)
-            else:
-                go = scalar_grad_output(grad_output)
-                scale = go / divisor if divisor else 0.0
-            grads = self._gradient_buffers((x.shape, linear_weight.shape, None if bias is None else bias.shape),
-                                           dtype, out)
             grad_x = grads[0].reshape(-1, H)
             if N == 0:
                 grads[1].fill(0)
             bias_sum = np.zeros(C)   # the bias gradient, summed over chunks in float64
-        loss_out = empty(target_shape, dtype) if none else None
         logits = empty((min(rows, N), C), dtype)   # from the buffer cache: its pages stay mapped
         # a slice of the weight gradient, for the chunks after the first
         weight_slice = np.empty((classes, H), dtype) if want_grad and rows < N else None
-        weight_total = float(C) if weight is None else float(weight.sum(dtype=np.float64))
+        weight_total = _weight_total(weight, C)
         total = ()   # the exact sum of the chunks' losses, an expansion
         for r0 in range(0, N, rows):
             r1 = min(N, r0 + rows)
@@ -338,7 +329,7 @@ class LinearCrossEntropyLoss(CrossEntropyLoss):
             grads[2][...] = bias_sum
         if partial:
             return reduced(None, total, None if self.reduction == "sum" else divisors, dtype)
-        return LossAndGrad(reduced(loss_out, expansion_value(total), divisor, dtype), grads)
+        return LossAndGrad(reduced(loss_out, expansion_value(total), divisor, dtype), grads if want_grad else None)
 
 
 class _RowLoss(Criterion):
@@ -455,14 +446,11 @@ class DiceLoss(Criterion):
 
     def __init__(self, mode, *, from_logits=True, smooth=0.0, eps=1e-7, ignore_index=None, reduction="mean"):
         super().__init__(reduction)
-        from .._arrays import check_option
         check_option("mode", mode, ("binary", "multiclass", "multilabel"))
         self.mode, self.from_logits = mode, bool(from_logits)
         self.smooth = check_number("smooth", smooth, nonnegative=True)
         self.eps = check_number("eps", eps, nonnegative=True)
-        if ignore_index is not None and (isinstance(ignore_index, bool) or not isinstance(ignore_index, (int, np.integer))):
-            fail(TypeError, "ignore_index", "an int or None", repr(ignore_index))
-        self.ignore_index = None if ignore_index is None else int(ignore_index)
+        self.ignore_index = check_index_option("ignore_index", ignore_index, optional=True)
 
     _partial = True             # per-class sums: see _DicePartial
     _partial_of_none = True     # ('none' is per class, not per sample)
