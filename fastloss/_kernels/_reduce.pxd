@@ -124,25 +124,36 @@ cdef inline double expansion_round(const double* p, int count) noexcept nogil:
     return hi
 
 
+cdef inline int expansion_push(double* p, int count, double* special, double v) noexcept nogil:
+    """Add v to an exact sum kept as the expansion p[0:count], with the infinities and NaNs
+    added plainly into special[0]; returns the new count: -1 once a special value has come
+    (the sum is then special[0], see expansion_result)."""
+    if v - v != 0:   # inf or nan
+        special[0] += v
+        return -1
+    if v != 0 and count >= 0:
+        return expansion_add(p, count, v)
+    return count
+
+
+cdef inline double expansion_result(const double* p, int count, double special) noexcept nogil:
+    """The sum expansion_push kept: rounded once, or the special value."""
+    return special if count < 0 else expansion_round(p, count)
+
+
 cdef inline double exact_sum(const double* values, Py_ssize_t n, double* expansion, int* count) noexcept nogil:
     """The correctly rounded sum of values, and its expansion into `expansion` (EXPANSION_MAX
     doubles, or NULL) with its length in count[0]. Infinities and NaNs are added plainly and
     are the result (count -1): inf, -inf, or NaN."""
     cdef double local[EXPANSION_MAX]
     cdef double* p = expansion if expansion != NULL else local
-    cdef double special = 0.0, v
-    cdef bint has_special = False
+    cdef double special = 0.0
     cdef int c = 0
     cdef Py_ssize_t i
     for i in range(n):
-        v = values[i]
-        if v - v != 0:   # inf or nan
-            special += v
-            has_special = True
-        elif v != 0:
-            c = expansion_add(p, c, v)
-    count[0] = -1 if has_special else c
-    return special if has_special else expansion_round(p, c)
+        c = expansion_push(p, c, &special, values[i])
+    count[0] = c
+    return expansion_result(p, c, special)
 
 
 cdef inline double run_reduction(block_fn fn, const void* job, Py_ssize_t n, Py_ssize_t block_len,
