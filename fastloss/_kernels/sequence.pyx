@@ -119,7 +119,7 @@ cdef double ctc_element(const real* lp, real* grad, Py_ssize_t T, Py_ssize_t N, 
     """The nll of batch element b (inf for an impossible alignment; 0 for it with zero_infinity)
     and, when grad is not NULL, its gradient rows grad[:, b, :] scaled by g. -inf when scratch
     memory runs out (the caller raises)."""
-    cdef Py_ssize_t S = 2 * L + 1, W = S + PAD, t, s, c, nans
+    cdef Py_ssize_t S = 2 * L + 1, W = S + PAD, t, s, c, nans, zero_from
     cdef double nll, last, value
     cdef const real* row
     cdef real* grow
@@ -150,14 +150,16 @@ cdef double ctc_element(const real* lp, real* grad, Py_ssize_t T, Py_ssize_t N, 
         elif nll < INFINITY:
             nll -= fl_log(fl_exp(last + nll) + fl_exp(value + nll))
     if grad != NULL:
+        zero_from = 0   # the frames from here on get a zero gradient
         if frames and not (zero_infinity and nll == INFINITY):
+            zero_from = frames
             extended(target, L, blank, True, labels + S, skip + S)
             recursion(lp, N, C, b, frames, labels + S, skip + S, S, True, beta, emit)
             for t in range(frames):
                 row = lp + (t * N + b) * C
                 grow = grad + (t * N + b) * C
-                # the posterior of each state, exp(alpha + beta + nll - lp) (nan where the
-                # alignment is impossible, as torch), summed per class
+                # the posterior of each state, exp(alpha + beta + nll - lp), summed per class
+                # (all NaN where the alignment is impossible or the input NaN, as torch)
                 for s in range(S):
                     emit[s] = alpha[t * W + PAD + s] + beta[(frames - 1 - t) * W + PAD + S - 1 - s] + nll - row[labels[s]]
                 for s in range(S):   # (separate loops: gathers keep gcc from vectorising exp)
@@ -172,10 +174,7 @@ cdef double ctc_element(const real* lp, real* grad, Py_ssize_t T, Py_ssize_t N, 
                     occupancy[c] = fl_exp(<double> row[c]) - occupancy[c]
                 for c in range(C):
                     grow[c] = <real> (occupancy[c] * g)
-            t = frames
-        else:
-            t = 0
-        for t in range(t, T):
+        for t in range(zero_from, T):
             for c in range(C):
                 grad[(t * N + b) * C + c] = 0
     free(alpha)
