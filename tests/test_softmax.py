@@ -187,6 +187,18 @@ def test_bad_options(make, message):
         make()
 
 
+@pytest.mark.parametrize("make, error, message", [
+    (lambda: fl.CrossEntropyLoss(ignore_index=1.5), TypeError, r"ignore_index: expected an int, got 1.5"),
+    (lambda: fl.NLLLoss(ignore_index=True), TypeError, r"ignore_index: expected an int, got True"),
+    (lambda: fl.DiceLoss("multiclass", ignore_index="0"), TypeError, r"ignore_index: expected an int or None, got '0'"),
+    (lambda: fl.LinearCrossEntropyLoss(chunk_rows=0), ValueError, r"chunk_rows: expected a positive int or None, got 0"),
+    (lambda: fl.NTXentLoss(chunk_rows=2.0), ValueError, r"chunk_rows: expected a positive int or None, got 2.0"),
+])
+def test_bad_integer_options(make, error, message):
+    with pytest.raises(error, match=message):
+        make()
+
+
 @pytest.mark.parametrize("options", [OPTIONS[0], OPTIONS[-1]], ids=["plain", "all-options"])
 @pytest.mark.parametrize("shape", [((700, 129), (700,)), ((9, 40, 301), (9, 301))], ids=["2d", "3d"])
 @pytest.mark.parametrize("dtype", DTYPES)
