@@ -21,6 +21,8 @@ def is_device_array(obj):
         return False
     if hasattr(obj, "__cuda_array_interface__"):
         return True
+    if type(obj).__module__.startswith("numba.cuda.simulator"):   # NUMBA_ENABLE_CUDASIM's arrays
+        return True
     device = getattr(obj, "__dlpack_device__", None)
     if device is not None and not isinstance(obj, np.ndarray):
         try:

@@ -2,10 +2,11 @@
 of backend. It knows no particular loss; each family module subclasses it.
 
 Data flows one way: public class -> Criterion (checks, reduction, buffers) -> a backend
-method of the family (``_cpu``; a ``_cuda`` one arrives with the GPU backend) -> kernels ->
-back as LossAndGrad. The backend is chosen in `backend_for`, and only there.
+method of the family (``_cpu``, or ``_cuda`` for device arrays: fastloss/cuda/, imported only
+then) -> kernels -> back as LossAndGrad. The backend is chosen in `backend_for`, and only there.
 """
 import copy
+import importlib.util
 import math
 from collections import namedtuple
 
@@ -124,6 +125,7 @@ class Criterion:
     _partial = False   # whether they take partial=True (see partial)
     _chunked_gradient = True   # a chunk's gradient needs only the whole's divisor
     _partial_of_none = False   # a partial state for reduction='none' (DiceLoss: per-class losses)
+    _host_arguments = ()       # arguments that may stay on the host in a GPU call (CTC's lengths)
 
     def __init__(self, reduction="mean"):
         check_option("reduction", reduction, self.reductions)
@@ -186,7 +188,9 @@ class Criterion:
         if len(arrays) != len(self.arguments):
             raise TypeError(f"{type(self).__name__}: expected {len(self.arguments)} arrays "
                             f"({', '.join(self.arguments)}), got {len(arrays)}")
-        backend = backend_for(arrays)
+        backend = backend_for([a for a, name in zip(arrays, self.arguments) if name not in self._host_arguments])
+        if backend == "cuda" and importlib.util.find_spec("numba") is None:
+            raise ImportError(f"{type(self).__name__}: CUDA arrays need the GPU backend: pip install 'fastloss[cuda]'")
         run = getattr(self, "_" + backend, None)
         if run is None:
             raise NotImplementedError(f"{type(self).__name__}: no {backend} backend in this build "

@@ -149,13 +149,14 @@ def test_target_shapes_that_do_not_broadcast_are_rejected(input_shape, target_sh
             fl.MSELoss()(x, y)
 
 
-def test_device_arrays_need_a_gpu_backend_and_cannot_mix_with_host_arrays():
+def test_device_arrays_need_a_gpu_and_cannot_mix_with_host_arrays():
     class FakeDeviceArray:
         __cuda_array_interface__ = {"shape": (3,), "typestr": "<f4", "data": (0, False), "version": 3}
 
     with pytest.raises(ValueError, match="arrays: expected all on the host or all on a CUDA device"):
         fl.MSELoss()(FakeDeviceArray(), np.zeros(3, np.float32))
-    with pytest.raises(NotImplementedError, match="MSELoss: no cuda backend in this build"):
+    # no GPU here (CI never has one): the GPU backend says so, or that it is not installed
+    with pytest.raises((RuntimeError, ImportError), match="CUDA"):
         fl.MSELoss()(FakeDeviceArray(), FakeDeviceArray())
 
 

@@ -68,6 +68,13 @@ class _PairLoss(Criterion):
             return reduced(None, total, (float(rows),) if self.reduction == "mean" else None, x.dtype)
         return LossAndGrad(reduced(loss_out, total, divisor, x.dtype), self._pack(grads))
 
+    def _cuda(self, arrays, want_grad, out, grad_output, partial=False):
+        if self._kernel_loss is None:
+            raise NotImplementedError(f"{type(self).__name__}: a callable distance_function works on NumPy "
+                                      "arrays; on the GPU use distance_function=None or 'cosine'")
+        from ..cuda.embedding import pair_loss
+        return pair_loss(self, arrays, want_grad, out, grad_output, partial)
+
     def _kernel_options(self):
         """(p, eps, margin, swap) for the kernel."""
         return 2.0, 0.0, self.margin, False

@@ -20,14 +20,39 @@ from .._kernels import pointwise as _kernel
 from .._kernels.memory import empty
 
 _KERNEL_INDEX = {name: i for i, name in enumerate(_kernel.LOSSES)}
+_OPTION_ORDER = ("beta", "inv_beta", "margin", "eps", "alpha", "gamma", "full")   # the GPU kernels' tuple
 _ONE = {np.dtype(t): np.ones((), t) for t in (np.float32, np.float64)}  # absent weights: read-only 1
 for _one in _ONE.values():
     _one.flags.writeable = False
 
 
+class _Host:
+    """How the CPU path takes the arrays the hooks below ask for. The GPU's `Device`
+    (fastloss/cuda/_device.py) has the same methods, so that each loss states its operands
+    and checks once, for both backends."""
+    float_input = staticmethod(as_float_input)
+    to_host = staticmethod(np.asarray)
+
+    @staticmethod
+    def operand(obj, name, dtype):
+        return as_operand(obj, name, dtype)
+
+    @staticmethod
+    def option(value, name, dtype):
+        return as_operand(value, name, dtype)
+
+    @staticmethod
+    def count_outside(arr, lo, hi, nan_is_bad):
+        return _kernel.count_outside(arr, lo, hi, nan_is_bad, Criterion._num_threads())
+
+
+_HOST = _Host()
+
+
 class PointwiseLoss(Criterion):
     """Base of the pointwise family. Subclasses set `kernel` and may override `_operands`,
-    `_options`, `_validate`, `_divisor` and `_grad_a` (for a second differentiable operand)."""
+    `_options`, `_validate`, `_divisor` and `_grad_a` (for a second differentiable operand).
+    The hooks take the arrays through `take` (`_HOST`, or the GPU's Device)."""
 
     kernel = None
     _hessian = True             # for the kernels in HESSIAN_LOSSES (checked per call)
@@ -35,9 +60,9 @@ class PointwiseLoss(Criterion):
     target_same_shape = False   # torch requires target.shape == input.shape (BCE losses)
 
     # -- hooks --------------------------------------------------------------------------
-    def _operands(self, x, rest):
+    def _operands(self, x, rest, take):
         """{'y'|'a'|'b': (array, name)} from the arrays after the input."""
-        target = as_operand(rest[0], "target", x.dtype)
+        target = take.operand(rest[0], "target", x.dtype)
         if self.target_same_shape:
             check_same_shape("target", target, x.shape)
         return {"y": (target, "target")}
@@ -45,7 +70,7 @@ class PointwiseLoss(Criterion):
     def _options(self):
         return {}
 
-    def _validate(self, x, operands):
+    def _validate(self, x, operands, take):
         pass
 
     def _divisor(self, x):
@@ -87,7 +112,7 @@ class PointwiseLoss(Criterion):
         plans = self._fast_operands(x, arrays[1:])
         if plans is None:
             return None
-        self._validate(x, plans)
+        self._validate(x, plans, _HOST)
         divisor = self._divisor(x)
         g_plan = broadcast_plan("grad_output", np.array(1.0 / divisor, x.dtype), x.shape)
         grads = tuple(empty(x.shape, x.dtype) if o is None else o for o in (outs if out is not None else (None,) * (1 + two)))
@@ -112,7 +137,7 @@ class PointwiseLoss(Criterion):
             raise NotImplementedError(f"{type(self).__name__}: no hessian with these options "
                                       "(PoissonNLLLoss has one with log_input=True)")
         shape, dtype = x.shape, x.dtype
-        operands = self._operands(x, arrays[1:])
+        operands = self._operands(x, arrays[1:], _HOST)
         plans = {key: broadcast_plan(*operands[key][::-1], shape) for key in "yab" if key in operands}
         none = self.reduction == "none"
         divisor = 1 if none else self._divisor(x)
@@ -132,7 +157,7 @@ class PointwiseLoss(Criterion):
             grad_x = grads[0]
             if grad_a_spec is not None and not hess:
                 grad_a, (_, slab_m, slab_q) = grads[1], grad_a_spec
-        self._validate(x, operands)
+        self._validate(x, operands, _HOST)
         loss_out = empty(shape, dtype) if none else None
         hess_x = empty(shape, dtype) if hess else None
         total = _kernel.pointwise(
@@ -149,8 +174,20 @@ class PointwiseLoss(Criterion):
         return LossAndGrad(loss, self._pack((grad_x, grad_a)))
 
 
-def _weight_operand(value, name, x):
-    return None if value is None else (as_operand(value, name, x.dtype), name)
+    def _cuda(self, arrays, want_grad, out, grad_output, hess=False, partial=False):
+        from ..cuda.pointwise import call
+        return call(self, arrays, want_grad, out, grad_output, hess, partial)
+
+    def _option_tuple(self):
+        """The options as the GPU kernels take them, in _OPTION_ORDER."""
+        options = self._options()
+        beta = options.get("beta", 0.0)
+        options.update(inv_beta=1 / beta if beta else 0.0)
+        return tuple(float(options.get(k, 0.0)) for k in _OPTION_ORDER)
+
+
+def _weight_operand(value, name, x, take):
+    return None if value is None else (take.option(value, name, x.dtype), name)
 
 
 class L1Loss(PointwiseLoss):
@@ -188,10 +225,15 @@ class SmoothL1Loss(PointwiseLoss):
     def _fast_operands(self, x, rest):
         return None if self.beta == 0.0 else {"y": (rest[0], None)}
 
-    def _cpu(self, arrays, want_grad, out, grad_output, hess=False):
+    def _cpu(self, arrays, want_grad, out, grad_output, hess=False, partial=False):
         if self.beta == 0.0:  # torch runs l1_loss: its gradient differs at |x - y| = beta = 0
-            return L1Loss(reduction=self.reduction)._cpu(arrays, want_grad, out, grad_output, hess)
-        return super()._cpu(arrays, want_grad, out, grad_output, hess)
+            return L1Loss(reduction=self.reduction)._cpu(arrays, want_grad, out, grad_output, hess, partial)
+        return super()._cpu(arrays, want_grad, out, grad_output, hess, partial)
+
+    def _cuda(self, arrays, want_grad, out, grad_output, hess=False, partial=False):
+        if self.beta == 0.0:
+            return L1Loss(reduction=self.reduction)._cuda(arrays, want_grad, out, grad_output, hess, partial)
+        return super()._cuda(arrays, want_grad, out, grad_output, hess, partial)
 
 
 class HuberLoss(PointwiseLoss):
@@ -230,9 +272,9 @@ class BCELoss(PointwiseLoss):
         super().__init__(reduction)
         self.weight = None if weight is None else as_host_array(weight, "weight")
 
-    def _operands(self, x, rest):
-        operands = super()._operands(x, rest)
-        operands["a"] = _weight_operand(self.weight, "weight", x) or (_ONE[x.dtype], "weight")
+    def _operands(self, x, rest, take):
+        operands = super()._operands(x, rest, take)
+        operands["a"] = _weight_operand(self.weight, "weight", x, take) or (_ONE[x.dtype], "weight")
         return operands
 
     def _fast_operands(self, x, rest):
@@ -240,8 +282,9 @@ class BCELoss(PointwiseLoss):
             return None
         return {"y": (rest[0], None), "a": broadcast_plan("weight", _ONE[x.dtype], x.shape)}
 
-    def _validate(self, x, operands):
-        if _kernel.count_outside(x, 0.0, 1.0, True, self._num_threads()):
+    def _validate(self, x, operands, take):
+        if take.count_outside(x, 0.0, 1.0, True):
+            x = take.to_host(x)
             bad = np.flatnonzero(~((x >= 0) & (x <= 1)))[0]
             position = np.unravel_index(bad, x.shape) if x.ndim else ()
             fail(ValueError, "input", "all elements between 0 and 1",
@@ -263,11 +306,11 @@ class BCEWithLogitsLoss(PointwiseLoss):
         self.weight = None if weight is None else as_host_array(weight, "weight")
         self.pos_weight = None if pos_weight is None else as_host_array(pos_weight, "pos_weight")
 
-    def _operands(self, x, rest):
-        operands = super()._operands(x, rest)
+    def _operands(self, x, rest, take):
+        operands = super()._operands(x, rest, take)
         one = _ONE[x.dtype]
-        operands["a"] = _weight_operand(self.weight, "weight", x) or (one, "weight")
-        operands["b"] = _weight_operand(self.pos_weight, "pos_weight", x) or (one, "pos_weight")
+        operands["a"] = _weight_operand(self.weight, "weight", x, take) or (one, "weight")
+        operands["b"] = _weight_operand(self.pos_weight, "pos_weight", x, take) or (one, "pos_weight")
         return operands
 
     def _fast_operands(self, x, rest):
@@ -314,13 +357,13 @@ class GaussianNLLLoss(PointwiseLoss):
     def _options(self):
         return {"full": self.full, "eps": self.eps}
 
-    def _operands(self, x, rest):
-        operands = super()._operands(x, rest[:1])
+    def _operands(self, x, rest, take):
+        operands = super()._operands(x, rest[:1], take)
         var = rest[1]
         if isinstance(var, (int, float)) and not isinstance(var, bool):
             operands["a"] = (np.full((), var, x.dtype), "var")
             return operands
-        var = as_operand(var, "var", x.dtype)
+        var = take.operand(var, "var", x.dtype)
         slab = self._var_slab(x.shape, var.shape)
         operands["a"] = (var.reshape(slab[0]), "var")
         operands["var"] = var, slab
@@ -351,9 +394,9 @@ class GaussianNLLLoss(PointwiseLoss):
         var, (_, slab_m, slab_q) = operands["var"]
         return var.shape, slab_m, slab_q
 
-    def _validate(self, x, operands):
+    def _validate(self, x, operands, take):
         var = operands["a"][0]
-        if _kernel.count_outside(var, 0.0, math.inf, False, self._num_threads()):
+        if take.count_outside(var, 0.0, math.inf, False):
             fail(ValueError, "var", "non-negative entries", "negative entries")
 
 
@@ -405,12 +448,12 @@ class MarginRankingLoss(PointwiseLoss):
     def _options(self):
         return {"margin": self.margin}
 
-    def _operands(self, x, rest):
-        x2 = as_float_input(rest[0], "input2")
+    def _operands(self, x, rest, take):
+        x2 = take.float_input(rest[0], "input2")
         if x2.dtype != x.dtype:
             fail(TypeError, "input2", f"dtype {x.dtype} (input1's)", f"dtype {x2.dtype}")
         check_same_shape("input2", x2, x.shape, "input1's shape")
-        target = as_operand(rest[1], "target", x.dtype)
+        target = take.operand(rest[1], "target", x.dtype)
         if target.ndim != x.ndim:
             fail(ValueError, "target", f"{x.ndim} dimensions (as input1)", f"shape {tuple(target.shape)}")
         return {"y": (target, "target"), "a": (x2, "input2")}

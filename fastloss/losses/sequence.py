@@ -44,6 +44,7 @@ class CTCLoss(Criterion):
         self.zero_infinity = bool(zero_infinity)
 
     _partial = True
+    _host_arguments = ("targets", "input_lengths", "target_lengths")   # torch's CUDA CTC takes them so too
     row_axes = (1, 0, 0, 0)   # log_probs is (T, N, C): the batch is its second axis
 
     def _chunk_gradient(self, arrays, scale):
@@ -89,6 +90,10 @@ class CTCLoss(Criterion):
                            lp.dtype)
         total = math.fsum(terms) if all(map(math.isfinite, terms)) else sum(terms)
         return LossAndGrad(reduced(loss_out, total, divisor, lp.dtype), grad)
+
+    def _cuda(self, arrays, want_grad, out, grad_output, partial=False):
+        from ..cuda.sequence import ctc
+        return ctc(self, arrays, want_grad, out, grad_output, partial)
 
     def _targets(self, targets, target_lengths, batched, C):
         """Targets as one int64 vector (never empty) and each element's offset into it,

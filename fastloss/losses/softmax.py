@@ -97,8 +97,8 @@ class CrossEntropyLoss(Criterion):
 
     def _targets(self, target, input_shape, target_shape, C, weight):
         """(class indices or None, probabilities or None, the 'mean' divisors of the
-        cross-entropy part as an expansion and of the z-loss part), after the checks."""
-        target = as_host_array(target, "target")
+        cross-entropy part as an expansion and of the z-loss part), after the checks. target:
+        an array (probabilities: the GPU path's device array; class indices on the host)."""
         if target.dtype.kind == "f":  # probabilities, one per class
             if target.shape != input_shape:
                 fail(ValueError, "target", f"class probabilities of the input's shape {input_shape} "
@@ -121,7 +121,8 @@ class CrossEntropyLoss(Criterion):
         if hess and self.softcap:
             raise NotImplementedError(f"{type(self).__name__}: no hessian with softcap")
         weight = _class_weight(self.weight, C, dtype)
-        target, target_prob, ce_divisors, z_divisor = self._targets(arrays[1], x.shape, target_shape, C, weight)
+        target, target_prob, ce_divisors, z_divisor = self._targets(as_host_array(arrays[1], "target"), x.shape,
+                                                                    target_shape, C, weight)
         ce_divisor = expansion_value(ce_divisors)
         if partial and self.z_loss and ce_divisor != z_divisor:
             # the weighted 'mean' with z_loss: two sums over two divisors, not one state
@@ -153,6 +154,10 @@ class CrossEntropyLoss(Criterion):
         if partial:
             return reduced(None, total, None if self.reduction == "sum" else ce_divisors, dtype)
         return LossAndGrad(reduced(loss_out, total, ce_divisor, dtype), grad)
+
+    def _cuda(self, arrays, want_grad, out, grad_output, hess=False, partial=False):
+        from ..cuda.softmax import cross_entropy
+        return cross_entropy(self, arrays, want_grad, out, grad_output, hess, partial)
 
 
 class NLLLoss(Criterion):
@@ -186,6 +191,10 @@ class NLLLoss(Criterion):
         if partial:
             return reduced(None, total, weights if self.reduction == "mean" else None, dtype)
         return LossAndGrad(reduced(loss_out, total, divisor, dtype), grad)
+
+    def _cuda(self, arrays, want_grad, out, grad_output, partial=False):
+        from ..cuda.softmax import cross_entropy
+        return cross_entropy(self, arrays, want_grad, out, grad_output, partial=partial, log_probs=True)
 
 
 class SoftmaxFocalLoss(CrossEntropyLoss):
@@ -274,7 +283,8 @@ class LinearCrossEntropyLoss(CrossEntropyLoss):
         logits_shape = (C,) if x.ndim == 1 else (x.shape[0], C)
         target_shape = logits_shape[:-1]
         weight = _class_weight(self.weight, C, dtype)
-        target, target_prob, divisors, _ = self._targets(arrays[2], logits_shape, target_shape, C, weight)
+        target, target_prob, divisors, _ = self._targets(as_host_array(arrays[2], "target"), logits_shape,
+                                                         target_shape, C, weight)
         divisor = expansion_value(divisors)
         target_prob = None if target_prob is None else contiguous(target_prob, dtype).reshape(-1, C)
         target = None if target is None else target.reshape(-1)

@@ -1,0 +1,291 @@
+"""The caller's CUDA arrays in and out.
+
+`Device` is one call's view of the GPU: which framework the caller's arrays come from (CuPy,
+torch, numba, or another with a CUDA `__dlpack__`), the numba views the kernels read (no
+copies), result arrays allocated by that framework (its memory pool, its kind of array back),
+and the caller's current stream, on which every kernel of the call is launched.
+
+Reductions are deterministic: each block of a launch sums its threads' float64 values in a
+fixed tree (`block_sum`) and writes one partial; `Device.finish` sums the partials in a fixed
+order on one block and writes the loss. The launch shape depends only on the problem's size,
+so the order, and the bits, never change between runs.
+"""
+import functools
+import math
+
+import numpy as np
+from numba import config, cuda, float64
+
+from .._arrays import FLOAT_DTYPES, fail
+
+SIMULATOR = bool(config.ENABLE_CUDASIM)
+THREADS = 16 if SIMULATOR else 256        # threads per block (the simulator runs each as a Python thread)
+MAX_BLOCKS = 8 if SIMULATOR else 2048     # grid-stride launches stop here: enough to fill any card
+
+
+def grid(n, threads=THREADS):
+    """Blocks of a grid-stride launch over n items: a function of n alone (determinism)."""
+    return max(1, min(MAX_BLOCKS, -(-n // threads)))
+
+
+@cuda.jit(device=True)
+def block_sum(value):
+    """The float64 sum of `value` over the block's threads, in a fixed tree; valid in thread 0.
+    Every thread of the block must call it."""
+    shared = cuda.shared.array(THREADS, float64)
+    t = cuda.threadIdx.x
+    shared[t] = value
+    cuda.syncthreads()
+    step = THREADS // 2
+    while step > 0:
+        if t < step:
+            shared[t] += shared[t + step]
+        cuda.syncthreads()
+        step //= 2
+    total = shared[0]
+    cuda.syncthreads()   # the array is reused by the caller's next block_sum
+    return total
+
+
+@cuda.jit(device=True)
+def block_max(value):
+    """The maximum of `value` over the block's threads (exact in any order), in every thread."""
+    shared = cuda.shared.array(THREADS, float64)
+    t = cuda.threadIdx.x
+    shared[t] = value
+    cuda.syncthreads()
+    step = THREADS // 2
+    while step > 0:
+        if t < step and shared[t + step] > shared[t]:
+            shared[t] = shared[t + step]
+        cuda.syncthreads()
+        step //= 2
+    total = shared[0]
+    cuda.syncthreads()
+    return total
+
+
+@cuda.jit(device=True)
+def block_share(value):
+    """Thread 0's `value`, in every thread of the block."""
+    shared = cuda.shared.array(1, float64)
+    if cuda.threadIdx.x == 0:
+        shared[0] = value
+    cuda.syncthreads()
+    result = shared[0]
+    cuda.syncthreads()
+    return result
+
+
+@cuda.jit
+def _finish(partials, divisor, scale, out):
+    """out[0] = the sum of the partials (in a fixed order) * scale / divisor (NaN for 0)."""
+    acc = 0.0
+    for i in range(cuda.threadIdx.x, partials.shape[0], THREADS):
+        acc += partials[i]
+    total = block_sum(acc)
+    if cuda.threadIdx.x == 0:
+        d = divisor[0] if divisor.shape[0] else 1.0
+        out[0] = total * scale / d if d != 0 else math.nan
+
+
+@cuda.jit
+def _scale(src, factor, dst):
+    if cuda.grid(1) == 0:
+        dst[0] = src[0] * factor
+
+
+@functools.lru_cache(maxsize=None)
+def _gpu_available():
+    return cuda.is_available()
+
+
+def _from_dlpack(obj):
+    """A CUDA array that offers only `__dlpack__` (JAX, say), as a CuPy array or else a torch
+    tensor over the same memory: its results come back as that framework's arrays."""
+    try:
+        import cupy
+        return cupy.from_dlpack(obj)
+    except ImportError:
+        import torch
+        return torch.from_dlpack(obj)
+
+
+class Device:
+    """One call's arrays on the GPU: views, allocations, stream and reduction."""
+
+    def __init__(self, arrays):
+        if not (SIMULATOR or _gpu_available()):
+            raise RuntimeError("arrays: expected a usable CUDA device for CUDA arrays, got none "
+                               "(numba found no GPU or driver)")
+        first = next(a for a in arrays if a is not None and not isinstance(a, (int, float)))
+        if not (SIMULATOR or hasattr(first, "__cuda_array_interface__")):
+            first = _from_dlpack(first)
+        root = type(first).__module__.split(".")[0]
+        self.kind = root if root in ("torch", "cupy") else "numba"
+        self.like = first
+        self.stream = self._current_stream()
+
+    # ------------------------------------------------------------------ the framework
+    def _current_stream(self):
+        if SIMULATOR:
+            return cuda.default_stream()
+        if self.kind == "torch":
+            import torch
+            ptr = torch.cuda.current_stream(self.like.device).cuda_stream
+        elif self.kind == "cupy":
+            import cupy
+            ptr = cupy.cuda.get_current_stream().ptr
+        else:
+            stream = getattr(self.like, "stream", 0)
+            return stream if stream else cuda.default_stream()
+        return cuda.external_stream(ptr) if ptr else cuda.default_stream()
+
+    def view(self, obj, name):
+        """A numba device array over `obj`'s memory (no copy, no synchronisation)."""
+        if SIMULATOR or self.kind == "numba" and not hasattr(obj, "__cuda_array_interface__"):
+            if not (type(obj).__module__.startswith("numba.cuda") and hasattr(obj, "copy_to_host")):
+                fail(TypeError, name, "a CUDA array like the other arrays", type(obj).__name__)
+            return obj
+        if type(obj).__module__.split(".")[0] == "torch":
+            obj = obj.detach()
+        elif not hasattr(obj, "__cuda_array_interface__"):
+            obj = _from_dlpack(obj)
+        return cuda.as_cuda_array(obj, sync=False)
+
+    def empty(self, shape, dtype):
+        """(the caller's kind of array, its numba view) of a fresh array on the device."""
+        dtype = np.dtype(dtype)
+        if self.kind == "torch":
+            import torch
+            arr = torch.empty(shape, dtype=getattr(torch, dtype.name), device=self.like.device)
+        elif self.kind == "cupy":
+            import cupy
+            arr = cupy.empty(shape, dtype)
+        else:
+            arr = cuda.device_array(shape, dtype, stream=self.stream)
+            return arr, arr
+        return arr, self.view(arr, "result")
+
+    def upload(self, host):
+        """A small host array (a constructor's class weights, say) on the device: its view."""
+        host = np.ascontiguousarray(host)
+        if self.kind == "torch":
+            import torch
+            return self.view(torch.as_tensor(host, device=self.like.device), "option")
+        if self.kind == "cupy":
+            import cupy
+            return self.view(cupy.asarray(host), "option")
+        return cuda.to_device(host, stream=self.stream)
+
+    # ------------------------------------------------------------------ checks
+    def input(self, obj, name, dtype=None):
+        """A differentiable input: (caller's array made C-contiguous, view); float32/float64."""
+        view = self.view(obj, name)
+        if view.dtype not in FLOAT_DTYPES:
+            fail(TypeError, name, "a float32 or float64 array", f"dtype {view.dtype}")
+        if dtype is not None and view.dtype != dtype:
+            fail(TypeError, name, f"dtype {dtype} (the input's)", f"dtype {view.dtype}")
+        if not view.is_c_contiguous():
+            obj = self.contiguous(obj)
+            view = self.view(obj, name)
+        return obj, view
+
+    def float_input(self, obj, name):
+        return self.input(obj, name)[1]
+
+    def option(self, host, name, dtype):
+        """An array option of the criterion (host memory) for the kernels: on the device."""
+        return self.upload(np.asarray(host, dtype))
+
+    def count_outside(self, arr, lo, hi, nan_is_bad):
+        from .pointwise import count_outside
+        return count_outside(self, arr, lo, hi, nan_is_bad)
+
+    @staticmethod
+    def to_host(view):
+        return view.copy_to_host()
+
+    def operand(self, obj, name, dtype=None):
+        """A non-differentiable array (target, weight, var...): real numbers, any dtype (the
+        kernels convert as they read), C-contiguous."""
+        view = self.view(obj, name)
+        if view.dtype.kind not in "biuf":
+            fail(TypeError, name, "a real-valued array", f"dtype {view.dtype}")
+        return view if view.is_c_contiguous() else self.view(self.contiguous(obj), name)
+
+    def contiguous(self, obj):
+        if self.kind == "torch":
+            return obj.contiguous()
+        if self.kind == "cupy":
+            import cupy
+            return cupy.ascontiguousarray(obj)
+        fail(ValueError, "input", "a C-contiguous numba device array", "a strided one")
+
+    def out(self, out, shape, dtype, name):
+        """The caller's gradient buffer, checked: (it, its view)."""
+        view = self.view(out, f"out ({name})")
+        if tuple(view.shape) != tuple(shape):
+            fail(ValueError, f"out ({name})", f"shape {tuple(shape)}", tuple(view.shape))
+        if view.dtype != dtype:
+            fail(TypeError, f"out ({name})", f"dtype {dtype}", f"dtype {view.dtype}")
+        if not view.is_c_contiguous():
+            fail(ValueError, f"out ({name})", "a C-contiguous array", "a strided one")
+        return out, view
+
+    def gradients(self, shapes, dtype, out, names):
+        """Per differentiable input (None where it has none): (array, view) from `out` or fresh."""
+        if out is not None and not isinstance(out, tuple):
+            out = (out,)
+        present = [i for i, s in enumerate(shapes) if s is not None]
+        if out is not None and len(out) == len(present) != len(shapes):   # only the gradients there are
+            out = tuple(out[present.index(i)] if i in present else None for i in range(len(shapes)))
+        if out is not None and len(out) != len(shapes):
+            fail(ValueError, "out", f"a tuple of {len(shapes)} arrays ({', '.join(names)})", f"{len(out)} arrays")
+        result = []
+        for i, (shape, name) in enumerate(zip(shapes, names)):
+            given = None if out is None else out[i]
+            if shape is None:
+                if given is not None:
+                    fail(ValueError, f"out ({name})", "None (it has no gradient in this call)", type(given).__name__)
+                result.append((None, None))
+            else:
+                result.append(self.empty(shape, dtype) if given is None else self.out(given, shape, dtype, name))
+        return result
+
+    def host_scalar(self, value, name):
+        """grad_output of a reduced loss given as a host number, or a one-element device
+        array read on the device: (host factor, device array or None)."""
+        if value is None:
+            return 1.0, None
+        if isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool):
+            return float(value), None
+        view = self.view(value, name)
+        if view.size != 1:
+            fail(ValueError, name, "a scalar for a reduced loss", f"shape {tuple(view.shape)}")
+        return 1.0, view.reshape(1)
+
+    def scaled(self, view, factor, dtype):
+        """A one-element device array: view's value * factor, in dtype (read on the device)."""
+        dst = self.empty((1,), dtype)[1]
+        self.launch(_scale, 1, 1, view, factor, dst)
+        return dst
+
+    # ------------------------------------------------------------------ launches
+    def launch(self, kernel, blocks, threads, *args):
+        kernel[blocks, threads, self.stream](*args)
+
+    def partials(self, blocks):
+        return self.empty((blocks,), np.float64)[1]
+
+    def finish(self, partials, divisor, dtype, scale=1.0):
+        """The 0-d loss of `dtype`: the partials' fixed-order sum * scale / divisor, where
+        divisor is a number or a one-element float64 device array."""
+        loss, view = self.empty((), dtype)
+        if not isinstance(divisor, (int, float)):
+            d = divisor
+        else:
+            scale = scale / divisor if divisor else math.nan
+            d = self.empty((0,), np.float64)[1]
+        self.launch(_finish, 1, THREADS, partials, d, scale, view.reshape(1))
+        return loss

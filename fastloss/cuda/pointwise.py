@@ -1,0 +1,346 @@
+"""The pointwise family on the GPU: one grid-stride kernel, specialised per loss and mode.
+
+The point functions mirror ``_kernels/pointwise.pyx.tp`` formula for formula (the comments
+there give the derivations): each takes one element's input x, target y, extra operands a
+and b and the options, in the input's dtype `R`, and returns (loss, dl/dx, dl/da, d2l/dx2).
+Numba drops what a mode does not store. Operands are read in place through a plan: the
+input's own shape (FULL), one host value (CONSTANT), or a broadcast (the input's shape
+collapsed to at most 4 dimensions, with the operand's strides, 0 where it is broadcast).
+"""
+import functools
+import math
+
+import numpy as np
+from numba import cuda, float32, float64
+
+from .._arrays import broadcast_plan, fail
+from ._device import THREADS, block_sum, grid
+
+FULL, CONSTANT, BROADCAST = 0, 1, 2
+MAXD = 4
+_PLAN = 1 + 2 * MAXD        # a plan's ints: mode, sizes, strides
+LOG_2PI = math.log(2 * math.pi)
+HESSIAN = {"l1", "mse", "smooth_l1", "huber", "soft_margin", "bce_with_logits", "poisson_nll",
+           "poisson_nll_full", "gaussian_nll"}
+
+
+def _points(R):
+    """The point functions in dtype R (float32 or float64): {kernel name: function}."""
+    zero, one, two, half = R(0), R(1), R(2), R(0.5)
+    tiny_normal = R(np.finfo(np.float32 if R is float32 else np.float64).tiny)
+    bce_eps, log_2pi = R(1e-12), R(LOG_2PI)
+    jit = cuda.jit(device=True, inline=True)
+
+    @jit
+    def sign(d):
+        return R(d > zero) - R(d < zero)
+
+    @jit
+    def sigmoid_from(x, e):
+        return (one if x >= zero else e) / (one + e)
+
+    @jit
+    def l1(x, y, a, b, o):
+        d = x - y
+        return abs(d), sign(d), zero, zero
+
+    @jit
+    def mse(x, y, a, b, o):
+        d = x - y
+        return d * d, two * d, zero, two
+
+    @jit
+    def smooth_l1(x, y, a, b, o):
+        d = x - y
+        ad, beta, inv_beta = abs(d), R(o[0]), R(o[1])
+        if ad < beta:
+            return d * d * inv_beta / two, d * inv_beta, zero, inv_beta
+        return ad - beta / two, sign(d), zero, zero
+
+    @jit
+    def huber(x, y, a, b, o):
+        d = x - y
+        ad, delta = abs(d), R(o[0])
+        if ad <= delta:
+            return d * d / two, d, zero, one
+        return delta * (ad - delta / two), delta * sign(d), zero, zero
+
+    @jit
+    def soft_margin(x, y, a, b, o):
+        z = -y * x
+        e = math.exp(-abs(z))
+        s = sigmoid_from(z, e)
+        return math.log1p(e) + (z if z > zero else zero), -y * s, zero, y * y * s * (one - s)
+
+    @jit
+    def bce(x, y, a, b, o):
+        lx, l1x, den = math.log(x), math.log1p(-x), x * (one - x)
+        lx = R(-100) if lx < R(-100) else lx
+        l1x = R(-100) if l1x < R(-100) else l1x
+        return -a * (y * lx + (one - y) * l1x), a * (x - y) / (bce_eps if den < bce_eps else den), zero, zero
+
+    @jit
+    def bce_with_logits(x, y, a, b, o):
+        e = math.exp(-abs(x))
+        lw, s = one + (b - one) * y, sigmoid_from(x, e)
+        softplus_neg = math.log1p(e) + (-x if x < zero else zero)
+        return a * ((one - y) * x + lw * softplus_neg), a * (lw * s - b * y), zero, a * lw * s * (one - s)
+
+    def poisson(log_input, full):
+        @jit
+        def point(x, y, a, b, o):
+            if log_input:
+                ex = math.exp(x)
+                l, dx = ex - y * x, ex - y
+            else:
+                eps = R(o[3])
+                l, dx = x - y * math.log(x + eps), one - y / (x + eps)
+            if full and y > one:
+                l += y * math.log(y) - y + (log_2pi + math.log(y)) / two
+            return l, dx, zero, dx + y
+        return point
+
+    @jit
+    def gaussian_nll(x, y, a, b, o):
+        eps = R(o[3])
+        v = eps if a < eps else a
+        d, r = x - y, one / v
+        constant = log_2pi / two if o[6] else zero
+        return (math.log(v) + d * d * r) / two + constant, d * r, r * (one - d * d * r) / two, r
+
+    def kl_div(log_target):
+        @jit
+        def point(x, y, a, b, o):
+            if log_target:
+                ey = math.exp(y)
+                return ey * (y - x), -ey, zero, zero
+            ylogy = y * math.log(y) if y != zero else zero
+            return ylogy - y * x, -y, zero, zero
+        return point
+
+    @jit
+    def hinge_embedding(x, y, a, b, o):
+        h = R(o[2]) - x
+        neg, pos = y != one, y != -one
+        dx = (-one if (neg and h >= zero) else zero) + (one if pos else zero)
+        return ((h if h > zero else zero) if neg else zero) + (x if pos else zero), dx, zero, zero
+
+    @jit
+    def margin_ranking(x, y, a, b, o):
+        h = -y * (x - a) + R(o[2])
+        dx = -y if h >= zero else zero
+        return (zero if h < zero else h), dx, -dx, zero
+
+    def sigmoid_focal(square):
+        @jit
+        def point(x, y, a, b, o):
+            e = math.exp(-abs(x))
+            p = sigmoid_from(x, e)
+            ce = (one - y) * x + math.log1p(e) + (-x if x < zero else zero)
+            q = p + y - two * p * y
+            alpha, gamma = R(o[4]), R(o[5])
+            at = one if alpha < zero else alpha * y + (one - alpha) * (one - y)
+            if square:
+                m, dm = q * q, two * q
+            else:
+                lq = math.log(q if q > tiny_normal else tiny_normal)
+                m, dm = math.exp(gamma * lq), gamma * math.exp((gamma - one) * lq)
+            return at * ce * m, at * ((p - y) * m + ce * dm * p * (one - p) * (one - two * y)), zero, zero
+        return point
+
+    return {"l1": l1, "mse": mse, "smooth_l1": smooth_l1, "huber": huber, "soft_margin": soft_margin,
+            "bce": bce, "bce_with_logits": bce_with_logits,
+            "poisson_nll": poisson(True, False), "poisson_nll_full": poisson(True, True),
+            "poisson_nll_rate": poisson(False, False), "poisson_nll_rate_full": poisson(False, True),
+            "gaussian_nll": gaussian_nll, "kl_div": kl_div(False), "kl_div_log_target": kl_div(True),
+            "hinge_embedding": hinge_embedding, "margin_ranking": margin_ranking,
+            "sigmoid_focal": sigmoid_focal(False), "sigmoid_focal_gamma2": sigmoid_focal(True)}
+
+
+_TYPES = {np.dtype(np.float32): float32, np.dtype(np.float64): float64}
+
+
+@functools.lru_cache(maxsize=None)
+def _point(name, dtype):
+    return _points(_TYPES[dtype])[name]
+
+
+@cuda.jit(device=True, inline=True)
+def _at(arr, plan, k, constant, i):
+    """Operand k's value at the input's flat position i (as float64: exact for both dtypes)."""
+    base = k * _PLAN
+    mode = plan[base]
+    if mode == FULL:
+        return float64(arr[i])
+    if mode == CONSTANT:
+        return constant
+    offset, rest = 0, i
+    for d in range(MAXD - 1, -1, -1):
+        size = plan[base + 1 + d]
+        if size != 1:
+            offset += (rest % size) * plan[base + 1 + MAXD + d]
+            rest //= size
+    return float64(arr[offset])
+
+
+@functools.lru_cache(maxsize=None)
+def _kernel(name, dtype, grad, none, hess, grad_a):
+    """The loop for one loss and mode (grad: write dl/dx; none: per-element losses, else
+    block partials; hess: the hessian's diagonal; grad_a: dl/da elementwise)."""
+    point, R = _point(name, dtype), _TYPES[dtype]
+
+    @cuda.jit
+    def kernel(n, x, y, a, b, g, plan, c, o, loss_out, gx, ga, hx, partials):
+        acc = 0.0
+        for i in range(cuda.grid(1), n, cuda.gridsize(1)):
+            l, dx, da, dh = point(x[i], R(_at(y, plan, 0, c[0], i)), R(_at(a, plan, 1, c[1], i)),
+                                  R(_at(b, plan, 2, c[2], i)), o)
+            if none:
+                loss_out[i] = l
+            else:
+                acc += l
+            if grad:
+                s = R(_at(g, plan, 3, c[3], i))
+                gx[i] = dx * s
+                if grad_a:
+                    ga[i] = da * s
+                if hess:
+                    hx[i] = dh * s
+        if not none:
+            total = block_sum(acc)
+            if cuda.threadIdx.x == 0:
+                partials[cuda.blockIdx.x] = total
+    return kernel
+
+
+@functools.lru_cache(maxsize=None)
+def _slab_kernel(name, dtype):
+    """dl/da for an operand a shared along an axis (GaussianNLL's var of shape (N, 1)): one
+    thread per element of a sums its slab of slab_m input elements, slab_q apart, in order."""
+    point, R = _point(name, dtype), _TYPES[dtype]
+
+    @cuda.jit
+    def kernel(count, slab_m, slab_q, x, y, a, b, g, plan, c, o, ga):
+        for j in range(cuda.grid(1), count, cuda.gridsize(1)):
+            first = (j // slab_q) * slab_m * slab_q + j % slab_q
+            acc = 0.0
+            for k in range(slab_m):
+                i = first + k * slab_q
+                l, dx, da, dh = point(x[i], R(_at(y, plan, 0, c[0], i)), R(_at(a, plan, 1, c[1], i)),
+                                      R(_at(b, plan, 2, c[2], i)), o)
+                acc += da * R(_at(g, plan, 3, c[3], i))
+            ga[j] = acc
+    return kernel
+
+
+@cuda.jit
+def _count_outside(x, lo, hi, nan_is_bad, partials):
+    acc = 0.0
+    for i in range(cuda.grid(1), x.shape[0], cuda.gridsize(1)):
+        v = x[i]
+        acc += 1.0 if (v < lo or v > hi or (nan_is_bad and v != v)) else 0.0
+    total = block_sum(acc)
+    if cuda.threadIdx.x == 0:
+        partials[cuda.blockIdx.x] = total
+
+
+def count_outside(dev, arr, lo, hi, nan_is_bad):
+    """How many elements of a device array lie outside [lo, hi] (one synchronisation)."""
+    flat = arr.reshape(-1) if arr.ndim else arr.reshape(1)
+    blocks = grid(flat.shape[0])
+    partials = dev.partials(blocks)
+    dev.launch(_count_outside, blocks, THREADS, flat, lo, hi, nan_is_bad, partials)
+    return int(partials.copy_to_host(stream=dev.stream).sum())
+
+
+def _plan(operand, name, shape, dummy):
+    """(array read, plan ints, constant) of an operand given as (array, name): a host value
+    (a NumPy scalar or one-element array) is a constant; a device array is read in place."""
+    if operand is None:
+        return dummy, (CONSTANT,) + (1,) * MAXD + (0,) * MAXD, 0.0
+    if isinstance(operand, np.ndarray):
+        return dummy, (CONSTANT,) + (1,) * MAXD + (0,) * MAXD, float(operand.reshape(-1)[0])
+    plan = broadcast_plan(name, operand, shape)
+    flat = operand.reshape(-1) if operand.ndim else operand.reshape(1)
+    if plan[1] is None:
+        return flat, (FULL,) + (1,) * MAXD + (0,) * MAXD, 0.0
+    sizes, strides = plan[1], plan[2]
+    if len(sizes) > MAXD:
+        fail(ValueError, name, f"a broadcast over at most {MAXD} collapsed dimensions", f"{len(sizes)}")
+    pad = MAXD - len(sizes)
+    return flat, (BROADCAST,) + (1,) * pad + tuple(sizes) + (0,) * pad + tuple(strides), 0.0
+
+
+def run(dev, point_name, x, operands, options, g, loss_out, gx, ga, hx, slab):
+    """Launch the loop over x (a device view) with operands {'y'|'a'|'b': (array, name)} and
+    the grad_output operand g (array, name); returns the block partials (None for 'none').
+    slab: (slab_m, slab_q) of a broadcast dl/da, or None."""
+    shape, n = tuple(x.shape), x.size
+    flat = x.reshape(-1) if x.ndim else x.reshape(1)
+    dummy = flat
+    arrays, plan, constants = [], (), []
+    for key in ("y", "a", "b", "g"):
+        spec = g if key == "g" else operands.get(key)
+        arr, ints, constant = _plan(None if spec is None else spec[0], None if spec is None else spec[1],
+                                    shape, dummy)
+        arrays.append(arr)
+        plan += ints
+        constants.append(constant)
+    o = tuple(float(v) for v in options)
+    blocks = grid(n)
+    none, grad_a = loss_out is not None, ga is not None and slab is None
+    partials = dummy if none else dev.partials(blocks)
+    kernel = _kernel(point_name, x.dtype, gx is not None, none, hx is not None, grad_a)
+    out = [dummy if v is None else v.reshape(-1) if v.ndim else v.reshape(1) for v in (loss_out, gx, ga if grad_a else None, hx)]
+    if n:
+        dev.launch(kernel, blocks, THREADS, n, flat, *arrays, plan, tuple(constants), o, *out, partials)
+    elif not none:
+        partials = dev.partials(0)
+    if ga is not None and slab is not None:
+        count = ga.size
+        dev.launch(_slab_kernel(point_name, x.dtype), grid(count), THREADS, count, slab[0], slab[1], flat,
+                   *arrays, plan, tuple(constants), o, ga.reshape(-1) if ga.ndim else ga.reshape(1))
+    return None if none else partials
+
+
+def call(crit, arrays, want_grad, out, grad_output, hess, partial):
+    """A pointwise criterion's call on device arrays: its own hooks state the operands and
+    checks (taking the arrays through the Device), then one launch (two for a broadcast var)."""
+    from .._criterion import GradHess, LossAndGrad
+    from ._device import Device
+    if partial:
+        raise NotImplementedError(f"{type(crit).__name__}: partial states are for host arrays")
+    if hess and crit.kernel not in HESSIAN:
+        raise NotImplementedError(f"{type(crit).__name__}: no hessian with these options "
+                                  "(PoissonNLLLoss has one with log_input=True)")
+    dev = Device(arrays)
+    _, x = dev.input(arrays[0], crit.arguments[0])
+    shape, dtype = tuple(x.shape), x.dtype
+    operands = crit._operands(x, arrays[1:], dev)
+    none = crit.reduction == "none"
+    divisor = 1 if none else crit._divisor(x)
+    g, slab, grads = None, None, [(None, None)] * 2
+    if want_grad:
+        grad_a_spec = crit._grad_a(x, operands)
+        if none:
+            g = None if grad_output is None else (dev.operand(grad_output, "grad_output"), "grad_output")
+            g = g or (np.ones((), dtype), "grad_output")
+        else:
+            factor, on_device = dev.host_scalar(grad_output, "grad_output")
+            factor = factor / divisor if divisor else 0.0
+            g = (np.full((), factor, dtype) if on_device is None else dev.scaled(on_device, factor, dtype), "grad_output")
+        shapes = (shape,) if len(crit.differentiable) == 1 else (shape, None if grad_a_spec is None else grad_a_spec[0])
+        grads = dev.gradients(shapes, dtype, out, crit.differentiable) + [(None, None)]
+        if grad_a_spec is not None and not hess and grad_a_spec[1:] != (1, 1):
+            slab = grad_a_spec[1:]
+        if hess:
+            grads[1] = (None, None)
+    crit._validate(x, operands, dev)
+    loss_obj, loss_out = dev.empty(shape, dtype) if none else (None, None)
+    hess_obj, hess_x = dev.empty(shape, dtype) if hess else (None, None)
+    partials = run(dev, crit.kernel, x, operands, crit._option_tuple(), g, loss_out, grads[0][1],
+                   grads[1][1], hess_x, slab)
+    if hess:
+        return GradHess(grads[0][0], hess_obj)
+    loss = loss_obj if none else dev.finish(partials, divisor, dtype)
+    return LossAndGrad(loss, crit._pack((grads[0][0], grads[1][0])) if want_grad else None)
