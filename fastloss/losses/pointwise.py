@@ -364,7 +364,7 @@ class GaussianNLLLoss(PointwiseLoss):
             operands["a"] = (np.full((), var, x.dtype), "var")
             return operands
         var = take.operand(var, "var", x.dtype)
-        slab = self._var_slab(x.shape, var.shape)
+        slab = self._var_slab(tuple(x.shape), tuple(var.shape))
         operands["a"] = (var.reshape(slab[0]), "var")
         operands["var"] = var, slab
         return operands
