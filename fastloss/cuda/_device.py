@@ -98,6 +98,45 @@ def _scale(src, factor, dst):
         dst[0] = src[0] * factor
 
 
+TILE = 4 if SIMULATOR else 16   # the numba matrix product's square tile
+
+
+@cuda.jit
+def _gemm(a, b, c, trans_a, trans_b, accumulate):
+    """c (m, n) = [c +] op(a) @ op(b), op a transpose where asked: tiles of a and b through
+    shared memory, each element summed in float64 over k in order (the same bits every run).
+    The fallback for numba device arrays; CuPy and torch arrays multiply in cuBLAS."""
+    ta = cuda.shared.array((TILE, TILE), float64)
+    tb = cuda.shared.array((TILE, TILE), float64)
+    tx, ty = cuda.threadIdx.x, cuda.threadIdx.y
+    i, j = cuda.blockIdx.y * TILE + ty, cuda.blockIdx.x * TILE + tx
+    m, n = c.shape[0], c.shape[1]
+    depth = a.shape[0] if trans_a else a.shape[1]
+    acc = 0.0
+    for k0 in range(0, depth, TILE):
+        ka, kb = k0 + tx, k0 + ty
+        ta[ty, tx] = 0.0 if i >= m or ka >= depth else float64(a[ka, i] if trans_a else a[i, ka])
+        tb[ty, tx] = 0.0 if j >= n or kb >= depth else float64(b[j, kb] if trans_b else b[kb, j])
+        cuda.syncthreads()
+        for k in range(TILE):
+            acc += ta[ty, k] * tb[k, tx]
+        cuda.syncthreads()
+    if i < m and j < n:
+        c[i, j] = acc + c[i, j] if accumulate else acc
+
+
+@cuda.jit
+def _cast(src, dst):
+    for i in range(cuda.grid(1), dst.shape[0], cuda.gridsize(1)):
+        dst[i] = src[i]
+
+
+@cuda.jit
+def _fill(arr, value):
+    for i in range(cuda.grid(1), arr.shape[0], cuda.gridsize(1)):
+        arr[i] = value
+
+
 @functools.lru_cache(maxsize=None)
 def _gpu_available():
     return cuda.is_available()
@@ -273,6 +312,37 @@ class Device:
         dst = self.empty((1,), dtype)[1]
         self.launch(_scale, 1, 1, view, factor, dst)
         return dst
+
+    # ------------------------------------------------------------------ matrix products
+    def matmul(self, a, b, c, trans_a=False, trans_b=False, accumulate=False):
+        """c = op(a) @ op(b), or c += it: each argument an (array, view) pair of 2-D C-contiguous
+        arrays. CuPy and torch multiply in cuBLAS on the caller's stream; numba arrays in `_gemm`."""
+        (a, va), (b, vb), (c, vc) = a, b, c
+        if self.kind == "torch":
+            A, B = a.T if trans_a else a, b.T if trans_b else b
+            if accumulate:
+                c.addmm_(A, B)
+            else:
+                import torch
+                torch.matmul(A, B, out=c)
+        elif self.kind == "cupy":
+            from cupy import cublas
+            cublas.gemm("T" if trans_a else "N", "T" if trans_b else "N", a, b, out=c, beta=1.0 if accumulate else 0.0)
+        elif vc.size:
+            m, n = vc.shape
+            self.launch(_gemm, ((n + TILE - 1) // TILE, (m + TILE - 1) // TILE), (TILE, TILE), va, vb, vc,
+                        trans_a, trans_b, accumulate)
+
+    def cast(self, src, dst):
+        """dst[...] = src, converted to dst's dtype (views of one size)."""
+        flat = dst.reshape(-1) if dst.ndim else dst.reshape(1)
+        if flat.shape[0]:
+            self.launch(_cast, grid(flat.shape[0]), THREADS, src.reshape(-1) if src.ndim else src.reshape(1), flat)
+
+    def fill(self, view, value):
+        flat = view.reshape(-1) if view.ndim else view.reshape(1)
+        if flat.shape[0]:
+            self.launch(_fill, grid(flat.shape[0]), THREADS, flat, value)
 
     # ------------------------------------------------------------------ launches
     def launch(self, kernel, blocks, threads, *args):

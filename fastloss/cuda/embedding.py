@@ -194,3 +194,112 @@ def pair_loss(crit, arrays, want_grad, out, grad_output, partial=False):
         partials = dev.partials(0)
     loss = loss_obj if none else dev.finish(partials, divisor, dtype)
     return LossAndGrad(loss, crit._pack([g for g, _ in grads]) if want_grad else None)
+
+
+@cuda.jit
+def _normalize_rows(z, norms, v, offset, root):
+    """Per row r (a block each): norms[r] = ||z_r|| (squares summed in float64) and
+    v[offset + r] = z_r / (max(norms[r], 1e-12) sqrt(temperature)), as F.normalize then the
+    temperature."""
+    D = z.shape[1]
+    for r in range(cuda.blockIdx.x, z.shape[0], cuda.gridDim.x):
+        acc = 0.0
+        for k in range(cuda.threadIdx.x, D, THREADS):
+            acc += float64(z[r, k]) * float64(z[r, k])
+        n = math.sqrt(block_share(block_sum(acc)))
+        if cuda.threadIdx.x == 0:
+            norms[r] = n
+        factor = 1.0 / (max(n, _NORMALIZE_EPS) * root)
+        for k in range(cuda.threadIdx.x, D, THREADS):
+            v[offset + r, k] = z[r, k] * factor
+
+
+@cuda.jit
+def _normalize_backward(g, z, norms):
+    """In place, g <- d loss / d z from g = d loss / d (z / max(||z||, eps)): (g - (g.u) u) / ||z||
+    per row, or g / eps where the norm was clamped (F.normalize's derivative)."""
+    D = z.shape[1]
+    for r in range(cuda.blockIdx.x, z.shape[0], cuda.gridDim.x):
+        n = norms[r]
+        acc = 0.0
+        for k in range(cuda.threadIdx.x, D, THREADS):
+            acc += float64(g[r, k]) * float64(z[r, k])
+        dot = block_share(block_sum(acc))
+        for k in range(cuda.threadIdx.x, D, THREADS):
+            if n > _NORMALIZE_EPS:
+                g[r, k] = (g[r, k] - dot / (n * n) * z[r, k]) / n
+            else:
+                g[r, k] = g[r, k] / _NORMALIZE_EPS
+
+
+@cuda.jit
+def _mask_diagonal(s, first):
+    """No row is its own candidate: s[i, first + i] = -inf."""
+    for i in range(cuda.grid(1), s.shape[0], cuda.gridsize(1)):
+        s[i, first + i] = -math.inf
+
+
+_NORMALIZE_EPS = 1e-12   # F.normalize's
+
+
+def nt_xent(crit, arrays, want_grad, out, grad_output):
+    """NTXentLoss on device arrays, in the CPU path's chunks of similarity rows: v (the
+    normalised, temperature-scaled rows, the input's size), one chunk of similarities from a
+    product (cuBLAS through the caller's framework, or `_gemm`), the softmax row kernel
+    (targets: each row's other view) overwriting it with d loss / d s, and two products adding
+    (G + G^T) v into the gradients, which one pass at the end takes through the normalisation."""
+    from .._arrays import fail
+    from .._criterion import LossAndGrad
+    from ._device import Device
+    from .softmax import ROW_GO, _grad_output, _slice, rows_kernel
+    dev = Device(arrays)
+    z = [dev.input(a, name) for a, name in zip(arrays, crit.differentiable)]
+    if z[0][1].ndim != 2:
+        fail(ValueError, "z1", "shape (N, D)", tuple(z[0][1].shape))
+    (N, D), dtype = tuple(z[0][1].shape), z[0][1].dtype
+    if tuple(z[1][1].shape) != (N, D):
+        fail(ValueError, "z2", f"shape {(N, D)} (z1's)", tuple(z[1][1].shape))
+    if z[1][1].dtype != dtype:
+        fail(TypeError, "z2", f"dtype {dtype} (z1's)", f"dtype {z[1][1].dtype}")
+    M, root = 2 * N, crit.temperature ** 0.5
+    none = crit.reduction == "none"
+    divisor = M if crit.reduction == "mean" else 1
+    factor, go = _grad_output(dev, grad_output, (M,), none) if want_grad else (1.0, None)
+    scale = factor if none else factor / divisor if divisor else 0.0
+    grads = dev.gradients(((N, D), (N, D)), dtype, out, crit.differentiable) if want_grad else [(None, None)] * 2
+    loss_obj, loss_out = dev.empty((M,), dtype) if none else (None, None)
+    v = dev.empty((M, D), dtype)
+    norms = [dev.empty((N,), np.float64)[1] for _ in z]
+    for h, (_, view) in enumerate(z):
+        dev.launch(_normalize_rows, grid(N, 1), THREADS, view, norms[h], v[1], h * N, root)
+    positives = dev.upload((np.arange(M) + N) % M)
+    rows = max(1, min(N, crit.chunk_rows or max(256, 8 * D)))
+    similarities = dev.empty((rows, M), dtype)
+    blocks = grid(rows, 1)
+    chunks = [(h, r0) for h in range(2) for r0 in range(0, N, rows)]
+    partials = None if none else dev.partials(len(chunks) * blocks)
+    row_go = go is not None and go.shape[0] == M and none
+    for g in grads:
+        if g[1] is not None:
+            dev.fill(g[1], 0.0)   # they hold d loss / d (normalised rows) until the last step
+    for i, (h, r0) in enumerate(chunks):
+        k, first = min(N - r0, rows), h * N + r0
+        s, v_chunk = _slice(similarities, 0, k), _slice(v, first, first + k)
+        dev.matmul(v_chunk, v, s, trans_b=True)
+        dev.launch(_mask_diagonal, grid(k), THREADS, s[1], first)
+        rows_kernel(dev, s[1].reshape(-1), k, M, 1, positives[first:first + k], None, None, float(M), -1, 0.0, 0.0,
+                    None, -1.0, scale / root, 0.0, 0.0, go[first:first + k] if row_go else go,
+                    None if loss_out is None else loss_out[first:first + k], s[1].reshape(-1) if want_grad else None,
+                    partials=None if partials is None else partials[i * blocks:(i + 1) * blocks])
+        if not want_grad:
+            continue
+        # s now holds G / sqrt(temperature) = d loss / d (v v^T) for these rows
+        dev.matmul(s, v, _slice(grads[h], r0, r0 + k), accumulate=True)
+        for hh, g in enumerate(grads):
+            dev.matmul((s[0][:, hh * N:(hh + 1) * N], s[1][:, hh * N:(hh + 1) * N]), v_chunk, g, trans_a=True,
+                       accumulate=True)
+    if want_grad:
+        for (g, view), (_, zv), n in zip(grads, z, norms):
+            dev.launch(_normalize_backward, grid(N, 1), THREADS, view, zv, n)
+    loss = loss_obj if none else dev.finish(partials, divisor, dtype)
+    return LossAndGrad(loss, tuple(g for g, _ in grads) if want_grad else None)

@@ -139,12 +139,6 @@ def ctc(crit, arrays, want_grad, out, grad_output, partial=False):
                    lp3 if grad is None else grad.reshape(T, N, C))
     if none:
         loss_obj, loss_view = dev.empty(loss_shape, dtype)
-        dev.launch(_cast, 1, THREADS, losses, loss_view.reshape(-1) if loss_view.ndim else loss_view.reshape(1))
+        dev.cast(losses, loss_view)
         return LossAndGrad(loss_obj, grad_obj)
     return LossAndGrad(dev.finish(terms, divisor, dtype), grad_obj)
-
-
-@cuda.jit
-def _cast(src, dst):
-    for i in range(cuda.threadIdx.x, dst.shape[0], THREADS):
-        dst[i] = src[i]

@@ -54,7 +54,7 @@ def _row_kernel(dtype, grad, none, prob, softcap, focal, log_probs):
                     if z > m:
                         s = s * math.exp(m - z) + 1.0 if m > -math.inf else 1.0
                         m = z
-                    else:
+                    elif z != -math.inf:   # (a masked -inf adds nothing; a NaN propagates)
                         s += math.exp(R(z - m))
                 w = float64(weight[c]) if has_weight else 1.0
                 if prob:
@@ -98,6 +98,7 @@ def _row_kernel(dtype, grad, none, prob, softcap, focal, log_probs):
                 loss_out[r] = loss
             block_loss += loss
             if grad:
+                cuda.syncthreads()   # every thread has read z_t: g may overwrite x (LinearCE's chunks)
                 row_go = 1.0
                 if go_mode == ROW_GO:
                     row_go = float64(go[r])
@@ -127,14 +128,15 @@ def _row_kernel(dtype, grad, none, prob, softcap, focal, log_probs):
 
 
 def rows_kernel(dev, x, rows, C, D, target, target_prob, weight, weight_total, ignore, eps, z_loss, softcap,
-                gamma, scale_ce, scale_z, z_ratio, go, loss_out, grad, log_probs=False):
+                gamma, scale_ce, scale_z, z_ratio, go, loss_out, grad, log_probs=False, partials=None):
     """Launch the row kernel over device views (x flat; target (rows,) or None; target_prob
     flat or None; weight (C,) or None; go: None, a (rows,) array, or a one-element array read
-    as a scalar); returns the block partials (None for 'none')."""
+    as a scalar); returns the block partials (None for 'none'). `partials`: where the blocks
+    write them (one launch block each), else a fresh array."""
     dummy = x
-    blocks = grid(rows, 1)
     none = loss_out is not None
-    partials = dummy if none else dev.partials(blocks)
+    blocks = grid(rows, 1) if none or partials is None else partials.shape[0]
+    partials = dummy if none else dev.partials(blocks) if partials is None else partials
     kernel = _row_kernel(x.dtype, grad is not None, none, target_prob is not None, bool(softcap), gamma >= 0,
                          log_probs)
     if rows:
@@ -144,8 +146,8 @@ def rows_kernel(dev, x, rows, C, D, target, target_prob, weight, weight_total, i
                    float(softcap or 0.0), float(max(gamma, 0.0)), float(scale_ce), float(scale_z), float(z_ratio),
                    dummy if go is None else go, go_mode(go, rows, none), dummy if loss_out is None else loss_out,
                    dummy if grad is None else grad, partials)
-    elif not none:
-        partials = dev.partials(0)
+    elif not none and partials.shape[0]:
+        dev.fill(partials, 0.0)
     return None if none else partials
 
 
@@ -185,7 +187,7 @@ def cross_entropy(crit, arrays, want_grad, out, grad_output, hess=False, partial
     of weights): one copy of N integers and one synchronisation; the logits never leave."""
     from .._criterion import LossAndGrad
     from .._criterion import expansion_value
-    from ..losses.softmax import _class_targets, _class_weight, _layout
+    from ..losses.softmax import _class_targets, _class_weight, _layout, _weight_total
     from ._device import Device
     host_only(crit, hess, partial)
     dev = Device(arrays)
@@ -211,7 +213,7 @@ def cross_entropy(crit, arrays, want_grad, out, grad_output, hess=False, partial
     scale_z = factor if none else factor / z_divisor if z_divisor else 0.0
     (grad_obj, grad), = dev.gradients((x.shape,), dtype, out, ("input",)) if want_grad else [(None, None)]
     loss_obj, loss_out = dev.empty(target_shape, dtype) if none else (None, None)
-    weight_total = C if weight is None else float(np.asarray(weight, np.float64).sum())
+    weight_total = _weight_total(weight, C)
     partials = rows_kernel(
         dev, x.reshape(-1), rows, C, D, None if prob else target.reshape(-1) if target.ndim else target.reshape(1),
         target.reshape(-1) if prob else None, None if weight is None else dev.upload(weight), weight_total,
@@ -222,3 +224,265 @@ def cross_entropy(crit, arrays, want_grad, out, grad_output, hess=False, partial
         None if grad is None else grad.reshape(-1), log_probs)
     loss = loss_obj if none else dev.finish(partials, ce_divisor, dtype)
     return LossAndGrad(loss, grad_obj)
+
+
+MARGIN_LOSSES = ("multi_margin", "multilabel_margin", "multilabel_soft_margin")
+
+
+@functools.lru_cache(maxsize=None)
+def _margin_kernel(dtype, loss, grad, none):
+    """The margin losses' row loop (``_kernels/softmax.pyx.tp`` has the formulas): a block
+    per row, its threads over the classes; a row's terms are summed in float64 in the block's
+    fixed tree."""
+    R = _TYPES[dtype]
+
+    @cuda.jit(device=True, inline=True)
+    def is_target(target, base, C, c):
+        """Whether class c is among the row's targets (MultiLabelMargin: those before the first -1)."""
+        for k in range(C):
+            t = target[base + k]
+            if t < 0:
+                return False
+            if t == c:
+                return True
+        return False
+
+    @cuda.jit
+    def kernel(x, rows, C, target, target_real, weight, has_weight, margin, p, scale, go, go_mode, loss_out, g,
+               partials):
+        t_id = cuda.threadIdx.x
+        block_loss = 0.0
+        for r in range(cuda.blockIdx.x, rows, cuda.gridDim.x):
+            base = r * C
+            row_go = scale * (float64(go[r if go_mode == ROW_GO else 0]) if go_mode != NO_GO else 1.0)
+            acc = slope = 0.0
+            if loss == "multi_margin":
+                # l = w_t / C sum_{c != t} max(0, margin - x_t + x_c)^p; dl/dx_t = -sum_c dl/dx_c
+                t = target[r]
+                w_t = float64(weight[t]) if has_weight else 1.0
+                margin_t = R(margin) - x[base + t]
+                factor = w_t * row_go / C
+                for c in range(t_id, C, THREADS):
+                    h = margin_t + x[base + c]
+                    h = h if h > 0 else R(0)
+                    term = float64(h) if p == 1 else float64(h * h)
+                    s = (1.0 if h > 0 else 0.0) if p == 1 else 2.0 * float64(h)
+                    if c == t:
+                        term = s = 0.0
+                    acc += term
+                    slope += s
+                    if grad:
+                        g[base + c] = R(factor * s)
+                row_loss = w_t * block_sum(acc) / C
+                slopes = block_sum(slope) if grad else 0.0
+                if grad and t_id == 0:
+                    g[base + t] = R(-factor * slopes)
+            elif loss == "multilabel_margin":
+                # l = 1 / C sum_{j in T} sum_{c not in T} max(0, 1 - x_j + x_c): a class outside T
+                # gains 1 / C per positive hinge, each target entry j loses 1 / C per one
+                for c in range(t_id, C, THREADS):
+                    xc, count = x[base + c], 0.0
+                    if not is_target(target, base, C, c):
+                        for k in range(C):
+                            j = target[base + k]
+                            if j < 0:
+                                break
+                            h = R(1) - x[base + j] + xc
+                            if h > 0:
+                                acc += float64(h)
+                                count += 1.0
+                    else:   # one count per entry of c in T, over the classes outside T
+                        for k in range(C):
+                            j = target[base + k]
+                            if j < 0:
+                                break
+                            if j == c:
+                                for e in range(C):
+                                    if R(1) - xc + x[base + e] > 0 and not is_target(target, base, C, e):
+                                        count -= 1.0
+                    if grad:
+                        g[base + c] = R(count * row_go / C)
+                row_loss = block_sum(acc) / C
+            else:
+                # l = 1 / C sum_c w_c ((1 - y_c) x_c + log(1 + e^-x_c)); dl/dx_c = w_c (sigma(x_c) - y_c) / C
+                for c in range(t_id, C, THREADS):
+                    xv, yv = x[base + c], R(target_real[base + c])
+                    w = R(weight[c]) if has_weight else R(1)
+                    e = math.exp(-abs(xv))
+                    acc += float64(w * ((R(1) - yv) * xv + math.log1p(e) + (-xv if xv < 0 else R(0))))
+                    if grad:
+                        g[base + c] = R(w * ((R(1) if xv >= 0 else e) / (R(1) + e) - yv) * R(row_go / C))
+                row_loss = block_sum(acc) / C
+            if none and t_id == 0:
+                loss_out[r] = row_loss
+            block_loss += row_loss
+        block_loss = block_share(block_loss)
+        if not none and t_id == 0:
+            partials[cuda.blockIdx.x] = block_loss
+    return kernel
+
+
+@cuda.jit
+def _count_bad_multilabel(target, rows, C, partials):
+    """How many rows of MultiLabelMargin's targets hold an entry outside [0, C) before their first -1."""
+    bad = 0.0
+    for r in range(cuda.grid(1), rows, cuda.gridsize(1)):
+        for k in range(C):
+            t = target[r * C + k]
+            if t == -1:
+                break
+            if t < 0 or t >= C:
+                bad += 1.0
+                break
+    total = block_sum(bad)
+    if cuda.threadIdx.x == 0:
+        partials[cuda.blockIdx.x] = total
+
+
+def margin_rows(crit, arrays, want_grad, out, grad_output, partial=False):
+    """MultiMarginLoss, MultiLabelMarginLoss and MultiLabelSoftMarginLoss on device arrays.
+    MultiMargin's class indices are checked on the host (N integers, as cross entropy's);
+    MultiLabelMargin's (N, C) targets are counted on the device, and copied to the host only
+    to name the first bad entry."""
+    from .._arrays import fail
+    from .._criterion import LossAndGrad
+    from ..losses.softmax import _class_targets, _class_weight
+    from ._device import Device
+    host_only(crit, partial=partial)
+    dev = Device(arrays)
+    _, x = dev.input(arrays[0], "input")
+    if x.ndim not in (1, 2):
+        fail(ValueError, "input", "shape (N, C) or (C,)", tuple(x.shape))
+    rows, C = (1, x.shape[0]) if x.ndim == 1 else tuple(x.shape)
+    loss_shape, dtype, none = tuple(x.shape[:-1]), x.dtype, crit.reduction == "none"
+    target = dev.operand(arrays[1], "target")
+    weight = None
+    if crit._margin_loss == "multi_margin":
+        weight = _class_weight(crit.weight, C, dtype)
+        _class_targets(dev.to_host(target), loss_shape, C, None, None)
+    else:
+        if tuple(target.shape) != tuple(x.shape):
+            fail(ValueError, "target", f"shape {tuple(x.shape)} (the input's)", tuple(target.shape))
+        if crit._margin_loss == "multilabel_margin":
+            if target.dtype.kind not in "iu":
+                fail(TypeError, "target", "class indices of an integer dtype", f"dtype {target.dtype}")
+            flat = target.reshape(-1)
+            partials = dev.partials(grid(rows))
+            dev.launch(_count_bad_multilabel, grid(rows), THREADS, flat, rows, C, partials)
+            if partials.copy_to_host(stream=dev.stream).sum():   # the CPU path's check names the entry
+                crit._cpu((dev.to_host(x), dev.to_host(target)), False, None, None)
+        else:
+            weight = _class_weight(crit.weight, C, dtype)
+    divisor = rows if crit.reduction == "mean" else 1
+    factor, go = _grad_output(dev, grad_output, loss_shape, none) if want_grad else (1.0, None)
+    scale = factor if none else factor / divisor if divisor else 0.0
+    (grad_obj, grad), = dev.gradients((tuple(x.shape),), dtype, out, ("input",)) if want_grad else [(None, None)]
+    loss_obj, loss_out = dev.empty(loss_shape, dtype) if none else (None, None)
+    flat_x = x.reshape(-1)
+    blocks = grid(rows, 1)
+    partials = flat_x if none else dev.partials(blocks)
+    if rows and C:
+        dev.launch(_margin_kernel(dtype, crit._margin_loss, want_grad, none), blocks, THREADS, flat_x, rows, C,
+                   target.reshape(-1) if target.ndim else target.reshape(1), target.reshape(-1),
+                   flat_x if weight is None else dev.upload(weight), weight is not None, float(getattr(crit, "margin", 0.0)),
+                   int(getattr(crit, "p", 1)), float(scale), flat_x if go is None else go, go_mode(go, rows, none),
+                   flat_x if loss_out is None else loss_out.reshape(-1) if loss_out.ndim else loss_out.reshape(1),
+                   flat_x if grad is None else grad.reshape(-1), partials)
+    elif not none:
+        partials = dev.partials(0)
+    loss = loss_obj if none else dev.finish(partials, divisor, dtype)
+    return LossAndGrad(loss, grad_obj)
+
+
+@cuda.jit
+def _add_bias(logits, bias):
+    """logits (rows, C) += bias (C,)."""
+    C = bias.shape[0]
+    for i in range(cuda.grid(1), logits.shape[0] * C, cuda.gridsize(1)):
+        logits[i // C, i % C] += bias[i % C]
+
+
+@cuda.jit
+def _add_column_sums(g, sums):
+    """sums (C,) += the float64 column sums of g (rows, C), each column in row order."""
+    for c in range(cuda.grid(1), g.shape[1], cuda.gridsize(1)):
+        acc = sums[c]
+        for r in range(g.shape[0]):
+            acc += g[r, c]
+        sums[c] = acc
+
+
+def _rows_of(pair, rows, width):
+    """An (array, view) pair as (rows, width)."""
+    return pair[0].reshape(rows, width), pair[1].reshape(rows, width)
+
+
+def _slice(pair, r0, r1):
+    return pair[0][r0:r1], pair[1][r0:r1]
+
+
+def linear_cross_entropy(crit, arrays, want_grad, out, grad_output, partial=False):
+    """LinearCrossEntropyLoss on device arrays, in the CPU path's chunks: each chunk's logits
+    come from one product (cuBLAS through the caller's framework, or `_gemm`), the row kernel
+    overwrites them with their gradient, and two more products give the input's gradient and
+    add to the weight's; the bias gradient is summed per column in float64. The chunks' block
+    partials go into one array that `Device.finish` sums in order."""
+    from .._criterion import LossAndGrad, expansion_value
+    from ..losses.softmax import _class_weight, _linear_shapes, _weight_total
+    from ._device import Device
+    host_only(crit, partial=partial)
+    dev = Device([a for a in arrays if a is not None])
+    x, w = dev.input(arrays[0], "input"), dev.input(arrays[1], "linear_weight")
+    bias = None if arrays[3] is None else dev.input(arrays[3], "linear_bias")
+    C, H = _linear_shapes(x[1], w[1], None if bias is None else bias[1])
+    dtype, N = x[1].dtype, 1 if x[1].ndim == 1 else x[1].shape[0]
+    target_shape = tuple(x[1].shape[:-1])
+    weight = _class_weight(crit.weight, C, dtype)
+    target = dev.operand(arrays[2], "target")
+    prob = target.dtype.kind == "f"
+    _, _, divisors, _ = crit._targets(target if prob else dev.to_host(target), target_shape + (C,), target_shape,
+                                      C, weight)
+    divisor = expansion_value(divisors)
+    none = crit.reduction == "none"
+    factor, go = _grad_output(dev, grad_output, target_shape, none) if want_grad else (1.0, None)
+    scale = factor if none else factor / divisor if divisor else 0.0
+    shapes = (tuple(x[1].shape), (C, H), None if bias is None else (C,))
+    grads = dev.gradients(shapes, dtype, out, crit.differentiable) if want_grad else [(None, None)] * 3
+    loss_obj, loss_out = dev.empty(target_shape, dtype) if none else (None, None)
+    rows = crit._chunk(N, H, C)
+    logits = dev.empty((min(rows, N), C), dtype)
+    blocks = grid(rows, 1)
+    partials = None if none else dev.partials(-(-N // rows) * blocks)
+    X = _rows_of(x, N, H)
+    flat_target = target.reshape(-1) if target.ndim else target.reshape(1)
+    flat_loss = None if loss_out is None else loss_out.reshape(-1) if loss_out.ndim else loss_out.reshape(1)
+    row_go = go is not None and go_mode(go, N, none) == ROW_GO
+    weight_view = None if weight is None else dev.upload(weight)
+    if want_grad:
+        grad_x = _rows_of(grads[0], N, H)
+        if N == 0:
+            dev.fill(grads[1][1], 0.0)
+        if bias is not None:
+            bias_sums = dev.empty((C,), np.float64)[1]
+            dev.fill(bias_sums, 0.0)
+    for i, r0 in enumerate(range(0, N, rows)):
+        r1 = min(N, r0 + rows)
+        chunk, x_chunk = _slice(logits, 0, r1 - r0), _slice(X, r0, r1)
+        dev.matmul(x_chunk, w, chunk, trans_b=True)
+        if bias is not None:
+            dev.launch(_add_bias, grid((r1 - r0) * C), THREADS, chunk[1], bias[1])
+        rows_kernel(dev, chunk[1].reshape(-1), r1 - r0, C, 1, None if prob else flat_target[r0:r1],
+                    flat_target[r0 * C:r1 * C] if prob else None, weight_view, _weight_total(weight, C),
+                    crit.ignore_index, crit.label_smoothing, 0.0, None, -1.0, scale, 0.0, 0.0,
+                    go[r0:r1] if row_go else go, None if flat_loss is None else flat_loss[r0:r1],
+                    chunk[1].reshape(-1) if want_grad else None,
+                    partials=None if partials is None else partials[i * blocks:(i + 1) * blocks])
+        if want_grad:   # the chunk now holds d loss / d logits
+            dev.matmul(chunk, w, _slice(grad_x, r0, r1))
+            dev.matmul(chunk, x_chunk, grads[1], trans_a=True, accumulate=r0 > 0)
+            if bias is not None:
+                dev.launch(_add_column_sums, grid(C), THREADS, chunk[1], bias_sums)
+    if want_grad and bias is not None:
+        dev.cast(bias_sums, grads[2][1])
+    loss = loss_obj if none else dev.finish(partials, divisor, dtype)
+    return LossAndGrad(loss, tuple(g for g, _ in grads) if want_grad else None)

@@ -230,6 +230,10 @@ class NTXentLoss(Criterion):
         self.temperature = check_number("temperature", temperature, positive=True)
         self.chunk_rows = check_optional_count("chunk_rows", chunk_rows)
 
+    def _cuda(self, arrays, want_grad, out, grad_output):
+        from ..cuda.embedding import nt_xent
+        return nt_xent(self, arrays, want_grad, out, grad_output)
+
     def _cpu(self, arrays, want_grad, out, grad_output):
         views = _embeddings(arrays, self.differentiable)
         if views[0].ndim != 2:

@@ -265,21 +265,22 @@ class LinearCrossEntropyLoss(CrossEntropyLoss):
     def block_rows(self, shape):
         return _kernel.BLOCK_ROWS
 
+    def _chunk(self, N, H, C):
+        """Rows per chunk of logits: chunk_rows, or about eight times the input's size but at
+        least _MIN_ROWS, in whole row blocks of the kernel (chunks then add up exactly, as
+        partial states do)."""
+        return self.chunk_rows or max(1, min(N, _round_up(max(-(-8 * N * H // C), _MIN_ROWS), _kernel.BLOCK_ROWS)))
+
+    def _cuda(self, arrays, want_grad, out, grad_output, partial=False):
+        from ..cuda.softmax import linear_cross_entropy
+        return linear_cross_entropy(self, arrays, want_grad, out, grad_output, partial)
+
     def _cpu(self, arrays, want_grad, out, grad_output, partial=False):
         x = as_float_input(arrays[0], "input")
         dtype = x.dtype
-        if x.ndim not in (1, 2):
-            fail(ValueError, "input", "shape (N, H) or (H,)", tuple(x.shape))
         linear_weight = as_float_input(arrays[1], "linear_weight")
-        if linear_weight.ndim != 2 or linear_weight.shape[1] != x.shape[-1]:
-            fail(ValueError, "linear_weight", f"shape (C, {x.shape[-1]})", tuple(linear_weight.shape))
-        C, H = linear_weight.shape
         bias = None if arrays[3] is None else as_float_input(arrays[3], "linear_bias")
-        if bias is not None and bias.shape != (C,):
-            fail(ValueError, "linear_bias", f"shape ({C},)", tuple(bias.shape))
-        for name, arr in (("linear_weight", linear_weight), ("linear_bias", bias)):
-            if arr is not None and arr.dtype != dtype:
-                fail(TypeError, name, f"dtype {dtype} (the input's)", f"dtype {arr.dtype}")
+        C, H = _linear_shapes(x, linear_weight, bias)
         logits_shape = (C,) if x.ndim == 1 else (x.shape[0], C)
         target_shape = logits_shape[:-1]
         weight = _class_weight(self.weight, C, dtype)
@@ -290,10 +291,8 @@ class LinearCrossEntropyLoss(CrossEntropyLoss):
         target = None if target is None else target.reshape(-1)
         X = x.reshape(-1, H)
         N = X.shape[0]
-        # a chunk of logits about eight times the input's size but at least _MIN_ROWS rows, and
         # slices of the weight gradient about the input's size: memory stays far under the logits
-        # (whole row blocks of the kernel, so that chunks add up exactly as partial states do)
-        rows = self.chunk_rows or max(1, min(N, _round_up(max(-(-8 * N * H // C), _MIN_ROWS), _kernel.BLOCK_ROWS)))
+        rows = self._chunk(N, H, C)
         classes = max(1, min(C, N))
         scale, row_grad_output, grads, loss_out = self._row_reduction(
             want_grad, target_shape, divisor, grad_output,
@@ -342,6 +341,22 @@ class LinearCrossEntropyLoss(CrossEntropyLoss):
         return LossAndGrad(reduced(loss_out, expansion_value(total), divisor, dtype), grads if want_grad else None)
 
 
+def _linear_shapes(x, linear_weight, bias):
+    """(C, H) of LinearCrossEntropyLoss's arrays (host arrays or device views) after the checks."""
+    shape, weight_shape = tuple(x.shape), tuple(linear_weight.shape)
+    if len(shape) not in (1, 2):
+        fail(ValueError, "input", "shape (N, H) or (H,)", shape)
+    if len(weight_shape) != 2 or weight_shape[1] != shape[-1]:
+        fail(ValueError, "linear_weight", f"shape (C, {shape[-1]})", weight_shape)
+    C, H = weight_shape
+    if bias is not None and tuple(bias.shape) != (C,):
+        fail(ValueError, "linear_bias", f"shape ({C},)", tuple(bias.shape))
+    for name, arr in (("linear_weight", linear_weight), ("linear_bias", bias)):
+        if arr is not None and arr.dtype != x.dtype:
+            fail(TypeError, name, f"dtype {x.dtype} (the input's)", f"dtype {arr.dtype}")
+    return C, H
+
+
 class _RowLoss(Criterion):
     """Losses with one value per row of an (N, C) or (C,) input; 'mean' averages the rows."""
     _margin_loss = None   # the kernel's name in _kernel.MARGIN_LOSSES
@@ -365,6 +380,10 @@ class _RowLoss(Criterion):
         if partial:
             return reduced(None, total, (float(rows),) if self.reduction == "mean" else None, dtype)
         return LossAndGrad(reduced(loss_out, total, divisor, dtype), grad)
+
+    def _cuda(self, arrays, want_grad, out, grad_output, partial=False):
+        from ..cuda.softmax import margin_rows
+        return margin_rows(self, arrays, want_grad, out, grad_output, partial)
 
     @staticmethod
     def _input(arrays):
