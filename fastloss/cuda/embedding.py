@@ -147,6 +147,23 @@ def _pair_kernel(dtype, loss, grad, none):
     return kernel
 
 
+def _embeddings(dev, arrays, names):
+    """The differentiable inputs as (array, view) pairs, all of the first's shape, (N, D) or
+    (D,), and dtype."""
+    from .._arrays import fail
+    first = dev.input(arrays[0], names[0])
+    shape = tuple(first[1].shape)
+    if len(shape) not in (1, 2):
+        fail(ValueError, names[0], "shape (N, D) or (D,)", shape)
+    inputs = [first]
+    for name, a in zip(names[1:], arrays[1:len(names)]):
+        pair = dev.input(a, name, first[1].dtype)
+        if tuple(pair[1].shape) != shape:
+            fail(ValueError, name, f"shape {shape} ({names[0]}'s)", tuple(pair[1].shape))
+        inputs.append(pair)
+    return inputs
+
+
 def pair_loss(crit, arrays, want_grad, out, grad_output, partial=False):
     """A _PairLoss criterion on device arrays."""
     from .._arrays import fail
@@ -156,15 +173,8 @@ def pair_loss(crit, arrays, want_grad, out, grad_output, partial=False):
     host_only(crit, partial=partial)
     dev = Device(arrays)
     names = crit.differentiable
-    inputs = [dev.input(arrays[0], names[0])[1]]
-    if inputs[0].ndim not in (1, 2):
-        fail(ValueError, names[0], "shape (N, D) or (D,)", tuple(inputs[0].shape))
+    inputs = [view for _, view in _embeddings(dev, arrays, names)]
     shape, dtype = tuple(inputs[0].shape), inputs[0].dtype
-    for name, a in zip(names[1:], arrays[1:len(names)]):
-        view = dev.input(a, name, dtype)[1]
-        if tuple(view.shape) != shape:
-            fail(ValueError, name, f"shape {shape} ({names[0]}'s)", tuple(view.shape))
-        inputs.append(view)
     rows, D = (1, shape[0]) if len(shape) == 1 else shape
     loss_shape = () if len(shape) == 1 else (rows,)
     y = None
@@ -303,3 +313,89 @@ def nt_xent(crit, arrays, want_grad, out, grad_output):
             dev.launch(_normalize_backward, grid(N, 1), THREADS, view, zv, n)
     loss = loss_obj if none else dev.finish(partials, divisor, dtype)
     return LossAndGrad(loss, tuple(g for g, _ in grads) if want_grad else None)
+
+
+@cuda.jit
+def _triplet_rows(d_ap, d_an, d_pn, swap, margin, scale, go, go_mode, loss_out, c_ap, c_an, c_pn, partials):
+    """TripletMarginWithDistanceLoss from a callable's distances, a thread per row: the loss
+    max(0, margin + d_ap - d_neg), d_neg = d_an or, with swap, min(d_an, d_pn) (ties share
+    the gradient), and each pair's coefficient for the callable's gradient."""
+    acc = 0.0
+    for r in range(cuda.grid(1), d_ap.shape[0], cuda.gridsize(1)):
+        ap, an = float64(d_ap[r]), float64(d_an[r])
+        d_neg, w_an = an, 1.0
+        if swap:
+            pn = float64(d_pn[r])
+            if pn <= an:
+                d_neg, w_an = pn, 0.5 if pn == an else 0.0
+        pre = margin + ap - d_neg
+        row_go = scale * (float64(go[r if go_mode == ROW_GO else 0]) if go_mode != NO_GO else 1.0)
+        g = row_go if pre >= 0 else 0.0
+        c_ap[r], c_an[r], c_pn[r] = g, -g * w_an, -g * (1.0 - w_an)
+        row_loss = pre if not pre < 0 else 0.0
+        if loss_out.shape[0] == d_ap.shape[0]:
+            loss_out[r] = row_loss
+        acc += row_loss
+    total = block_sum(acc)
+    if cuda.threadIdx.x == 0:
+        partials[cuda.blockIdx.x] = total
+
+
+@cuda.jit
+def _add(dst, src):
+    for i in range(cuda.grid(1), dst.shape[0], cuda.gridsize(1)):
+        dst[i] += src[i]
+
+
+def triplet_with_callable(crit, arrays, want_grad, out, grad_output):
+    """TripletMarginWithDistanceLoss with a callable pair (d, d_grad) on device arrays: the
+    callables take and give the caller's kind of arrays (CuPy, torch, numba), the rest runs
+    in `_triplet_rows` and adds the callable's gradients on the device."""
+    from .._arrays import fail
+    from .._criterion import LossAndGrad
+    from ._device import Device
+    from .softmax import _grad_output
+    distance, distance_grad = crit.distance_function
+    dev = Device(arrays)
+    inputs = _embeddings(dev, arrays, crit.differentiable)
+    shape, dtype = tuple(inputs[0][1].shape), inputs[0][1].dtype
+    rows = 1 if len(shape) == 1 else shape[0]
+    loss_shape = () if len(shape) == 1 else (rows,)
+
+    def flat(view):
+        return view.reshape(-1) if view.ndim else view.reshape(1)
+
+    def dist(i, j, what):
+        d = dev.view(distance(inputs[i][0], inputs[j][0]), f"distance_function's d({what})")
+        if tuple(d.shape) != loss_shape:
+            fail(ValueError, f"distance_function's d({what})", f"shape {loss_shape}", tuple(d.shape))
+        return flat(d)
+
+    d_ap, d_an = dist(0, 1, "anchor, positive"), dist(0, 2, "anchor, negative")
+    d_pn = dist(1, 2, "positive, negative") if crit.swap else d_an
+    none = crit.reduction == "none"
+    divisor = rows if crit.reduction == "mean" else 1
+    factor, go = _grad_output(dev, grad_output, loss_shape, none) if want_grad else (1.0, None)
+    scale = factor if none else factor / divisor if divisor else 0.0
+    loss_obj, loss_out = dev.empty(loss_shape, dtype) if none else (None, None)
+    coefs = [dev.empty(loss_shape, dtype) for _ in range(3)]
+    blocks = grid(rows)
+    partials = dev.partials(blocks)
+    dev.launch(_triplet_rows, blocks, THREADS, d_ap, d_an, d_pn, crit.swap, crit.margin, scale,
+               d_ap if go is None else go, go_mode(go, rows, none), d_ap if loss_out is None else flat(loss_out),
+               *(flat(view) for _, view in coefs), partials)
+    loss = loss_obj if none else dev.finish(partials, divisor, dtype)
+    if not want_grad:
+        return LossAndGrad(loss, None)
+    grads = dev.gradients((shape,) * 3, dtype, out, crit.differentiable)
+    for _, view in grads:
+        dev.fill(view, 0.0)
+    pairs = ((0, 1), (0, 2)) + (((1, 2),) if crit.swap else ())
+    for (i, j), (coef, _) in zip(pairs, coefs):
+        for k, g in zip((i, j), distance_grad(inputs[i][0], inputs[j][0], coef)):
+            view = flat(dev.view(g, "distance_function's d_grad"))
+            target = flat(grads[k][1])
+            if view.shape[0] != target.shape[0]:
+                fail(ValueError, "distance_function's d_grad", f"gradients of shape {shape}", tuple(view.shape))
+            dev.launch(_add, grid(target.shape[0]), THREADS, target, view)
+    return LossAndGrad(loss, tuple(g for g, _ in grads))

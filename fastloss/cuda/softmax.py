@@ -486,3 +486,168 @@ def linear_cross_entropy(crit, arrays, want_grad, out, grad_output, partial=Fals
         dev.cast(bias_sums, grads[2][1])
     loss = loss_obj if none else dev.finish(partials, divisor, dtype)
     return LossAndGrad(loss, tuple(g for g, _ in grads) if want_grad else None)
+
+
+# ---------------------------------------------------------------- Dice
+# Positions q = (n, s) of an (N, C, S) input. A first kernel keeps each position's log-sum-exp
+# over the classes (multiclass from logits: O(N S) float64 scratch); the sums kernel runs a
+# class per grid row and positions across blocks, each block summing I, S, Y in float64 in its
+# fixed tree; one thread per class then adds its blocks in order and gives the class's loss
+# and gradient coefficients; the gradient kernel runs a thread per position over the classes.
+
+@functools.lru_cache(maxsize=None)
+def _dice_kernels(dtype, mode, index_target, has_ignore):
+    """(log-sum-exp, sums, gradient) kernels for one mode: 0 softmax over the classes, 1
+    sigmoid, 2 the input as probabilities; targets as class indices (N, S) or 0/1 (N, C, S)."""
+    R = _TYPES[dtype]
+
+    @cuda.jit(device=True, inline=True)
+    def probability(x, lse, i, q):
+        v = x[i]
+        if mode == 0:
+            return R(math.exp(float64(v) - lse[q]))
+        if mode == 1:
+            e = math.exp(-abs(v))
+            return (R(1) if v >= 0 else e) / (R(1) + e)
+        return v
+
+    @cuda.jit(device=True, inline=True)
+    def target_and_mask(target, ignore, n, c, s, C, S):
+        if index_target:
+            t = target[n * S + s]
+            return R(t == c), R(not (has_ignore and t == ignore))
+        y = target[(n * C + c) * S + s]
+        return R(y), R(not (has_ignore and y == ignore))
+
+    @cuda.jit
+    def log_sum_exp(x, N, C, S, lse):
+        for q in range(cuda.grid(1), N * S, cuda.gridsize(1)):
+            base = (q // S) * C * S + q % S
+            m = -math.inf
+            for c in range(C):
+                m = max(m, float64(x[base + c * S]))
+            acc = 0.0
+            for c in range(C):
+                acc += math.exp(float64(x[base + c * S]) - m)
+            lse[q] = m + math.log(acc)
+
+    @cuda.jit
+    def sums(x, N, C, S, target, ignore, lse, partials):
+        c = cuda.blockIdx.y
+        inner = both = present = 0.0
+        for q in range(cuda.blockIdx.x * THREADS + cuda.threadIdx.x, N * S, cuda.gridDim.x * THREADS):
+            n, s = q // S, q % S
+            y, mask = target_and_mask(target, ignore, n, c, s, C, S)
+            p = probability(x, lse, (n * C + c) * S + s, q) * mask
+            y *= mask
+            inner += float64(p * y)
+            both += float64(p) + float64(y)
+            present += float64(y)
+        base = (c * cuda.gridDim.x + cuda.blockIdx.x) * 3
+        inner, both, present = block_sum(inner), block_sum(both), block_sum(present)
+        if cuda.threadIdx.x == 0:
+            partials[base], partials[base + 1], partials[base + 2] = inner, both, present
+
+    @cuda.jit
+    def gradient(x, N, C, S, target, ignore, lse, coef_y, coef_1, g):
+        # d loss / d p_c = mask (coef_y[c] y_c + coef_1[c]); through a softmax
+        # dx_c = p_c (dp_c - sum_k p_k dp_k), through a sigmoid dp_c p_c (1 - p_c)
+        for q in range(cuda.grid(1), N * S, cuda.gridsize(1)):
+            n, s = q // S, q % S
+            weighted = 0.0
+            if mode == 0:
+                for c in range(C):
+                    y, mask = target_and_mask(target, ignore, n, c, s, C, S)
+                    weighted += float64(probability(x, lse, (n * C + c) * S + s, q)) * mask * (
+                        coef_y[c] * y + coef_1[c])
+            for c in range(C):
+                i = (n * C + c) * S + s
+                y, mask = target_and_mask(target, ignore, n, c, s, C, S)
+                p, dp = probability(x, lse, i, q), mask * (coef_y[c] * y + coef_1[c])
+                if mode == 0:
+                    g[i] = R(p * (dp - weighted))
+                elif mode == 1:
+                    g[i] = R(dp * p * (R(1) - p))
+                else:
+                    g[i] = R(dp)
+
+    return log_sum_exp, sums, gradient
+
+
+@cuda.jit
+def _dice_classes(partials, blocks, smooth, eps, factor, go, go_mode, class_losses, coef_y, coef_1):
+    """Per class c (a thread each): its blocks' sums added in order, loss_c and the gradient's
+    coefficients (DiceLoss._cpu derives them), scaled by the reduction and grad_output."""
+    c = cuda.grid(1)
+    if c >= class_losses.shape[0]:
+        return
+    inner = total = present = 0.0
+    for b in range(blocks):
+        base = (c * blocks + b) * 3
+        inner += partials[base]
+        total += partials[base + 1]
+        present += partials[base + 2]
+    has = 1.0 if present > 0 else 0.0
+    denominator = max(total + smooth, eps)
+    class_losses[c] = (1.0 - (2.0 * inner + smooth) / denominator) * has
+    scale = factor * (float64(go[c if go_mode == ROW_GO else 0]) if go_mode != NO_GO else 1.0)
+    coef_y[c] = -2.0 * has / denominator * scale
+    coef_1[c] = has * (2.0 * inner + smooth) * (1.0 if total + smooth >= eps else 0.0) / denominator ** 2 * scale
+
+
+def dice(crit, arrays, want_grad, out, grad_output, partial=False):
+    """DiceLoss on device arrays: the per-class sums, the class losses and coefficients, and
+    the gradient, all on the device (multiclass class indices are checked on the host)."""
+    from .._arrays import fail
+    from .._criterion import LossAndGrad
+    from ..losses.softmax import _class_targets
+    from ._device import Device
+    host_only(crit, partial=partial)
+    dev = Device(arrays)
+    _, x = dev.input(arrays[0], "input")
+    shape = tuple(x.shape)
+    if len(shape) < 2:
+        fail(ValueError, "input", "shape (N, C, ...)", shape)
+    N, C, S, dtype = shape[0], shape[1], math.prod(shape[2:]), x.dtype
+    if crit.mode == "binary" and C != 1:
+        fail(ValueError, "input", "one channel, (N, 1, ...), for mode 'binary'", shape)
+    target = dev.operand(arrays[1], "target")
+    index_target = crit.mode == "multiclass"
+    if index_target:
+        _class_targets(dev.to_host(target), (N,) + shape[2:], C, crit.ignore_index, None)
+    elif tuple(target.shape) != shape:
+        fail(ValueError, "target", f"shape {shape} (the input's)", tuple(target.shape))
+    mode = 2 if not crit.from_logits else (0 if index_target else 1)
+    has_ignore = crit.ignore_index is not None
+    ignore = crit.ignore_index if has_ignore else 0
+    log_sum_exp, sums, gradient = _dice_kernels(dtype, mode, index_target, has_ignore)
+    flat_x = x.reshape(-1)
+    flat_target = target.reshape(-1)
+    positions = N * S
+    lse = dev.empty((max(positions, 1) if mode == 0 else 1,), np.float64)[1]
+    if mode == 0 and positions:
+        dev.launch(log_sum_exp, grid(positions), THREADS, flat_x, N, C, S, lse)
+    blocks = grid(positions)
+    partials = dev.partials(max(C, 1) * blocks * 3)
+    if C:
+        dev.launch(sums, (blocks, C), THREADS, flat_x, N, C, S, flat_target, ignore, lse, partials)
+    none = crit.reduction == "none"
+    factor, go = _grad_output(dev, grad_output, (C,), none) if want_grad else (1.0, None)
+    if not none:
+        factor /= C if crit.reduction == "mean" else 1
+    class_losses, coef_y, coef_1 = (dev.empty((C,), np.float64)[1] for _ in range(3))
+    if C:
+        dev.launch(_dice_classes, grid(C), THREADS, partials, blocks, crit.smooth, crit.eps, factor,
+                   flat_x if go is None else go, go_mode(go, C, none), class_losses, coef_y, coef_1)
+    if none:
+        loss, loss_view = dev.empty((C,), dtype)
+        dev.cast(class_losses, loss_view)
+    else:
+        loss = dev.finish(class_losses, C if crit.reduction == "mean" else 1, dtype)
+    if not want_grad:
+        return LossAndGrad(loss, None)
+    (grad_obj, grad), = dev.gradients((shape,), dtype, out, ("input",))
+    if positions and C:
+        dev.launch(gradient, grid(positions), THREADS, flat_x, N, C, S, flat_target, ignore, lse, coef_y, coef_1,
+                   grad.reshape(-1))
+    return LossAndGrad(loss, grad_obj)

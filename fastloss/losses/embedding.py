@@ -69,9 +69,6 @@ class _PairLoss(Criterion):
         return LossAndGrad(reduced(loss_out, total, divisor, x.dtype), self._pack(grads))
 
     def _cuda(self, arrays, want_grad, out, grad_output, partial=False):
-        if self._kernel_loss is None:
-            raise NotImplementedError(f"{type(self).__name__}: a callable distance_function works on NumPy "
-                                      "arrays; on the GPU use distance_function=None or 'cosine'")
         from ..cuda.embedding import pair_loss
         return pair_loss(self, arrays, want_grad, out, grad_output, partial)
 
@@ -133,9 +130,20 @@ class TripletMarginWithDistanceLoss(_PairLoss):
     def _cpu(self, arrays, want_grad, out, grad_output, partial=False):
         if self._kernel_loss is not None:
             return super()._cpu(arrays, want_grad, out, grad_output, partial)
+        self._refuse_partial(partial)
+        return self._callable_distance(arrays, want_grad, out, grad_output)
+
+    def _cuda(self, arrays, want_grad, out, grad_output, partial=False):
+        if self._kernel_loss is not None:
+            return super()._cuda(arrays, want_grad, out, grad_output, partial)
+        self._refuse_partial(partial)
+        from ..cuda.embedding import triplet_with_callable
+        return triplet_with_callable(self, arrays, want_grad, out, grad_output)
+
+    @staticmethod
+    def _refuse_partial(partial):
         if partial:
             raise NotImplementedError("TripletMarginWithDistanceLoss: no partial state with a callable distance")
-        return self._callable_distance(arrays, want_grad, out, grad_output)
 
     def _callable_distance(self, arrays, want_grad, out, grad_output):
         """The same loss around the user's (d, d_grad), in NumPy (float64 sums)."""
