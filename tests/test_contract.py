@@ -239,6 +239,17 @@ def test_default_thread_count_from_the_environment(env, expected, tmp_path):
     assert result.stdout.strip() == expected
 
 
+def test_the_cpu_path_never_imports_numba(tmp_path):
+    """The GPU backend (numba) is imported only when a device array arrives."""
+    code = ("import sys, numpy as np, fastloss as fl; x = np.zeros((4, 3)); "
+            "fl.MSELoss()(x, x); fl.CrossEntropyLoss()(x, np.zeros(4, int)); fl.CTCLoss(); "
+            "print(any(m == 'numba' or m.startswith('numba.') for m in sys.modules))")
+    env = {**os.environ, "PYTHONPATH": os.path.dirname(os.path.dirname(fl.__file__))}
+    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True,
+                            cwd=tmp_path)
+    assert result.stdout.strip() == "False"
+
+
 def test_threads_setting_is_per_python_thread():
     seen = {}
 

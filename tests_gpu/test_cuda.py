@@ -51,6 +51,29 @@ def labels(rng, shape, C, ignore=True):
     return t
 
 
+def multilabel(rng, rows, C):
+    """MultiLabelMarginLoss targets: each row's classes, a repeated one too, then -1."""
+    t = np.full((rows, C), -1)
+    for r in range(rows):
+        k = rng.integers(0, C)
+        t[r, :k] = rng.choice(C, k, replace=False)
+    t[0, :3] = [2, 2, 1]
+    return t
+
+
+def soft_distance(x, y):
+    """A user's distance for TripletMarginWithDistanceLoss, sqrt(|x - y|^2 + 1e-3), on NumPy
+    or numba device arrays (here through the host: the plumbing is under test)."""
+    on_device = hasattr(x, "copy_to_host")
+    d = np.sqrt(((host(x) - host(y)) ** 2).sum(-1) + 1e-3)
+    return dev(d) if on_device else d
+
+
+def soft_distance_grad(x, y, g):
+    gx = (host(g) / np.sqrt(((host(x) - host(y)) ** 2).sum(-1) + 1e-3))[..., None] * (host(x) - host(y))
+    return (dev(gx), dev(-gx)) if hasattr(x, "copy_to_host") else (gx, -gx)
+
+
 S = (4, 5)   # the pointwise cases' input shape
 CASES = [   # (id, criterion, arrays(rng, dtype))
     ("l1", fl.L1Loss(), lambda r, d: [normal(r, S), normal(r, S)]),
@@ -89,6 +112,24 @@ CASES = [   # (id, criterion, arrays(rng, dtype))
      lambda r, d: [normal(r, (6, 5)), labels(r, (6,), 5)]),
     ("nll", fl.NLLLoss(weight=np.linspace(0.5, 2, 5)),
      lambda r, d: [log_softmax(normal(r, (3, 5, 2)), 1), labels(r, (3, 2), 5)]),
+    ("multi_margin-p2-weight", fl.MultiMarginLoss(p=2, margin=0.7, weight=np.linspace(0.5, 2, 5)),
+     lambda r, d: [normal(r, (6, 5)), labels(r, (6,), 5, ignore=False)]),
+    ("multilabel_margin", fl.MultiLabelMarginLoss(), lambda r, d: [normal(r, (4, 5)), multilabel(r, 4, 5)]),
+    ("multilabel_soft_margin", fl.MultiLabelSoftMarginLoss(weight=np.linspace(0.5, 2, 5)),
+     lambda r, d: [normal(r, (4, 5)), unit(r, (4, 5))]),
+    ("dice-multiclass-ignore", fl.DiceLoss("multiclass", ignore_index=-100, smooth=0.5),
+     lambda r, d: [normal(r, (2, 3, 2, 3)), labels(r, (2, 2, 3), 3)]),
+    ("dice-multilabel", fl.DiceLoss("multilabel"), lambda r, d: [normal(r, (2, 3, 5)), r.integers(0, 2, (2, 3, 5)) * 1.0]),
+    ("dice-binary-probabilities", fl.DiceLoss("binary", from_logits=False),
+     lambda r, d: [unit(r, (3, 1, 4)), r.integers(0, 2, (3, 1, 4)) * 1.0]),
+    ("linear_ce-bias-chunks", fl.LinearCrossEntropyLoss(label_smoothing=0.1, chunk_rows=2),
+     lambda r, d: [normal(r, (5, 3)), normal(r, (6, 3)), labels(r, (5,), 6), normal(r, (6,))]),
+    ("linear_ce-probabilities", fl.LinearCrossEntropyLoss(weight=np.linspace(0.5, 2, 4)),
+     lambda r, d: [normal(r, (3, 2)), normal(r, (4, 2)), r.dirichlet(np.ones(4), 3), None]),
+    ("nt_xent-chunks", fl.NTXentLoss(temperature=0.3, chunk_rows=2), lambda r, d: [normal(r, (3, 4)), normal(r, (3, 4))]),
+    ("triplet-callable-swap", fl.TripletMarginWithDistanceLoss(distance_function=(soft_distance, soft_distance_grad),
+                                                               swap=True, margin=1.5),
+     lambda r, d: [normal(r, (5, 4)) for _ in range(3)]),
     ("triplet", fl.TripletMarginLoss(margin=2.0), lambda r, d: [normal(r, (5, 7)) for _ in range(3)]),
     ("triplet-p-swap", fl.TripletMarginLoss(p=1.5, swap=True, margin=2.0), lambda r, d: [normal(r, (5, 7)) for _ in range(3)]),
     ("triplet-cosine", fl.TripletMarginWithDistanceLoss(distance_function="cosine", swap=True),
@@ -110,7 +151,7 @@ def build(case, reduction, dtype, seed=0):
     rng = np.random.default_rng(seed)
     arrays = make(rng, dtype)
     arrays = [a.astype(dtype) if isinstance(a, np.ndarray) and a.dtype.kind == "f" else a for a in arrays]
-    on_device = [a if isinstance(a, float) or name in HOST_ARGUMENTS else dev(a)
+    on_device = [a if a is None or isinstance(a, float) or name in HOST_ARGUMENTS else dev(a)
                  for a, name in zip(arrays, crit.arguments)]
     return crit, arrays, on_device
 
@@ -199,6 +240,17 @@ BAD = [
     (lambda: fl.SoftmaxFocalLoss()(dev(np.zeros((2, 3))), dev(np.zeros((2, 3)))), TypeError, "target: expected class indices"),
     (lambda: fl.TripletMarginLoss()(dev(np.zeros((2, 3))), dev(np.zeros((2, 3))), dev(np.zeros((2, 4)))), ValueError, "negative: expected shape"),
     (lambda: fl.CTCLoss()(dev(np.zeros((4, 1, 3))), dev(np.array([[1, 0]])), [4], [2]), ValueError, "targets: expected labels"),
+    (lambda: fl.MultiMarginLoss()(dev(np.zeros((2, 3))), dev(np.array([0, -1]))), IndexError, r"target: expected class indices in \[0, 3\)"),
+    (lambda: fl.MultiLabelMarginLoss()(dev(np.zeros((2, 3))), dev(np.array([[0, -1, 0], [1, 3, -1]]))), IndexError,
+     r"got 3 at position \(1, 1\)"),
+    (lambda: fl.MultiLabelSoftMarginLoss()(dev(np.zeros((2, 3))), dev(np.zeros((2, 4)))), ValueError, "target: expected shape"),
+    (lambda: fl.DiceLoss("binary")(dev(np.zeros((2, 3, 4))), dev(np.zeros((2, 3, 4)))), ValueError, "one channel"),
+    (lambda: fl.DiceLoss("multiclass")(dev(np.zeros((2, 3, 4))), dev(np.full((2, 4), 3))), IndexError, "class indices in"),
+    (lambda: fl.LinearCrossEntropyLoss()(dev(np.zeros((2, 3))), dev(np.zeros((4, 2))), dev(np.array([0, 1]))), ValueError,
+     r"linear_weight: expected shape \(C, 3\)"),
+    (lambda: fl.LinearCrossEntropyLoss()(dev(np.zeros((2, 3))), dev(np.zeros((4, 3), np.float32)), dev(np.array([0, 1]))),
+     TypeError, "linear_weight: expected dtype float64"),
+    (lambda: fl.NTXentLoss()(dev(np.zeros((2, 3))), dev(np.zeros((3, 3)))), ValueError, r"z2: expected shape \(2, 3\)"),
     (lambda: fl.MSELoss().partial(dev(np.zeros(3)), dev(np.zeros(3))), NotImplementedError, "partial states are for host arrays"),
     (lambda: fl.CrossEntropyLoss().grad_hess(dev(np.zeros((2, 3))), dev(np.array([0, 1]))), NotImplementedError, "grad_hess"),
 ]
