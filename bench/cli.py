@@ -4,14 +4,14 @@ import json
 
 import fastloss as fl
 
-from . import adapters, embedding, evaluate, harness, pointwise, sequence, softmax
+from . import adapters, embedding, evaluate, gpu, harness, pointwise, sequence, softmax
 
 FAMILIES = {"pointwise": pointwise.CASES, "softmax": softmax.CASES, "embedding": embedding.CASES,
-            "sequence": sequence.CASES, "adapters": [], "eval": []}
+            "sequence": sequence.CASES, "adapters": [], "eval": [], "gpu": []}
 # families with a report of their own after the table (memory; boosting rounds, wrappers;
-# chunked evaluation of a 16 GB file, only when asked for by name)
-REPORTS = {"softmax": softmax.report, "adapters": adapters.report, "eval": evaluate.report}
-ONLY_BY_NAME = {"eval"}
+# chunked evaluation of a 16 GB file, and the GPU against torch CUDA, only when asked for by name)
+REPORTS = {"softmax": softmax.report, "adapters": adapters.report, "eval": evaluate.report, "gpu": gpu.report}
+ONLY_BY_NAME = {"eval", "gpu"}
 SIZES = (64, 100_000, 10_000_000)
 QUICK_SIZES = (64, 100_000, 1_000_000)
 

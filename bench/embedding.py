@@ -33,8 +33,8 @@ def torch_nt_xent(z1, z2, temperature=0.5):
     z = F.normalize(torch.cat([z1, z2]), dim=1)
     s = z @ z.T / temperature
     M = s.shape[0]
-    s = s.masked_fill(torch.eye(M, dtype=torch.bool), float("-inf"))
-    return F.cross_entropy(s, (torch.arange(M) + M // 2) % M)
+    s = s.masked_fill(torch.eye(M, dtype=torch.bool, device=s.device), float("-inf"))
+    return F.cross_entropy(s, (torch.arange(M, device=s.device) + M // 2) % M)
 
 
 CASES = [
