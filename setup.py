@@ -108,7 +108,7 @@ extensions = [
 ]
 
 setup(
-    packages=["fastloss", "fastloss.losses", "fastloss._kernels", "fastloss.bench"],
+    packages=["fastloss", "fastloss.losses", "fastloss._kernels", "fastloss.cuda", "fastloss.bench"],
     package_dir={"fastloss.bench": "bench"},
     package_data={"fastloss._kernels": ["*.pxd", "*.h", "*.pyx.tp"]},
     ext_modules=cythonize(
