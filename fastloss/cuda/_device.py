@@ -31,41 +31,41 @@ def grid(n, threads=THREADS):
     return max(1, min(MAX_BLOCKS, -(-n // threads)))
 
 
-@cuda.jit(device=True)
-def block_sum(value):
-    """The float64 sum of `value` over the block's threads, in a fixed tree; valid in thread 0.
-    Every thread of the block must call it."""
-    shared = cuda.shared.array(THREADS, float64)
-    t = cuda.threadIdx.x
-    shared[t] = value
-    cuda.syncthreads()
-    step = THREADS // 2
-    while step > 0:
-        if t < step:
-            shared[t] += shared[t + step]
+def _block_reduction(combine, what):
+    """A device function reducing `value` over the block's threads with `combine`, in a fixed
+    tree (the same order every run); every thread of the block must call it, and every thread
+    gets the result."""
+    @cuda.jit(device=True)
+    def reduce(value):
+        shared = cuda.shared.array(THREADS, float64)
+        t = cuda.threadIdx.x
+        shared[t] = value
         cuda.syncthreads()
-        step //= 2
-    total = shared[0]
-    cuda.syncthreads()   # the array is reused by the caller's next block_sum
-    return total
+        step = THREADS // 2
+        while step > 0:
+            if t < step:
+                shared[t] = combine(shared[t], shared[t + step])
+            cuda.syncthreads()
+            step //= 2
+        total = shared[0]
+        cuda.syncthreads()   # the array is reused by the caller's next reduction
+        return total
+    reduce.__doc__ = f"The float64 {what} of `value` over the block's threads, in every thread."
+    return reduce
 
 
-@cuda.jit(device=True)
-def block_max(value):
-    """The maximum of `value` over the block's threads (exact in any order), in every thread."""
-    shared = cuda.shared.array(THREADS, float64)
-    t = cuda.threadIdx.x
-    shared[t] = value
-    cuda.syncthreads()
-    step = THREADS // 2
-    while step > 0:
-        if t < step and shared[t + step] > shared[t]:
-            shared[t] = shared[t + step]
-        cuda.syncthreads()
-        step //= 2
-    total = shared[0]
-    cuda.syncthreads()
-    return total
+@cuda.jit(device=True, inline=True)
+def _add(a, b):
+    return a + b
+
+
+@cuda.jit(device=True, inline=True)
+def _larger(a, b):
+    return b if b > a else a
+
+
+block_sum = _block_reduction(_add, "sum")
+block_max = _block_reduction(_larger, "maximum")
 
 
 @cuda.jit(device=True)
@@ -222,7 +222,10 @@ class Device:
 
     # ------------------------------------------------------------------ checks
     def input(self, obj, name, dtype=None):
-        """A differentiable input: (caller's array made C-contiguous, view); float32/float64."""
+        """A differentiable input: (caller's array made C-contiguous, view); float32/float64.
+        (torch tensors are taken detached: a parameter's product runs outside autograd.)"""
+        if type(obj).__module__.split(".")[0] == "torch":
+            obj = obj.detach()
         view = self.view(obj, name)
         if view.dtype not in FLOAT_DTYPES:
             fail(TypeError, name, "a float32 or float64 array", f"dtype {view.dtype}")
@@ -244,9 +247,11 @@ class Device:
         from .pointwise import count_outside
         return count_outside(self, arr, lo, hi, nan_is_bad)
 
-    @staticmethod
-    def to_host(view):
-        return view.copy_to_host()
+    def to_host(self, view):
+        """A copy of a (small) device array on the host, after the caller's queued work."""
+        host = view.copy_to_host(stream=self.stream)
+        self.stream.synchronize()
+        return host
 
     def operand(self, obj, name, dtype=None):
         """A non-differentiable array (target, weight, var...): real numbers, any dtype (the

@@ -216,7 +216,7 @@ def _normalize_rows(z, norms, v, offset, root):
         acc = 0.0
         for k in range(cuda.threadIdx.x, D, THREADS):
             acc += float64(z[r, k]) * float64(z[r, k])
-        n = math.sqrt(block_share(block_sum(acc)))
+        n = math.sqrt(block_sum(acc))
         if cuda.threadIdx.x == 0:
             norms[r] = n
         factor = 1.0 / (max(n, _NORMALIZE_EPS) * root)
@@ -234,7 +234,7 @@ def _normalize_backward(g, z, norms):
         acc = 0.0
         for k in range(cuda.threadIdx.x, D, THREADS):
             acc += float64(g[r, k]) * float64(z[r, k])
-        dot = block_share(block_sum(acc))
+        dot = block_sum(acc)
         for k in range(cuda.threadIdx.x, D, THREADS):
             if n > _NORMALIZE_EPS:
                 g[r, k] = (g[r, k] - dot / (n * n) * z[r, k]) / n

@@ -250,7 +250,7 @@ def count_outside(dev, arr, lo, hi, nan_is_bad):
     blocks = grid(flat.shape[0])
     partials = dev.partials(blocks)
     dev.launch(_count_outside, blocks, THREADS, flat, lo, hi, nan_is_bad, partials)
-    return int(partials.copy_to_host(stream=dev.stream).sum())
+    return int(dev.to_host(partials).sum())
 
 
 def _plan(operand, name, shape, dummy):

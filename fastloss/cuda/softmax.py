@@ -369,7 +369,7 @@ def margin_rows(crit, arrays, want_grad, out, grad_output, partial=False):
             flat = target.reshape(-1)
             partials = dev.partials(grid(rows))
             dev.launch(_count_bad_multilabel, grid(rows), THREADS, flat, rows, C, partials)
-            if partials.copy_to_host(stream=dev.stream).sum():   # the CPU path's check names the entry
+            if dev.to_host(partials).sum():   # the CPU path's check names the entry
                 crit._cpu((dev.to_host(x), dev.to_host(target)), False, None, None)
         else:
             weight = _class_weight(crit.weight, C, dtype)
