@@ -108,6 +108,7 @@ CASES = [   # (id, criterion, arrays(rng, dtype))
     ("ce-probabilities", fl.CrossEntropyLoss(label_smoothing=0.2, weight=np.linspace(0.5, 2, 5)),
      lambda r, d: [normal(r, (4, 5, 3)), np.moveaxis(r.dirichlet(np.ones(5), (4, 3)), -1, 1)]),
     ("ce-one-row", fl.CrossEntropyLoss(), lambda r, d: [normal(r, (5,)), np.array(3)]),
+    ("ce-narrow-rows", fl.CrossEntropyLoss(label_smoothing=0.3), lambda r, d: [normal(r, (9, 1)), np.zeros(9, int)]),
     ("softmax_focal", fl.SoftmaxFocalLoss(gamma=1.5, weight=np.linspace(0.5, 2, 5)),
      lambda r, d: [normal(r, (6, 5)), labels(r, (6,), 5)]),
     ("nll", fl.NLLLoss(weight=np.linspace(0.5, 2, 5)),
@@ -252,7 +253,8 @@ BAD = [
      TypeError, "linear_weight: expected dtype float64"),
     (lambda: fl.NTXentLoss()(dev(np.zeros((2, 3))), dev(np.zeros((3, 3)))), ValueError, r"z2: expected shape \(2, 3\)"),
     (lambda: fl.MSELoss().partial(dev(np.zeros(3)), dev(np.zeros(3))), NotImplementedError, "partial states are for host arrays"),
-    (lambda: fl.CrossEntropyLoss().grad_hess(dev(np.zeros((2, 3))), dev(np.array([0, 1]))), NotImplementedError, "grad_hess"),
+    (lambda: fl.CrossEntropyLoss(softcap=2.0).grad_hess(dev(np.zeros((2, 3))), dev(np.array([0, 1]))), NotImplementedError,
+     "no hessian with softcap"),
 ]
 
 
@@ -269,10 +271,21 @@ def test_nothing_is_written_on_a_bad_target():
     assert (host(out) == 7.0).all()
 
 
-def test_hessian_of_the_pointwise_family():
-    rng = np.random.default_rng(3)
-    x, y = rng.standard_normal(S), rng.uniform(0, 1, S)
-    for crit in (fl.MSELoss(), fl.BCEWithLogitsLoss(), fl.HuberLoss(reduction="sum")):
-        expected, ours = crit.grad_hess(x, y), crit.grad_hess(dev(x), dev(y))
-        assert_matches(ours.grad, expected.grad, np.float64, "grad")
-        assert_matches(ours.hess, expected.hess, np.float64, "hess")
+HESSIANS = [   # (criterion, arrays(rng)): every kernel with a hessian mode
+    (fl.MSELoss(), lambda r: [normal(r, S), normal(r, S)]),
+    (fl.BCEWithLogitsLoss(pos_weight=np.linspace(1, 2, 5)), lambda r: [normal(r, S), unit(r, S)]),
+    (fl.HuberLoss(reduction="sum"), lambda r: [normal(r, S), normal(r, S)]),
+    (fl.CrossEntropyLoss(weight=np.linspace(0.5, 2, 5), label_smoothing=0.1, z_loss=0.01),
+     lambda r: [normal(r, (6, 5)), labels(r, (6,), 5)]),
+    (fl.CrossEntropyLoss(reduction="sum"), lambda r: [normal(r, (3, 5, 2)), np.moveaxis(r.dirichlet(np.ones(5), (3, 2)), -1, 1)]),
+    (fl.SoftmaxFocalLoss(gamma=1.5, reduction="none"), lambda r: [normal(r, (6, 5)), labels(r, (6,), 5)]),
+]
+
+
+@pytest.mark.parametrize("crit,make", HESSIANS, ids=[type(c).__name__ for c, _ in HESSIANS])
+def test_hessian_matches_the_cpu_path(crit, make):
+    arrays = make(np.random.default_rng(3))
+    expected, ours = crit.grad_hess(*arrays), crit.grad_hess(*map(dev, arrays))
+    assert type(ours.hess) is type(dev(arrays[0]))
+    assert_matches(ours.grad, expected.grad, np.float64, "grad")
+    assert_matches(ours.hess, expected.hess, np.float64, "hess")

@@ -170,7 +170,7 @@ def pair_loss(crit, arrays, want_grad, out, grad_output, partial=False):
     from .._criterion import LossAndGrad
     from ._device import Device
     from .softmax import _grad_output, host_only
-    host_only(crit, partial=partial)
+    host_only(crit, partial)
     dev = Device(arrays)
     names = crit.differentiable
     inputs = [view for _, view in _embeddings(dev, arrays, names)]
@@ -261,7 +261,7 @@ def nt_xent(crit, arrays, want_grad, out, grad_output):
     from .._arrays import fail
     from .._criterion import LossAndGrad
     from ._device import Device
-    from .softmax import ROW_GO, _grad_output, _slice, rows_kernel
+    from .softmax import _grad_output, _slice, row_blocks, rows_kernel
     dev = Device(arrays)
     z = [dev.input(a, name) for a, name in zip(arrays, crit.differentiable)]
     if z[0][1].ndim != 2:
@@ -285,7 +285,7 @@ def nt_xent(crit, arrays, want_grad, out, grad_output):
     positives = dev.upload((np.arange(M) + N) % M)
     rows = max(1, min(N, crit.chunk_rows or max(256, 8 * D)))
     similarities = dev.empty((rows, M), dtype)
-    blocks = grid(rows, 1)
+    blocks = row_blocks(rows, M, 1)
     chunks = [(h, r0) for h in range(2) for r0 in range(0, N, rows)]
     partials = None if none else dev.partials(len(chunks) * blocks)
     row_go = go is not None and go.shape[0] == M and none

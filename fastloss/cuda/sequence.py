@@ -104,7 +104,7 @@ def ctc(crit, arrays, want_grad, out, grad_output, partial=False):
     from ..losses.sequence import _lengths
     from ._device import Device
     from .softmax import _grad_output, host_only
-    host_only(crit, partial=partial)
+    host_only(crit, partial)
     dev = Device(arrays[:1])
     _, lp = dev.input(arrays[0], "log_probs")
     if lp.ndim not in (2, 3):

@@ -19,40 +19,65 @@ _TYPES = {np.dtype(np.float32): float32, np.dtype(np.float64): float64}
 NO_GO, ROW_GO, SCALAR_GO = 0, 1, 2   # grad_output: none, one per row, one device scalar
 
 
+# rows of at most this many classes, and K-dimensional rows (their classes lie D apart, their
+# positions side by side), run a thread each, so that neighbouring threads read neighbouring
+# memory; wider rows run a block each, its threads over the classes
+SMALL_C = THREADS // 4
+
+
+def _thread_per_row(C, D):
+    return D > 1 or C <= SMALL_C
+
+
+def row_blocks(rows, C, D):
+    """The row kernel's blocks for `rows` rows: a function of the shape alone (determinism)."""
+    return grid(rows) if _thread_per_row(C, D) else grid(rows, 1)
+
+
+@cuda.jit(device=True, inline=True)
+def _same(value):
+    return value
+
+
 @functools.lru_cache(maxsize=None)
-def _row_kernel(dtype, grad, none, prob, softcap, focal, log_probs):
+def _row_kernel(dtype, grad, none, prob, softcap, focal, log_probs, hess, per_thread):
     """The row loop for one combination of modes (compile-time flags, so each variant is
     straight code): grad writes d loss / d input; none writes per-row losses; prob reads
     class probabilities; softcap maps the logits through c tanh(x / c); focal is the focal
-    loss; log_probs is NLLLoss (no log-sum-exp)."""
+    loss; log_probs is NLLLoss (no log-sum-exp); hess writes the hessian's diagonal;
+    per_thread runs a row per thread (else a block per row, its threads over the classes)."""
     R = _TYPES[dtype]
+    row_sum, row_max = (_same, _same) if per_thread else (block_sum, block_max)
 
     @cuda.jit
     def kernel(x, rows, C, D, target, target_prob, weight, has_weight, weight_total, ignore, eps, z_loss, cap,
-               gamma, scale_ce, scale_z, z_ratio, go, go_mode, loss_out, g, partials):
-        t_id = cuda.threadIdx.x
+               gamma, scale_ce, scale_z, z_ratio, go, go_mode, loss_out, g, h, partials):
+        lane, lanes = (0, 1) if per_thread else (cuda.threadIdx.x, THREADS)
+        first, step = (cuda.grid(1), cuda.gridsize(1)) if per_thread else (cuda.blockIdx.x, cuda.gridDim.x)
         block_loss = 0.0
-        for r in range(cuda.blockIdx.x, rows, cuda.gridDim.x):
+        for r in range(first, rows, step):
             base = (r // D) * C * D + r % D
             t = -1
             if not prob:
                 t = target[r]
                 if t == ignore:   # the whole row is 0, its gradient too
-                    if none and t_id == 0:
+                    if none and lane == 0:
                         loss_out[r] = 0
                     if grad:
-                        for c in range(t_id, C, THREADS):
+                        for c in range(lane, C, lanes):
                             g[base + c * D] = 0
+                            if hess:
+                                h[base + c * D] = 0
                     continue
             # pass 1: max and sum of exps (online, per thread), smoothing and probability sums
             m, s, wz, wp, wpz = -math.inf, 0.0, 0.0, 0.0, 0.0
-            for c in range(t_id, C if not log_probs else 0, THREADS):
+            for c in range(lane, C if not log_probs else 0, lanes):
                 z = x[base + c * D]
                 if softcap:
                     z = R(cap) * math.tanh(z / R(cap))
                 if not log_probs:
-                    if z > m:
-                        s = s * math.exp(m - z) + 1.0 if m > -math.inf else 1.0
+                    if z > m:   # (from m = -inf: 0 * 0 + 1, or a NaN seen before stays NaN)
+                        s = s * math.exp(m - z) + 1.0
                         m = z
                     elif z != -math.inf:   # (a masked -inf adds nothing; a NaN propagates)
                         s += math.exp(R(z - m))
@@ -65,9 +90,9 @@ def _row_kernel(dtype, grad, none, prob, softcap, focal, log_probs):
                     wz += w * z
             lse = 0.0
             if not log_probs:
-                row_max = block_max(m)
-                s = s * math.exp(m - row_max) if m > -math.inf else 0.0
-                lse = row_max + math.log(block_sum(s))
+                peak = row_max(m)
+                s = s * math.exp(m - peak) if m > -math.inf else s
+                lse = peak + math.log(row_sum(s))
             w_t, z_t = 1.0, 0.0
             if not prob:
                 w_t = float64(weight[t]) if has_weight else 1.0
@@ -75,8 +100,9 @@ def _row_kernel(dtype, grad, none, prob, softcap, focal, log_probs):
                 if softcap:
                     z_t = cap * math.tanh(z_t / cap)
             # the row's loss and the gradient's coefficients: g_c = a p_c - b [c = t] - e w_c (- f w_c p'_c)
+            f1 = f2 = pt = 0.0
             if prob:
-                wp, wpz = block_sum(wp), block_sum(wpz)
+                wp, wpz = row_sum(wp), row_sum(wpz)
                 loss = wp * lse - wpz
                 a, b = wp, 0.0
             elif focal:
@@ -87,18 +113,22 @@ def _row_kernel(dtype, grad, none, prob, softcap, focal, log_probs):
                 loss = -w_t * qg * log_pt
                 dq = gamma * pt * q ** (gamma - 1) * log_pt if gamma > 0 else 0.0
                 a = b = w_t * (qg - dq)
+                if hess:   # d(-f)/dp and d2(-f)/dp2 of f(p) = (1 - p)^gamma log p, at p_t
+                    f1 = gamma * q ** (gamma - 1) * log_pt - qg / pt
+                    f2 = -gamma * (gamma - 1) * q ** (gamma - 2) * log_pt + 2 * gamma * q ** (gamma - 1) / pt + qg / (pt * pt)
             else:
-                wz = block_sum(wz) if eps > 0 else 0.0
+                wz = row_sum(wz) if eps > 0 else 0.0
                 loss = (1 - eps) * w_t * (lse - z_t) + eps / C * (weight_total * lse - wz)
                 a, b = (1 - eps) * w_t + eps / C * weight_total, (1 - eps) * w_t
             e = 0.0 if prob or focal else eps / C
             if z_loss > 0:
                 loss += z_ratio * z_loss * lse * lse
-            if none and t_id == 0:
+            if none and lane == 0:
                 loss_out[r] = loss
             block_loss += loss
             if grad:
-                cuda.syncthreads()   # every thread has read z_t: g may overwrite x (LinearCE's chunks)
+                if not per_thread:
+                    cuda.syncthreads()   # every thread has read z_t: g may overwrite x (LinearCE's chunks)
                 row_go = 1.0
                 if go_mode == ROW_GO:
                     row_go = float64(go[r])
@@ -106,7 +136,7 @@ def _row_kernel(dtype, grad, none, prob, softcap, focal, log_probs):
                     row_go = float64(go[0])
                 k = scale_ce * row_go
                 kz = 2.0 * z_loss * lse * scale_z * row_go
-                for c in range(t_id, C, THREADS):
+                for c in range(lane, C, lanes):
                     i = base + c * D
                     z = x[i]
                     dcap = R(1)
@@ -121,31 +151,39 @@ def _row_kernel(dtype, grad, none, prob, softcap, focal, log_probs):
                     elif c == t:
                         d -= b
                     g[i] = R((k * d + kz * p) * dcap)
-        block_loss = block_share(block_loss)
-        if not none and t_id == 0:
+                    if hess:   # cross entropy a p (1 - p) plus the z-loss's; the focal row through p_t
+                        p64 = float64(p)
+                        if focal:
+                            dd = (1.0 if c == t else 0.0) - p64
+                            h[i] = R(k * w_t * (f2 * pt * pt * dd * dd + f1 * pt * (dd * dd - p64 * (1 - p64))))
+                        else:
+                            h[i] = R(k * a * p64 * (1 - p64)
+                                     + scale_z * row_go * 2 * z_loss * (p64 * p64 + lse * p64 * (1 - p64)))
+        block_loss = block_sum(block_loss) if per_thread else block_share(block_loss)
+        if not none and cuda.threadIdx.x == 0:
             partials[cuda.blockIdx.x] = block_loss
     return kernel
 
 
 def rows_kernel(dev, x, rows, C, D, target, target_prob, weight, weight_total, ignore, eps, z_loss, softcap,
-                gamma, scale_ce, scale_z, z_ratio, go, loss_out, grad, log_probs=False, partials=None):
+                gamma, scale_ce, scale_z, z_ratio, go, loss_out, grad, log_probs=False, partials=None, hess=None):
     """Launch the row kernel over device views (x flat; target (rows,) or None; target_prob
     flat or None; weight (C,) or None; go: None, a (rows,) array, or a one-element array read
-    as a scalar); returns the block partials (None for 'none'). `partials`: where the blocks
-    write them (one launch block each), else a fresh array."""
+    as a scalar; hess: the hessian's diagonal, flat, or None); returns the block partials (None
+    for 'none'). `partials`: where the blocks write them (`row_blocks` of them), else a fresh array."""
     dummy = x
     none = loss_out is not None
-    blocks = grid(rows, 1) if none or partials is None else partials.shape[0]
+    blocks = partials.shape[0] if partials is not None and not none else row_blocks(rows, C, D)
     partials = dummy if none else dev.partials(blocks) if partials is None else partials
     kernel = _row_kernel(x.dtype, grad is not None, none, target_prob is not None, bool(softcap), gamma >= 0,
-                         log_probs)
+                         log_probs, hess is not None, _thread_per_row(C, D))
     if rows:
         dev.launch(kernel, blocks, THREADS, x, rows, C, D, dummy if target is None else target,
                    dummy if target_prob is None else target_prob, dummy if weight is None else weight,
                    weight is not None, float(weight_total), int(ignore), float(eps), float(z_loss),
                    float(softcap or 0.0), float(max(gamma, 0.0)), float(scale_ce), float(scale_z), float(z_ratio),
                    dummy if go is None else go, go_mode(go, rows, none), dummy if loss_out is None else loss_out,
-                   dummy if grad is None else grad, partials)
+                   dummy if grad is None else grad, dummy if hess is None else hess, partials)
     elif not none and partials.shape[0]:
         dev.fill(partials, 0.0)
     return None if none else partials
@@ -171,13 +209,11 @@ def _grad_output(dev, grad_output, loss_shape, none):
     return 1.0, view.reshape(1)
 
 
-def host_only(crit, hess=False, partial=False):
-    """The modes that stay on the host: partial states (exact expansions for evaluating
-    prediction sets in slices) and, in this family, the hessian."""
+def host_only(crit, partial=False):
+    """The mode that stays on the host: partial states (exact expansions for evaluating
+    prediction sets in slices, whose blocks the CPU kernels fix)."""
     if partial:
         raise NotImplementedError(f"{type(crit).__name__}: partial states are for host arrays")
-    if hess:
-        raise NotImplementedError(f"{type(crit).__name__}: grad_hess is for host arrays in this family")
 
 
 def cross_entropy(crit, arrays, want_grad, out, grad_output, hess=False, partial=False, log_probs=False):
@@ -185,11 +221,12 @@ def cross_entropy(crit, arrays, want_grad, out, grad_output, hess=False, partial
     device arrays. Class-index targets are checked on the host, with the CPU path's own code
     (a bad index raises before anything is written, and 'mean' divides by the same exact sum
     of weights): one copy of N integers and one synchronisation; the logits never leave."""
-    from .._criterion import LossAndGrad
-    from .._criterion import expansion_value
+    from .._criterion import GradHess, LossAndGrad, expansion_value
     from ..losses.softmax import _class_targets, _class_weight, _layout, _weight_total
     from ._device import Device
-    host_only(crit, hess, partial)
+    host_only(crit, partial)
+    if hess and crit.softcap:
+        raise NotImplementedError(f"{type(crit).__name__}: no hessian with softcap")
     dev = Device(arrays)
     _, x = dev.input(arrays[0], "input")
     N, C, D, target_shape = _layout(x)
@@ -213,6 +250,7 @@ def cross_entropy(crit, arrays, want_grad, out, grad_output, hess=False, partial
     scale_z = factor if none else factor / z_divisor if z_divisor else 0.0
     (grad_obj, grad), = dev.gradients((x.shape,), dtype, out, ("input",)) if want_grad else [(None, None)]
     loss_obj, loss_out = dev.empty(target_shape, dtype) if none else (None, None)
+    hess_obj, hess_view = dev.empty(tuple(x.shape), dtype) if hess else (None, None)
     weight_total = _weight_total(weight, C)
     partials = rows_kernel(
         dev, x.reshape(-1), rows, C, D, None if prob else target.reshape(-1) if target.ndim else target.reshape(1),
@@ -221,7 +259,9 @@ def cross_entropy(crit, arrays, want_grad, out, grad_output, hess=False, partial
         None if log_probs else crit.softcap, -1.0 if log_probs else crit._focal_gamma, scale_ce, scale_z,
         ce_divisor / z_divisor if z_divisor else 0.0, go,
         None if loss_out is None else loss_out.reshape(-1) if loss_out.ndim else loss_out.reshape(1),
-        None if grad is None else grad.reshape(-1), log_probs)
+        None if grad is None else grad.reshape(-1), log_probs, hess=None if hess_view is None else hess_view.reshape(-1))
+    if hess:
+        return GradHess(grad_obj, hess_obj)
     loss = loss_obj if none else dev.finish(partials, ce_divisor, dtype)
     return LossAndGrad(loss, grad_obj)
 
@@ -348,7 +388,7 @@ def margin_rows(crit, arrays, want_grad, out, grad_output, partial=False):
     from .._criterion import LossAndGrad
     from ..losses.softmax import _class_targets, _class_weight
     from ._device import Device
-    host_only(crit, partial=partial)
+    host_only(crit, partial)
     dev = Device(arrays)
     _, x = dev.input(arrays[0], "input")
     if x.ndim not in (1, 2):
@@ -430,7 +470,7 @@ def linear_cross_entropy(crit, arrays, want_grad, out, grad_output, partial=Fals
     from .._criterion import LossAndGrad, expansion_value
     from ..losses.softmax import _class_weight, _linear_shapes, _weight_total
     from ._device import Device
-    host_only(crit, partial=partial)
+    host_only(crit, partial)
     dev = Device([a for a in arrays if a is not None])
     x, w = dev.input(arrays[0], "input"), dev.input(arrays[1], "linear_weight")
     bias = None if arrays[3] is None else dev.input(arrays[3], "linear_bias")
@@ -451,7 +491,7 @@ def linear_cross_entropy(crit, arrays, want_grad, out, grad_output, partial=Fals
     loss_obj, loss_out = dev.empty(target_shape, dtype) if none else (None, None)
     rows = crit._chunk(N, H, C)
     logits = dev.empty((min(rows, N), C), dtype)
-    blocks = grid(rows, 1)
+    blocks = row_blocks(rows, C, 1)
     partials = None if none else dev.partials(-(-N // rows) * blocks)
     X = _rows_of(x, N, H)
     flat_target = target.reshape(-1) if target.ndim else target.reshape(1)
@@ -602,7 +642,7 @@ def dice(crit, arrays, want_grad, out, grad_output, partial=False):
     from .._criterion import LossAndGrad
     from ..losses.softmax import _class_targets
     from ._device import Device
-    host_only(crit, partial=partial)
+    host_only(crit, partial)
     dev = Device(arrays)
     _, x = dev.input(arrays[0], "input")
     shape = tuple(x.shape)
