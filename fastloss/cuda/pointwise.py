@@ -26,7 +26,7 @@ HESSIAN = {"l1", "mse", "smooth_l1", "huber", "soft_margin", "bce_with_logits", 
 
 def _points(R):
     """The point functions in dtype R (float32 or float64): {kernel name: function}."""
-    zero, one, two, half = R(0), R(1), R(2), R(0.5)
+    zero, one, two = R(0), R(1), R(2)
     tiny_normal = R(np.finfo(np.float32 if R is float32 else np.float64).tiny)
     bce_eps, log_2pi = R(1e-12), R(LOG_2PI)
     jit = cuda.jit(device=True, inline=True)

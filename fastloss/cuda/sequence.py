@@ -36,7 +36,7 @@ def _ctc_kernel(dtype, grad_wanted):
     @cuda.jit
     def kernel(lp, T, N, C, targets, offsets, in_len, tgt_len, blank, grad_scale, go, row_go, zero_infinity,
                per_length, alpha, beta, terms, losses, grad):
-        tid, width = cuda.threadIdx.x, alpha.shape[2]
+        tid = cuda.threadIdx.x
         for b in range(cuda.blockIdx.x, N, cuda.gridDim.x):
             Tb, L, off = in_len[b], tgt_len[b], offsets[b]
             S = 2 * L + 1

@@ -1,0 +1,146 @@
+"""The GPU tests' table of cases, shared by test_cuda.py (the simulator or a GPU) and
+compile_check.py (every kernel compiled for the GPU with numba's CUDA compiler, no GPU needed).
+`dev` puts a NumPy array where the kernels read it: `TO_DEVICE` (numba's `cuda.to_device`, or
+the compile check's stand-in)."""
+import numpy as np
+
+import fastloss as fl
+
+TO_DEVICE = None   # set by the importer: array -> device array
+
+
+def host(a):
+    return a.copy_to_host() if hasattr(a, "copy_to_host") else np.asarray(a)
+
+
+def dev(a):
+    return TO_DEVICE(np.array(a, order="C"))   # (np.ascontiguousarray makes 0-d arrays 1-d)
+
+
+def unit(rng, shape):
+    return rng.uniform(0.05, 0.95, shape)
+
+
+def normal(rng, shape):
+    return rng.standard_normal(shape)
+
+
+def signs(rng, shape):
+    return rng.choice([-1.0, 1.0], shape)
+
+
+def log_softmax(x, axis):
+    return x - np.log(np.exp(x - x.max(axis, keepdims=True)).sum(axis, keepdims=True)) - x.max(axis, keepdims=True)
+
+
+def labels(rng, shape, C, ignore=True):
+    t = rng.integers(0, C, shape)
+    if ignore and t.ndim:
+        t.reshape(-1)[0] = -100
+    return t
+
+
+def multilabel(rng, rows, C):
+    """MultiLabelMarginLoss targets: each row's classes, a repeated one too, then -1."""
+    t = np.full((rows, C), -1)
+    for r in range(rows):
+        k = rng.integers(0, C)
+        t[r, :k] = rng.choice(C, k, replace=False)
+    t[0, :3] = [2, 2, 1]
+    return t
+
+
+def soft_distance(x, y):
+    """A user's distance for TripletMarginWithDistanceLoss, sqrt(|x - y|^2 + 1e-3), on NumPy
+    or numba device arrays (here through the host: the plumbing is under test)."""
+    on_device = hasattr(x, "copy_to_host")
+    d = np.sqrt(((host(x) - host(y)) ** 2).sum(-1) + 1e-3)
+    return dev(d) if on_device else d
+
+
+def soft_distance_grad(x, y, g):
+    gx = (host(g) / np.sqrt(((host(x) - host(y)) ** 2).sum(-1) + 1e-3))[..., None] * (host(x) - host(y))
+    return (dev(gx), dev(-gx)) if hasattr(x, "copy_to_host") else (gx, -gx)
+
+
+S = (4, 5)   # the pointwise cases' input shape
+CASES = [   # (id, criterion, arrays(rng, dtype))
+    ("l1", fl.L1Loss(), lambda r, d: [normal(r, S), normal(r, S)]),
+    ("mse-broadcast", fl.MSELoss(), lambda r, d: [normal(r, S), normal(r, (5,))]),
+    ("mse-int-target", fl.MSELoss(), lambda r, d: [normal(r, S), r.integers(-2, 3, S)]),
+    ("smooth_l1", fl.SmoothL1Loss(beta=0.5), lambda r, d: [normal(r, S), normal(r, (4, 1))]),
+    ("smooth_l1-beta0", fl.SmoothL1Loss(beta=0.0), lambda r, d: [normal(r, S), normal(r, S)]),
+    ("huber", fl.HuberLoss(delta=0.3), lambda r, d: [normal(r, S), normal(r, S)]),
+    ("soft_margin", fl.SoftMarginLoss(), lambda r, d: [normal(r, S) * 30, signs(r, S)]),
+    ("bce-weight", fl.BCELoss(weight=np.linspace(0.5, 2, 5)), lambda r, d: [unit(r, S), unit(r, S)]),
+    ("bce_with_logits", fl.BCEWithLogitsLoss(weight=np.linspace(0.5, 2, 5), pos_weight=np.linspace(1, 3, 5)),
+     lambda r, d: [normal(r, S) * 20, unit(r, S)]),
+    ("poisson", fl.PoissonNLLLoss(), lambda r, d: [normal(r, S), r.poisson(2.0, S).astype(float)]),
+    ("poisson-rate-full", fl.PoissonNLLLoss(log_input=False, full=True),
+     lambda r, d: [unit(r, S) * 3, r.poisson(2.0, S).astype(float)]),
+    ("gaussian-var-full", fl.GaussianNLLLoss(full=True), lambda r, d: [normal(r, S), normal(r, S), unit(r, S)]),
+    ("gaussian-var-rows", fl.GaussianNLLLoss(), lambda r, d: [normal(r, S), normal(r, S), unit(r, (4,))]),
+    ("gaussian-var-slab", fl.GaussianNLLLoss(eps=0.1), lambda r, d: [normal(r, S), normal(r, S), unit(r, (1, 5))]),
+    ("gaussian-var-float", fl.GaussianNLLLoss(), lambda r, d: [normal(r, S), normal(r, S), 0.7]),
+    ("kl_div", fl.KLDivLoss(reduction="batchmean"),
+     lambda r, d: [log_softmax(normal(r, S), 1), np.where(r.random(S) < 0.2, 0.0, unit(r, S))]),
+    ("kl_div-log_target", fl.KLDivLoss(log_target=True), lambda r, d: [normal(r, S), normal(r, S)]),
+    ("hinge_embedding", fl.HingeEmbeddingLoss(margin=0.5), lambda r, d: [normal(r, S), signs(r, S)]),
+    ("margin_ranking", fl.MarginRankingLoss(margin=0.2), lambda r, d: [normal(r, S), normal(r, S), signs(r, S)]),
+    ("sigmoid_focal", fl.SigmoidFocalLoss(), lambda r, d: [normal(r, S), unit(r, S)]),
+    ("sigmoid_focal-gamma", fl.SigmoidFocalLoss(alpha=-1, gamma=1.5), lambda r, d: [normal(r, S), unit(r, S)]),
+    ("ce", fl.CrossEntropyLoss(), lambda r, d: [normal(r, (6, 5)), labels(r, (6,), 5)]),
+    ("ce-weight-smoothing", fl.CrossEntropyLoss(weight=np.linspace(0.5, 2, 5), label_smoothing=0.1),
+     lambda r, d: [normal(r, (6, 5)), labels(r, (6,), 5)]),
+    ("ce-kdim-zloss-softcap", fl.CrossEntropyLoss(z_loss=1e-2, softcap=2.0),
+     lambda r, d: [normal(r, (3, 5, 2, 2)), labels(r, (3, 2, 2), 5)]),
+    ("ce-probabilities", fl.CrossEntropyLoss(label_smoothing=0.2, weight=np.linspace(0.5, 2, 5)),
+     lambda r, d: [normal(r, (4, 5, 3)), np.moveaxis(r.dirichlet(np.ones(5), (4, 3)), -1, 1)]),
+    ("ce-one-row", fl.CrossEntropyLoss(), lambda r, d: [normal(r, (5,)), np.array(3)]),
+    ("ce-narrow-rows", fl.CrossEntropyLoss(label_smoothing=0.3), lambda r, d: [normal(r, (9, 1)), np.zeros(9, int)]),
+    ("softmax_focal", fl.SoftmaxFocalLoss(gamma=1.5, weight=np.linspace(0.5, 2, 5)),
+     lambda r, d: [normal(r, (6, 5)), labels(r, (6,), 5)]),
+    ("nll", fl.NLLLoss(weight=np.linspace(0.5, 2, 5)),
+     lambda r, d: [log_softmax(normal(r, (3, 5, 2)), 1), labels(r, (3, 2), 5)]),
+    ("multi_margin-p2-weight", fl.MultiMarginLoss(p=2, margin=0.7, weight=np.linspace(0.5, 2, 5)),
+     lambda r, d: [normal(r, (6, 5)), labels(r, (6,), 5, ignore=False)]),
+    ("multilabel_margin", fl.MultiLabelMarginLoss(), lambda r, d: [normal(r, (4, 5)), multilabel(r, 4, 5)]),
+    ("multilabel_soft_margin", fl.MultiLabelSoftMarginLoss(weight=np.linspace(0.5, 2, 5)),
+     lambda r, d: [normal(r, (4, 5)), unit(r, (4, 5))]),
+    ("dice-multiclass-ignore", fl.DiceLoss("multiclass", ignore_index=-100, smooth=0.5),
+     lambda r, d: [normal(r, (2, 3, 2, 3)), labels(r, (2, 2, 3), 3)]),
+    ("dice-multilabel", fl.DiceLoss("multilabel"), lambda r, d: [normal(r, (2, 3, 5)), r.integers(0, 2, (2, 3, 5)) * 1.0]),
+    ("dice-binary-probabilities", fl.DiceLoss("binary", from_logits=False),
+     lambda r, d: [unit(r, (3, 1, 4)), r.integers(0, 2, (3, 1, 4)) * 1.0]),
+    ("linear_ce-bias-chunks", fl.LinearCrossEntropyLoss(label_smoothing=0.1, chunk_rows=2),
+     lambda r, d: [normal(r, (5, 3)), normal(r, (6, 3)), labels(r, (5,), 6), normal(r, (6,))]),
+    ("linear_ce-probabilities", fl.LinearCrossEntropyLoss(weight=np.linspace(0.5, 2, 4)),
+     lambda r, d: [normal(r, (3, 2)), normal(r, (4, 2)), r.dirichlet(np.ones(4), 3), None]),
+    ("nt_xent-chunks", fl.NTXentLoss(temperature=0.3, chunk_rows=2), lambda r, d: [normal(r, (3, 4)), normal(r, (3, 4))]),
+    ("triplet-callable-swap", fl.TripletMarginWithDistanceLoss(distance_function=(soft_distance, soft_distance_grad),
+                                                               swap=True, margin=1.5),
+     lambda r, d: [normal(r, (5, 4)) for _ in range(3)]),
+    ("triplet", fl.TripletMarginLoss(margin=2.0), lambda r, d: [normal(r, (5, 7)) for _ in range(3)]),
+    ("triplet-p-swap", fl.TripletMarginLoss(p=1.5, swap=True, margin=2.0), lambda r, d: [normal(r, (5, 7)) for _ in range(3)]),
+    ("triplet-cosine", fl.TripletMarginWithDistanceLoss(distance_function="cosine", swap=True),
+     lambda r, d: [normal(r, (5, 7)) for _ in range(3)]),
+    ("cosine_embedding", fl.CosineEmbeddingLoss(margin=0.1), lambda r, d: [normal(r, (5, 7)), normal(r, (5, 7)), signs(r, 5)]),
+    ("contrastive", fl.ContrastiveLoss(margin=4.0), lambda r, d: [normal(r, (5, 7)), normal(r, (5, 7)), r.integers(0, 2, 5)]),
+    ("ctc-padded", fl.CTCLoss(), lambda r, d: [log_softmax(normal(r, (6, 3, 5)), 2), r.integers(1, 5, (3, 3)),
+                                               np.array([6, 5, 4]), np.array([3, 2, 0])]),
+    ("ctc-concatenated-zero_infinity", fl.CTCLoss(blank=4, zero_infinity=True),
+     lambda r, d: [log_softmax(normal(r, (5, 3, 5)), 2), r.integers(0, 4, 6), np.array([5, 1, 4]), np.array([2, 3, 1])]),
+]
+IDS = [c[0] for c in CASES]
+HOST_ARGUMENTS = {"input_lengths", "target_lengths"}   # CTC's lengths stay on the host
+
+
+def build(case, reduction, dtype, seed=0):
+    name, crit, make = case
+    crit = crit._with_reduction(reduction)
+    rng = np.random.default_rng(seed)
+    arrays = make(rng, dtype)
+    arrays = [a.astype(dtype) if isinstance(a, np.ndarray) and a.dtype.kind == "f" else a for a in arrays]
+    on_device = [a if a is None or isinstance(a, float) or name in HOST_ARGUMENTS else dev(a)
+                 for a, name in zip(arrays, crit.arguments)]
+    return crit, arrays, on_device
