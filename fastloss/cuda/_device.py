@@ -26,6 +26,11 @@ THREADS = 4 if SIMULATOR else 256
 MAX_BLOCKS = 3 if SIMULATOR else 2048     # grid-stride launches stop here: enough to fill any card
 
 
+def flat(view):
+    """A device array as one dimension (a 0-d array as one element)."""
+    return view.reshape(view.size)
+
+
 def grid(n, threads=THREADS):
     """Blocks of a grid-stride launch over n items: a function of n alone (determinism)."""
     return max(1, min(MAX_BLOCKS, -(-n // threads)))
@@ -300,17 +305,25 @@ class Device:
                 result.append(self.empty(shape, dtype) if given is None else self.out(given, shape, dtype, name))
         return result
 
-    def host_scalar(self, value, name):
-        """grad_output of a reduced loss given as a host number, or a one-element device
-        array read on the device: (host factor, device array or None)."""
-        if value is None:
-            return 1.0, None
-        if isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool):
-            return float(value), None
-        view = self.view(value, name)
-        if view.size != 1:
-            fail(ValueError, name, "a scalar for a reduced loss", f"shape {tuple(view.shape)}")
+    def grad_output(self, grad_output, loss_shape, none):
+        """(host factor, device array or None): a host number scales the gradient; a device array
+        is read on the device, per row (for 'none', of the loss's shape) or as one scalar."""
+        if grad_output is None or isinstance(grad_output, (int, float, np.integer, np.floating)) \
+                and not isinstance(grad_output, bool):
+            return (1.0 if grad_output is None else float(grad_output)), None
+        view = self.operand(grad_output, "grad_output")
+        if none and tuple(view.shape) == tuple(loss_shape):
+            return 1.0, flat(view)
+        if view.size != 1 or (not none and view.ndim > 1):
+            fail(ValueError, "grad_output", f"shape {tuple(loss_shape)} (the loss's) or a scalar" if none
+                 else "a scalar for a reduced loss", f"shape {tuple(view.shape)}")
         return 1.0, view.reshape(1)
+
+    def row_scale(self, grad_output, loss_shape, none, divisor, want_grad):
+        """(the gradients' scale, grad_output's device array or None) of a loss with a value per
+        row: grad_output's host factor, over the divisor for a reduced loss (0 for none)."""
+        factor, go = self.grad_output(grad_output, loss_shape, none) if want_grad else (1.0, None)
+        return (factor if none else factor / divisor if divisor else 0.0), go
 
     def scaled(self, view, factor, dtype):
         """A one-element device array: view's value * factor, in dtype (read on the device)."""
@@ -340,14 +353,12 @@ class Device:
 
     def cast(self, src, dst):
         """dst[...] = src, converted to dst's dtype (views of one size)."""
-        flat = dst.reshape(-1) if dst.ndim else dst.reshape(1)
-        if flat.shape[0]:
-            self.launch(_cast, grid(flat.shape[0]), THREADS, src.reshape(-1) if src.ndim else src.reshape(1), flat)
+        if dst.size:
+            self.launch(_cast, grid(dst.size), THREADS, flat(src), flat(dst))
 
     def fill(self, view, value):
-        flat = view.reshape(-1) if view.ndim else view.reshape(1)
-        if flat.shape[0]:
-            self.launch(_fill, grid(flat.shape[0]), THREADS, flat, value)
+        if view.size:
+            self.launch(_fill, grid(view.size), THREADS, flat(view), value)
 
     # ------------------------------------------------------------------ launches
     def launch(self, kernel, blocks, threads, *args):

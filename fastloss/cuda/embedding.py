@@ -13,7 +13,7 @@ import math
 import numpy as np
 from numba import cuda, float32, float64
 
-from ._device import THREADS, block_share, block_sum, grid
+from ._device import THREADS, block_share, block_sum, flat, grid
 from .softmax import NO_GO, ROW_GO, go_mode
 
 _TYPES = {np.dtype(np.float32): float32, np.dtype(np.float64): float64}
@@ -169,7 +169,7 @@ def pair_loss(crit, arrays, want_grad, out, grad_output, partial=False):
     from .._arrays import fail
     from .._criterion import LossAndGrad
     from ._device import Device
-    from .softmax import _grad_output, host_only
+    from .softmax import host_only
     host_only(crit, partial)
     dev = Device(arrays)
     names = crit.differentiable
@@ -182,24 +182,23 @@ def pair_loss(crit, arrays, want_grad, out, grad_output, partial=False):
         y = dev.operand(arrays[-1], "target")
         if tuple(y.shape) != loss_shape:
             fail(ValueError, "target", f"shape {loss_shape} (one label per row)", tuple(y.shape))
-        y = y.reshape(-1) if y.ndim else y.reshape(1)
+        y = flat(y)
     none = crit.reduction == "none"
     divisor = rows if crit.reduction == "mean" else 1
-    factor, go = _grad_output(dev, grad_output, loss_shape, none) if want_grad else (1.0, None)
-    scale = factor if none else factor / divisor if divisor else 0.0
+    scale, go = dev.row_scale(grad_output, loss_shape, none, divisor, want_grad)
     grads = dev.gradients((shape,) * len(inputs), dtype, out, names) if want_grad else [(None, None)] * len(inputs)
     loss_obj, loss_out = dev.empty(loss_shape, dtype) if none else (None, None)
     p, eps, margin, swap = crit._kernel_options()
-    flat = [v.reshape(-1) for v in inputs] + [inputs[0].reshape(-1)] * (3 - len(inputs))
-    gflat = [inputs[0].reshape(-1) if g is None else g.reshape(-1) for _, g in grads] + [flat[0]] * (3 - len(grads))
+    flat_inputs = [flat(v) for v in inputs] + [flat(inputs[0])] * (3 - len(inputs))
+    flat_grads = [flat_inputs[0] if g is None else flat(g) for _, g in grads] + [flat_inputs[0]] * (3 - len(grads))
     blocks = grid(rows, 1)
-    partials = flat[0] if none else dev.partials(blocks)
+    partials = flat_inputs[0] if none else dev.partials(blocks)
     if rows and D:
-        dev.launch(_pair_kernel(dtype, crit._kernel_loss, want_grad, none), blocks, THREADS, *flat, rows, D,
-                   flat[0] if y is None else y, float(p), float(eps), float(margin), bool(swap), float(scale),
-                   flat[0] if go is None else go, go_mode(go, rows, none),
-                   flat[0] if loss_out is None else loss_out.reshape(-1) if loss_out.ndim else loss_out.reshape(1),
-                   *gflat, partials)
+        dev.launch(_pair_kernel(dtype, crit._kernel_loss, want_grad, none), blocks, THREADS, *flat_inputs, rows, D,
+                   flat_inputs[0] if y is None else y, float(p), float(eps), float(margin), bool(swap), float(scale),
+                   flat_inputs[0] if go is None else go, go_mode(go, rows, none),
+                   flat_inputs[0] if loss_out is None else flat(loss_out),
+                   *flat_grads, partials)
     elif not none:
         partials = dev.partials(0)
     loss = loss_obj if none else dev.finish(partials, divisor, dtype)
@@ -261,7 +260,7 @@ def nt_xent(crit, arrays, want_grad, out, grad_output):
     from .._arrays import fail
     from .._criterion import LossAndGrad
     from ._device import Device
-    from .softmax import _grad_output, _slice, row_blocks, rows_kernel
+    from .softmax import _slice, row_blocks, rows_kernel
     dev = Device(arrays)
     z = [dev.input(a, name) for a, name in zip(arrays, crit.differentiable)]
     if z[0][1].ndim != 2:
@@ -274,8 +273,7 @@ def nt_xent(crit, arrays, want_grad, out, grad_output):
     M, root = 2 * N, crit.temperature ** 0.5
     none = crit.reduction == "none"
     divisor = M if crit.reduction == "mean" else 1
-    factor, go = _grad_output(dev, grad_output, (M,), none) if want_grad else (1.0, None)
-    scale = factor if none else factor / divisor if divisor else 0.0
+    scale, go = dev.row_scale(grad_output, (M,), none, divisor, want_grad)
     grads = dev.gradients(((N, D), (N, D)), dtype, out, crit.differentiable) if want_grad else [(None, None)] * 2
     loss_obj, loss_out = dev.empty((M,), dtype) if none else (None, None)
     v = dev.empty((M, D), dtype)
@@ -297,9 +295,9 @@ def nt_xent(crit, arrays, want_grad, out, grad_output):
         s, v_chunk = _slice(similarities, 0, k), _slice(v, first, first + k)
         dev.matmul(v_chunk, v, s, trans_b=True)
         dev.launch(_mask_diagonal, grid(k), THREADS, s[1], first)
-        rows_kernel(dev, s[1].reshape(-1), k, M, 1, positives[first:first + k], None, None, float(M), -1, 0.0, 0.0,
+        rows_kernel(dev, flat(s[1]), k, M, 1, positives[first:first + k], None, None, float(M), -1, 0.0, 0.0,
                     None, -1.0, scale / root, 0.0, 0.0, go[first:first + k] if row_go else go,
-                    None if loss_out is None else loss_out[first:first + k], s[1].reshape(-1) if want_grad else None,
+                    None if loss_out is None else loss_out[first:first + k], flat(s[1]) if want_grad else None,
                     partials=None if partials is None else partials[i * blocks:(i + 1) * blocks])
         if not want_grad:
             continue
@@ -354,16 +352,12 @@ def triplet_with_callable(crit, arrays, want_grad, out, grad_output):
     from .._arrays import fail
     from .._criterion import LossAndGrad
     from ._device import Device
-    from .softmax import _grad_output
     distance, distance_grad = crit.distance_function
     dev = Device(arrays)
     inputs = _embeddings(dev, arrays, crit.differentiable)
     shape, dtype = tuple(inputs[0][1].shape), inputs[0][1].dtype
     rows = 1 if len(shape) == 1 else shape[0]
     loss_shape = () if len(shape) == 1 else (rows,)
-
-    def flat(view):
-        return view.reshape(-1) if view.ndim else view.reshape(1)
 
     def dist(i, j, what):
         d = dev.view(distance(inputs[i][0], inputs[j][0]), f"distance_function's d({what})")
@@ -375,8 +369,7 @@ def triplet_with_callable(crit, arrays, want_grad, out, grad_output):
     d_pn = dist(1, 2, "positive, negative") if crit.swap else d_an
     none = crit.reduction == "none"
     divisor = rows if crit.reduction == "mean" else 1
-    factor, go = _grad_output(dev, grad_output, loss_shape, none) if want_grad else (1.0, None)
-    scale = factor if none else factor / divisor if divisor else 0.0
+    scale, go = dev.row_scale(grad_output, loss_shape, none, divisor, want_grad)
     loss_obj, loss_out = dev.empty(loss_shape, dtype) if none else (None, None)
     coefs = [dev.empty(loss_shape, dtype) for _ in range(3)]
     blocks = grid(rows)

@@ -14,7 +14,7 @@ import numpy as np
 from numba import cuda, float32, float64
 
 from .._arrays import broadcast_plan, fail
-from ._device import THREADS, block_sum, grid
+from ._device import THREADS, block_sum, flat, grid
 
 FULL, CONSTANT, BROADCAST = 0, 1, 2
 MAXD = 4
@@ -246,10 +246,9 @@ def _count_outside(x, lo, hi, nan_is_bad, partials):
 
 def count_outside(dev, arr, lo, hi, nan_is_bad):
     """How many elements of a device array lie outside [lo, hi] (one synchronisation)."""
-    flat = arr.reshape(-1) if arr.ndim else arr.reshape(1)
-    blocks = grid(flat.shape[0])
+    blocks = grid(arr.size)
     partials = dev.partials(blocks)
-    dev.launch(_count_outside, blocks, THREADS, flat, lo, hi, nan_is_bad, partials)
+    dev.launch(_count_outside, blocks, THREADS, flat(arr), lo, hi, nan_is_bad, partials)
     return int(dev.to_host(partials).sum())
 
 
@@ -261,14 +260,13 @@ def _plan(operand, name, shape, dummy):
     if isinstance(operand, np.ndarray):
         return dummy, (CONSTANT,) + (1,) * MAXD + (0,) * MAXD, float(operand.reshape(-1)[0])
     plan = broadcast_plan(name, operand, shape)
-    flat = operand.reshape(-1) if operand.ndim else operand.reshape(1)
     if plan[1] is None:
-        return flat, (FULL,) + (1,) * MAXD + (0,) * MAXD, 0.0
+        return flat(operand), (FULL,) + (1,) * MAXD + (0,) * MAXD, 0.0
     sizes, strides = plan[1], plan[2]
     if len(sizes) > MAXD:
         fail(ValueError, name, f"a broadcast over at most {MAXD} collapsed dimensions", f"{len(sizes)}")
     pad = MAXD - len(sizes)
-    return flat, (BROADCAST,) + (1,) * pad + tuple(sizes) + (0,) * pad + tuple(strides), 0.0
+    return flat(operand), (BROADCAST,) + (1,) * pad + tuple(sizes) + (0,) * pad + tuple(strides), 0.0
 
 
 def run(dev, point_name, x, operands, options, g, loss_out, gx, ga, hx, slab):
@@ -276,8 +274,8 @@ def run(dev, point_name, x, operands, options, g, loss_out, gx, ga, hx, slab):
     the grad_output operand g (array, name); returns the block partials (None for 'none').
     slab: (slab_m, slab_q) of a broadcast dl/da, or None."""
     shape, n = tuple(x.shape), x.size
-    flat = x.reshape(-1) if x.ndim else x.reshape(1)
-    dummy = flat
+    flat_x = flat(x)
+    dummy = flat_x
     arrays, plan, constants = [], (), []
     for key in ("y", "a", "b", "g"):
         spec = g if key == "g" else operands.get(key)
@@ -291,15 +289,15 @@ def run(dev, point_name, x, operands, options, g, loss_out, gx, ga, hx, slab):
     none, grad_a = loss_out is not None, ga is not None and slab is None
     partials = dummy if none else dev.partials(blocks)
     kernel = _kernel(point_name, x.dtype, gx is not None, none, hx is not None, grad_a)
-    out = [dummy if v is None else v.reshape(-1) if v.ndim else v.reshape(1) for v in (loss_out, gx, ga if grad_a else None, hx)]
+    out = [dummy if v is None else flat(v) for v in (loss_out, gx, ga if grad_a else None, hx)]
     if n:
-        dev.launch(kernel, blocks, THREADS, n, flat, *arrays, plan, tuple(constants), o, *out, partials)
+        dev.launch(kernel, blocks, THREADS, n, flat_x, *arrays, plan, tuple(constants), o, *out, partials)
     elif not none:
         partials = dev.partials(0)
     if ga is not None and slab is not None:
         count = ga.size
-        dev.launch(_slab_kernel(point_name, x.dtype), grid(count), THREADS, count, slab[0], slab[1], flat,
-                   *arrays, plan, tuple(constants), o, ga.reshape(-1) if ga.ndim else ga.reshape(1))
+        dev.launch(_slab_kernel(point_name, x.dtype), grid(count), THREADS, count, slab[0], slab[1], flat_x,
+                   *arrays, plan, tuple(constants), o, flat(ga))
     return None if none else partials
 
 
@@ -326,7 +324,7 @@ def call(crit, arrays, want_grad, out, grad_output, hess, partial):
             g = None if grad_output is None else (dev.operand(grad_output, "grad_output"), "grad_output")
             g = g or (np.ones((), dtype), "grad_output")
         else:
-            factor, on_device = dev.host_scalar(grad_output, "grad_output")
+            factor, on_device = dev.grad_output(grad_output, (), False)
             factor = factor / divisor if divisor else 0.0
             g = (np.full((), factor, dtype) if on_device is None else dev.scaled(on_device, factor, dtype), "grad_output")
         shapes = (shape,) if len(crit.differentiable) == 1 else (shape, None if grad_a_spec is None else grad_a_spec[0])

@@ -103,7 +103,7 @@ def ctc(crit, arrays, want_grad, out, grad_output, partial=False):
     from .._criterion import LossAndGrad
     from ..losses.sequence import _lengths
     from ._device import Device
-    from .softmax import _grad_output, host_only
+    from .softmax import host_only
     host_only(crit, partial)
     dev = Device(arrays[:1])
     _, lp = dev.input(arrays[0], "log_probs")
@@ -124,8 +124,7 @@ def ctc(crit, arrays, want_grad, out, grad_output, partial=False):
     loss_shape = (N,) if batched else ()
     none, dtype = crit.reduction == "none", lp.dtype
     divisor = N if crit.reduction == "mean" else 1
-    factor, go = _grad_output(dev, grad_output, loss_shape, none) if want_grad else (1.0, None)
-    scale = factor if none else factor / divisor if divisor else 0.0
+    scale, go = dev.row_scale(grad_output, loss_shape, none, divisor, want_grad)
     per_length = np.maximum(target_lengths, 1).astype(np.float64) if crit.reduction == "mean" else np.ones(N)
     (grad_obj, grad), = dev.gradients((tuple(lp.shape),), dtype, out, ("log_probs",)) if want_grad else [(None, None)]
     width = 2 * int(target_lengths.max(initial=0)) + 1

@@ -13,7 +13,7 @@ import math
 import numpy as np
 from numba import cuda, float32, float64
 
-from ._device import THREADS, block_max, block_share, block_sum, grid
+from ._device import THREADS, block_max, block_share, block_sum, flat, grid
 
 _TYPES = {np.dtype(np.float32): float32, np.dtype(np.float64): float64}
 NO_GO, ROW_GO, SCALAR_GO = 0, 1, 2   # grad_output: none, one per row, one device scalar
@@ -190,23 +190,8 @@ def rows_kernel(dev, x, rows, C, D, target, target_prob, weight, weight_total, i
 
 
 def go_mode(go, rows, none):
-    """How a kernel reads the grad_output array that _grad_output gave."""
+    """How a kernel reads the grad_output array that `Device.grad_output` gave."""
     return NO_GO if go is None else ROW_GO if none and go.shape[0] == rows else SCALAR_GO
-
-
-def _grad_output(dev, grad_output, loss_shape, none):
-    """(host factor, device array or None): a host number scales the gradient; a device array
-    is read on the device, per row (for 'none', of the loss's shape) or as one scalar."""
-    from .._arrays import fail
-    if grad_output is None or isinstance(grad_output, (int, float, np.integer, np.floating)) and not isinstance(grad_output, bool):
-        return (1.0 if grad_output is None else float(grad_output)), None
-    view = dev.operand(grad_output, "grad_output")
-    if none and tuple(view.shape) == tuple(loss_shape):
-        return 1.0, view.reshape(-1) if view.ndim else view.reshape(1)
-    if view.size != 1 or (not none and view.ndim > 1):
-        fail(ValueError, "grad_output", f"shape {tuple(loss_shape)} (the loss's) or a scalar" if none
-             else "a scalar for a reduced loss", f"shape {tuple(view.shape)}")
-    return 1.0, view.reshape(1)
 
 
 def host_only(crit, partial=False):
@@ -245,7 +230,7 @@ def cross_entropy(crit, arrays, want_grad, out, grad_output, hess=False, partial
         _, _, divisors, z_divisor = crit._targets(target if prob else dev.to_host(target), x.shape, target_shape,
                                                   C, weight)
         ce_divisor = expansion_value(divisors)
-    factor, go = _grad_output(dev, grad_output, target_shape, none) if want_grad else (1.0, None)
+    factor, go = dev.grad_output(grad_output, target_shape, none) if want_grad else (1.0, None)
     scale_ce = factor if none else factor / ce_divisor if ce_divisor else 0.0
     scale_z = factor if none else factor / z_divisor if z_divisor else 0.0
     (grad_obj, grad), = dev.gradients((x.shape,), dtype, out, ("input",)) if want_grad else [(None, None)]
@@ -253,13 +238,13 @@ def cross_entropy(crit, arrays, want_grad, out, grad_output, hess=False, partial
     hess_obj, hess_view = dev.empty(tuple(x.shape), dtype) if hess else (None, None)
     weight_total = _weight_total(weight, C)
     partials = rows_kernel(
-        dev, x.reshape(-1), rows, C, D, None if prob else target.reshape(-1) if target.ndim else target.reshape(1),
-        target.reshape(-1) if prob else None, None if weight is None else dev.upload(weight), weight_total,
+        dev, flat(x), rows, C, D, None if prob else flat(target),
+        flat(target) if prob else None, None if weight is None else dev.upload(weight), weight_total,
         crit.ignore_index, 0.0 if log_probs else crit.label_smoothing, 0.0 if log_probs else crit.z_loss,
         None if log_probs else crit.softcap, -1.0 if log_probs else crit._focal_gamma, scale_ce, scale_z,
         ce_divisor / z_divisor if z_divisor else 0.0, go,
-        None if loss_out is None else loss_out.reshape(-1) if loss_out.ndim else loss_out.reshape(1),
-        None if grad is None else grad.reshape(-1), log_probs, hess=None if hess_view is None else hess_view.reshape(-1))
+        None if loss_out is None else flat(loss_out),
+        None if grad is None else flat(grad), log_probs, hess=None if hess_view is None else flat(hess_view))
     if hess:
         return GradHess(grad_obj, hess_obj)
     loss = loss_obj if none else dev.finish(partials, ce_divisor, dtype)
@@ -406,28 +391,26 @@ def margin_rows(crit, arrays, want_grad, out, grad_output, partial=False):
         if crit._margin_loss == "multilabel_margin":
             if target.dtype.kind not in "iu":
                 fail(TypeError, "target", "class indices of an integer dtype", f"dtype {target.dtype}")
-            flat = target.reshape(-1)
             partials = dev.partials(grid(rows))
-            dev.launch(_count_bad_multilabel, grid(rows), THREADS, flat, rows, C, partials)
+            dev.launch(_count_bad_multilabel, grid(rows), THREADS, flat(target), rows, C, partials)
             if dev.to_host(partials).sum():   # the CPU path's check names the entry
                 crit._cpu((dev.to_host(x), dev.to_host(target)), False, None, None)
         else:
             weight = _class_weight(crit.weight, C, dtype)
     divisor = rows if crit.reduction == "mean" else 1
-    factor, go = _grad_output(dev, grad_output, loss_shape, none) if want_grad else (1.0, None)
-    scale = factor if none else factor / divisor if divisor else 0.0
+    scale, go = dev.row_scale(grad_output, loss_shape, none, divisor, want_grad)
     (grad_obj, grad), = dev.gradients((tuple(x.shape),), dtype, out, ("input",)) if want_grad else [(None, None)]
     loss_obj, loss_out = dev.empty(loss_shape, dtype) if none else (None, None)
-    flat_x = x.reshape(-1)
+    flat_x = flat(x)
     blocks = grid(rows, 1)
     partials = flat_x if none else dev.partials(blocks)
     if rows and C:
         dev.launch(_margin_kernel(dtype, crit._margin_loss, want_grad, none), blocks, THREADS, flat_x, rows, C,
-                   target.reshape(-1) if target.ndim else target.reshape(1), target.reshape(-1),
+                   flat(target), flat(target),
                    flat_x if weight is None else dev.upload(weight), weight is not None, float(getattr(crit, "margin", 0.0)),
                    int(getattr(crit, "p", 1)), float(scale), flat_x if go is None else go, go_mode(go, rows, none),
-                   flat_x if loss_out is None else loss_out.reshape(-1) if loss_out.ndim else loss_out.reshape(1),
-                   flat_x if grad is None else grad.reshape(-1), partials)
+                   flat_x if loss_out is None else flat(loss_out),
+                   flat_x if grad is None else flat(grad), partials)
     elif not none:
         partials = dev.partials(0)
     loss = loss_obj if none else dev.finish(partials, divisor, dtype)
@@ -484,8 +467,7 @@ def linear_cross_entropy(crit, arrays, want_grad, out, grad_output, partial=Fals
                                       C, weight)
     divisor = expansion_value(divisors)
     none = crit.reduction == "none"
-    factor, go = _grad_output(dev, grad_output, target_shape, none) if want_grad else (1.0, None)
-    scale = factor if none else factor / divisor if divisor else 0.0
+    scale, go = dev.row_scale(grad_output, target_shape, none, divisor, want_grad)
     shapes = (tuple(x[1].shape), (C, H), None if bias is None else (C,))
     grads = dev.gradients(shapes, dtype, out, crit.differentiable) if want_grad else [(None, None)] * 3
     loss_obj, loss_out = dev.empty(target_shape, dtype) if none else (None, None)
@@ -494,8 +476,8 @@ def linear_cross_entropy(crit, arrays, want_grad, out, grad_output, partial=Fals
     blocks = row_blocks(rows, C, 1)
     partials = None if none else dev.partials(-(-N // rows) * blocks)
     X = _rows_of(x, N, H)
-    flat_target = target.reshape(-1) if target.ndim else target.reshape(1)
-    flat_loss = None if loss_out is None else loss_out.reshape(-1) if loss_out.ndim else loss_out.reshape(1)
+    flat_target = flat(target)
+    flat_loss = None if loss_out is None else flat(loss_out)
     row_go = go is not None and go_mode(go, N, none) == ROW_GO
     weight_view = None if weight is None else dev.upload(weight)
     if want_grad:
@@ -511,11 +493,11 @@ def linear_cross_entropy(crit, arrays, want_grad, out, grad_output, partial=Fals
         dev.matmul(x_chunk, w, chunk, trans_b=True)
         if bias is not None:
             dev.launch(_add_bias, grid((r1 - r0) * C), THREADS, chunk[1], bias[1])
-        rows_kernel(dev, chunk[1].reshape(-1), r1 - r0, C, 1, None if prob else flat_target[r0:r1],
+        rows_kernel(dev, flat(chunk[1]), r1 - r0, C, 1, None if prob else flat_target[r0:r1],
                     flat_target[r0 * C:r1 * C] if prob else None, weight_view, _weight_total(weight, C),
                     crit.ignore_index, crit.label_smoothing, 0.0, None, -1.0, scale, 0.0, 0.0,
                     go[r0:r1] if row_go else go, None if flat_loss is None else flat_loss[r0:r1],
-                    chunk[1].reshape(-1) if want_grad else None,
+                    flat(chunk[1]) if want_grad else None,
                     partials=None if partials is None else partials[i * blocks:(i + 1) * blocks])
         if want_grad:   # the chunk now holds d loss / d logits
             dev.matmul(chunk, w, _slice(grad_x, r0, r1))
@@ -661,8 +643,8 @@ def dice(crit, arrays, want_grad, out, grad_output, partial=False):
     has_ignore = crit.ignore_index is not None
     ignore = crit.ignore_index if has_ignore else 0
     log_sum_exp, sums, gradient = _dice_kernels(dtype, mode, index_target, has_ignore)
-    flat_x = x.reshape(-1)
-    flat_target = target.reshape(-1)
+    flat_x = flat(x)
+    flat_target = flat(target)
     positions = N * S
     lse = dev.empty((max(positions, 1) if mode == 0 else 1,), np.float64)[1]
     if mode == 0 and positions:
@@ -672,9 +654,7 @@ def dice(crit, arrays, want_grad, out, grad_output, partial=False):
     if C:
         dev.launch(sums, (blocks, C), THREADS, flat_x, N, C, S, flat_target, ignore, lse, partials)
     none = crit.reduction == "none"
-    factor, go = _grad_output(dev, grad_output, (C,), none) if want_grad else (1.0, None)
-    if not none:
-        factor /= C if crit.reduction == "mean" else 1
+    factor, go = dev.row_scale(grad_output, (C,), none, C if crit.reduction == "mean" else 1, want_grad)
     class_losses, coef_y, coef_1 = (dev.empty((C,), np.float64)[1] for _ in range(3))
     if C:
         dev.launch(_dice_classes, grid(C), THREADS, partials, blocks, crit.smooth, crit.eps, factor,
@@ -689,5 +669,5 @@ def dice(crit, arrays, want_grad, out, grad_output, partial=False):
     (grad_obj, grad), = dev.gradients((shape,), dtype, out, ("input",))
     if positions and C:
         dev.launch(gradient, grid(positions), THREADS, flat_x, N, C, S, flat_target, ignore, lse, coef_y, coef_1,
-                   grad.reshape(-1))
+                   flat(grad))
     return LossAndGrad(loss, grad_obj)
