@@ -12,7 +12,7 @@ torch with CUDA and numba-cuda: ``python -m bench --family gpu``.
 import numpy as np
 
 from . import embedding, pointwise, sequence, softmax
-from .harness import format_time, torch
+from .harness import format_time, torch, torch_fwd_bwd
 
 POINTWISE_N = 100_000_000
 SOFTMAX_SHAPES = {"CrossEntropyLoss": ((8192, 32000), (2048, 128256)), "CE label_smoothing=0.1": ((8192, 32000),),
@@ -75,15 +75,7 @@ def measure(case, size, rng, min_time):
     times = {"fastloss": cuda_time(lambda: crit(*arrays), min_time),
              "fastloss out=": cuda_time(lambda: crit(*arrays, out=out), min_time)}
     if case.torch is not None:
-        tensors = [a.clone() for a in arrays]
-        for i in case.differentiable:
-            tensors[i].requires_grad_(True)
-
-        def torch_step():
-            for i in case.differentiable:
-                tensors[i].grad = None
-            case.torch(*tensors).backward()
-        times["torch CUDA"] = cuda_time(torch_step, min_time)
+        times["torch CUDA"] = cuda_time(torch_fwd_bwd(case, [a.clone() for a in arrays]), min_time)
     return times
 
 

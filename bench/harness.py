@@ -74,7 +74,8 @@ def triad_bandwidth(num_threads, n):
 
 
 def torch_fwd_bwd(case, arrays):
-    tensors = [torch.from_numpy(a) for a in arrays]
+    """torch's forward then .backward() on the arrays (NumPy, or torch tensors as they are)."""
+    tensors = [a if torch.is_tensor(a) else torch.from_numpy(a) for a in arrays]
     for i in case.differentiable:
         tensors[i].requires_grad_(True)
 
