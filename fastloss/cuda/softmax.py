@@ -394,7 +394,7 @@ def margin_rows(crit, arrays, want_grad, out, grad_output, partial=False):
             partials = dev.partials(grid(rows))
             dev.launch(_count_bad_multilabel, grid(rows), THREADS, flat(target), rows, C, partials)
             if dev.to_host(partials).sum():   # the CPU path's check names the entry
-                crit._cpu((dev.to_host(x), dev.to_host(target)), False, None, None)
+                crit._check_targets(dev.to_host(target))
         else:
             weight = _class_weight(crit.weight, C, dtype)
     divisor = rows if crit.reduction == "mean" else 1

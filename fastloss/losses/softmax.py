@@ -431,13 +431,21 @@ class MultiLabelMarginLoss(_RowLoss):
             fail(TypeError, "target", "class indices of an integer dtype", f"dtype {target.dtype}")
         if target.shape != x.shape:
             fail(ValueError, "target", f"shape {x.shape} (the input's)", tuple(target.shape))
+        target = self._check_targets(target)
+        return self._rows((x,), want_grad, out, grad_output, partial, target=target)
+
+    @staticmethod
+    def _check_targets(target):
+        """target (host, the input's shape) as int64, after the check: the entries before each
+        row's first -1 are class indices (an IndexError names the first one that is not)."""
         target = contiguous(target, np.int64)
-        bad, value = _kernel.check_multilabel_targets(target, x.shape[-1])
+        C = target.shape[-1]
+        bad, value = _kernel.check_multilabel_targets(target, C)
         if bad >= 0:
             position = tuple(int(p) for p in np.unravel_index(bad, target.shape))
-            raise IndexError(f"target: expected class indices in [0, {x.shape[-1]}) before each row's "
+            raise IndexError(f"target: expected class indices in [0, {C}) before each row's "
                              f"first -1, got {value} at position {position}")
-        return self._rows((x,), want_grad, out, grad_output, partial, target=target)
+        return target
 
 
 class MultiLabelSoftMarginLoss(_RowLoss):
