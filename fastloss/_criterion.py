@@ -13,6 +13,7 @@ from collections import namedtuple
 import numpy as np
 
 from ._arrays import as_operand, check_option, check_out, fail, is_device_array, scalar_grad_output
+from ._exact import ExactSum, exact_sum
 from ._kernels.memory import empty
 from ._threads import get_num_threads
 
@@ -32,60 +33,32 @@ def backend_for(arrays):
     return "cuda"
 
 
-def merge_expansions(a, b):
-    """The exact sum of two expansions (tuples of floats, see _kernels/_reduce.pxd) as one
-    expansion; infinities and NaNs are added plainly, as the kernels do."""
-    values = a + b
-    special = [v for v in values if not math.isfinite(v)]
-    if special:
-        return (sum(special),)
-    partials = []
-    for x in values:
-        i = 0
-        for y in partials:
-            if abs(x) < abs(y):
-                x, y = y, x
-            hi = x + y
-            lo = y - (hi - x)
-            if lo:
-                partials[i] = lo
-                i += 1
-            x = hi
-        partials[i:] = [x]
-    return tuple(partials)
-
-
-def expansion_value(expansion):
-    """An expansion's exact sum rounded once (an infinity or NaN as it is)."""
-    return expansion[0] if len(expansion) == 1 else math.fsum(expansion)
-
-
 class Partial(namedtuple("Partial", ["total", "divisor", "dtype"])):
     """The exact partial state of a reduced loss over a slice of the rows (`crit.partial`):
-    the loss sum and, for 'mean', the divisor, each the exact sum as an expansion (a tuple of
-    floats). Partials combine with ``+`` in any order and grouping, and ``value()`` of the
-    combination is bitwise the loss of one call on the whole, provided every slice starts on
-    a boundary of the kernel's fixed blocks (`Criterion.partial` says which)."""
+    the loss sum and, for 'mean', the divisor, each an `ExactSum`. Partials combine with
+    ``+`` in any order and grouping, and ``value()`` of the combination is bitwise the loss of
+    one call on the whole, provided every slice starts on a boundary of the kernel's fixed
+    blocks (`Criterion.partial` says which)."""
     __slots__ = ()
 
     def __add__(self, other):
-        divisor = None if self.divisor is None else merge_expansions(self.divisor, other.divisor)
-        return Partial(merge_expansions(self.total, other.total), divisor, self.dtype)
+        divisor = None if self.divisor is None else self.divisor + other.divisor
+        return Partial(self.total + other.total, divisor, self.dtype)
 
     def gradient_scale(self):
         """What the gradient of each slice of this whole is scaled by, as one call on the whole
         scales it: 1 for 'sum', 1 / the whole's divisor for 'mean' (see _chunk_gradient)."""
         if self.divisor is None:
             return 1.0
-        divisor = expansion_value(self.divisor)
+        divisor = self.divisor.value()
         return 1.0 / divisor if divisor else 0.0
 
     def value(self):
         """The loss, as the one-call loss: the exact sum rounded once, over the divisor."""
-        total = expansion_value(self.total)
+        total = self.total.value()
         if self.divisor is None:
             return self.dtype.type(total)
-        divisor = expansion_value(self.divisor)
+        divisor = self.divisor.value()
         return self.dtype.type(total / divisor if divisor else math.nan)
 
 
@@ -101,10 +74,13 @@ def row_grad_output(grad_output, shape, dtype):
 
 def reduced(loss_out, total, divisor, dtype):
     """The loss: the per-row losses for 'none', else the float64 total over the divisor (nan
-    for 0). With `total` an expansion (a `partial` call), the Partial state; the divisor then
-    is an expansion too, or None for 'sum'."""
+    for 0). With `total` an exact state (a `partial` call: a kernel's (scaled, special) or an
+    ExactSum), the Partial state; the divisor then is exact too (a float is taken as one), or
+    None for 'sum'."""
     if isinstance(total, tuple):
-        return Partial(total, divisor, dtype)
+        if divisor is not None and not isinstance(divisor, ExactSum):
+            divisor = exact_sum((divisor,))
+        return Partial(ExactSum(*total), divisor, dtype)
     return loss_out if loss_out is not None else dtype.type(total / divisor if divisor else math.nan)
 
 

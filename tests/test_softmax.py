@@ -248,7 +248,9 @@ def test_linear_cross_entropy_matches_torch(options, kind, reduction, dtype):
         X, W, b, t, ours = linear_case(rng, N, 16, 50, kind, dtype, options, with_bias)
         crit = fl.LinearCrossEntropyLoss(reduction=reduction, chunk_rows=chunk_rows, **ours)
         grad_output = rng.uniform(0.5, 1.5, () if N is None else (N,)).astype(dtype) if reduction == "none" else 0.75
-        loss, (gx, gw, gb) = crit(X, W, t, b, grad_output=grad_output)
+        loss, grads = crit(X, W, t, b, grad_output=grad_output)
+        assert len(grads) == (2 if b is None else 3)   # one gradient per input given (SPEC 1)
+        gx, gw, gb = grads + (None,) * (3 - len(grads))
         tensors = [torch.tensor(a.astype(np.float64), requires_grad=True) for a in (X, W)]
         bias = None if b is None else torch.tensor(b.astype(np.float64), requires_grad=True)
         target = torch.tensor(t.astype(np.float64) if kind == "prob" else t)
@@ -262,7 +264,6 @@ def test_linear_cross_entropy_matches_torch(options, kind, reduction, dtype):
         assert_close(loss, composed.detach().numpy(), dtype, what=what + " vs cross_entropy(linear)")
         assert_close(gx, tensors[0].grad.numpy(), dtype, what=what + " d input")
         assert_close(gw, tensors[1].grad.numpy(), dtype, what=what + " d linear_weight")
-        assert (gb is None) == (b is None)
         if b is not None:
             assert_close(gb, bias.grad.numpy(), dtype, what=what + " d linear_bias")
         assert_close(crit.loss(X, W, t, b), ref.detach().numpy(), dtype, what=what + " loss()")
@@ -496,9 +497,31 @@ def test_dice_bitwise_identical_for_any_thread_count():
     assert len(results) == 1
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_dice_binary_takes_inputs_with_or_without_the_channel_axis(dtype):
+    # segmentation_models_pytorch flattens a binary input to (N, 1, -1): (N, H, W) and
+    # (N, 1, H, W) are the same loss, and the gradient keeps the caller's shape
+    rng = np.random.default_rng(34)
+    x = rng.standard_normal((3, 5, 6)).astype(dtype)
+    t = (rng.random((3, 5, 6)) > 0.5).astype(dtype)
+    crit = fl.DiceLoss("binary", smooth=0.5)
+    loss, grad = crit(x, t)
+    loss1, grad1 = crit(x[:, None], t[:, None])
+    assert grad.shape == x.shape and grad1.shape == (3, 1, 5, 6)
+    assert np.asarray(loss).tobytes() == np.asarray(loss1).tobytes()
+    assert grad.tobytes() == grad1.tobytes()
+    xt = torch.tensor(x.astype(np.float64)[:, None], requires_grad=True)
+    ref = torch_dice(xt, torch.tensor(t.astype(np.float64)[:, None]), "mean", "binary", smooth=0.5)
+    ref.backward()
+    assert_close(loss, ref.detach().numpy(), dtype)
+    assert_close(grad, xt.grad.numpy()[:, 0], dtype)
+
+
 @pytest.mark.parametrize("make, args, error, message", [
-    (lambda: fl.DiceLoss("binary"), lambda: (np.zeros((2, 3, 4)), np.zeros((2, 3, 4))), ValueError,
-     r"input: expected one channel, \(N, 1, ...\), for mode 'binary', got \(2, 3, 4\)"),
+    (lambda: fl.DiceLoss("binary"), lambda: (np.zeros(()), np.zeros(())), ValueError,
+     r"input: expected shape \(N, \*\) or \(N, 1, \*\) for mode 'binary', got \(\)"),
+    (lambda: fl.DiceLoss("multiclass"), lambda: (np.zeros(3), np.zeros((), int)), ValueError,
+     r"input: expected shape \(N, C, ...\), got \(3,\)"),
     (lambda: fl.DiceLoss("multiclass"), lambda: (np.zeros((2, 3, 4)), np.full((2, 4), 3)), IndexError,
      r"target: expected class indices in \[0, 3\), got 3 at position \(0, 0\)"),
     (lambda: fl.DiceLoss("multilabel"), lambda: (np.zeros((2, 3, 4)), np.zeros((2, 4))), ValueError,

@@ -7,11 +7,23 @@
 # pairwise tree. Block sums are then added exactly (see run_reduction). The same inputs thus
 # give the same bits for any thread count and wherever the arrays sit in memory.
 from cython.parallel cimport prange
-from libc.math cimport NAN, fabs
 from libc.stdlib cimport free, malloc
 
 cdef enum:
     LANES = 16
+
+cdef extern from *:
+    """
+    #ifdef _OPENMP
+    #include <omp.h>
+    #define fl_thread_id() omp_get_thread_num()
+    #else
+    #define fl_thread_id() 0
+    #endif
+    """
+    # The calling thread's number in the current parallel team (0 outside one): a kernel's
+    # per-thread scratch, allocated before the run for num_threads threads, is indexed by it.
+    int fl_thread_id() noexcept nogil
 
 # One block's work: the sum of the per-element values of elements [start, stop).
 ctypedef double (*block_fn)(const void* job, Py_ssize_t start, Py_ssize_t stop) noexcept nogil
@@ -71,119 +83,56 @@ cdef inline void run_blocks(block_fn fn, const void* job, Py_ssize_t n, Py_ssize
 
 # Exact sums of the block sums. The total is the block sums' exact sum rounded once (as
 # math.fsum), which does not depend on their order or grouping: a loss evaluated in chunks
-# that start on block boundaries, each chunk's exact sum kept as an expansion (a few
-# nonoverlapping doubles whose sum is exact, Shewchuk's), combines to the same bits as one
-# call on the whole, in any order and any tree.
+# that start on block boundaries, each chunk's exact sum kept as a partial state, combines to
+# the same bits as one call on the whole, in any order and any tree. The exact sum lives in a
+# fixed-size superaccumulator (exact_sum.h): no input can make it grow.
 
-cdef enum:
-    EXPANSION_MAX = 64   # doubles in an expansion: at most ~40 (2098 binary exponents / 53)
-
-
-cdef inline int expansion_add(double* p, int count, double x) noexcept nogil:
-    """Add the finite x exactly to the expansion p[0:count] (increasing magnitude); returns
-    the new count."""
-    cdef int i, j = 0
-    cdef double y, hi, lo, t
-    for i in range(count):
-        y = p[i]
-        if fabs(x) < fabs(y):
-            t = x
-            x = y
-            y = t
-        hi = x + y
-        lo = y - (hi - x)
-        if lo != 0.0:
-            p[j] = lo
-            j += 1
-        x = hi
-    p[j] = x
-    return j + 1
+cdef extern from "exact_sum.h" nogil:
+    enum:
+        FL_EXACT_LIMBS
+    ctypedef struct fl_exact:
+        double special
+    void fl_exact_zero(fl_exact* a)
+    void fl_exact_add(fl_exact* a, double x)
+    void fl_exact_merge(fl_exact* a, const fl_exact* b)
+    double fl_exact_round(const fl_exact* a)
+    void fl_exact_bytes(const fl_exact* a, unsigned char* out)
 
 
-cdef inline double expansion_round(const double* p, int count) noexcept nogil:
-    """The expansion's value rounded once to the nearest double, ties to even (math.fsum's
-    last step)."""
-    cdef double hi = 0.0, lo = 0.0, x, y
-    cdef int n = count
-    if n > 0:
-        n -= 1
-        hi = p[n]
-        while n > 0:
-            x = hi
-            n -= 1
-            y = p[n]
-            hi = x + y
-            lo = y - (hi - x)
-            if lo != 0.0:
-                break
-        if n > 0 and ((lo < 0 and p[n - 1] < 0) or (lo > 0 and p[n - 1] > 0)):
-            y = lo * 2
-            x = hi + y
-            if y == x - hi:
-                hi = x
-    return hi
-
-
-cdef inline int expansion_push(double* p, int count, double* special, double v) noexcept nogil:
-    """Add v to an exact sum kept as the expansion p[0:count], with the infinities and NaNs
-    added plainly into special[0]; returns the new count: -1 once a special value has come
-    (the sum is then special[0], see expansion_result)."""
-    if v - v != 0:   # inf or nan
-        special[0] += v
-        return -1
-    if v != 0 and count >= 0:
-        return expansion_add(p, count, v)
-    return count
-
-
-cdef inline double expansion_result(const double* p, int count, double special) noexcept nogil:
-    """The sum expansion_push kept: rounded once, or the special value."""
-    return special if count < 0 else expansion_round(p, count)
-
-
-cdef inline double exact_sum(const double* values, Py_ssize_t n, double* expansion, int* count) noexcept nogil:
-    """The correctly rounded sum of values, and its expansion into `expansion` (EXPANSION_MAX
-    doubles, or NULL) with its length in count[0]. Infinities and NaNs are added plainly and
-    are the result (count -1): inf, -inf, or NaN."""
-    cdef double local[EXPANSION_MAX]
-    cdef double* p = expansion if expansion != NULL else local
-    cdef double special = 0.0
-    cdef int c = 0
-    cdef Py_ssize_t i
-    for i in range(n):
-        c = expansion_push(p, c, &special, values[i])
-    count[0] = c
-    return expansion_result(p, c, special)
-
-
-cdef inline double run_reduction(block_fn fn, const void* job, Py_ssize_t n, Py_ssize_t block_len,
-                                 int num_threads, double* expansion, int* count) noexcept nogil:
-    """The exact sum of fn over the blocks of [0, n) (see run_blocks and exact_sum): the block
-    sums on the stack for up to 64 blocks (a small call allocates nothing), else in malloc'ed
-    scratch (NaN, count -2, if that fails)."""
+cdef inline int run_reduction(block_fn fn, const void* job, Py_ssize_t n, Py_ssize_t block_len,
+                              int num_threads, fl_exact* total) noexcept nogil:
+    """Adds fn over the blocks of [0, n) (see run_blocks) exactly into `total`. The block sums
+    sit on the stack for up to 64 blocks (a small call allocates nothing), else in malloc'ed
+    scratch; returns -1, before any block has run, when that allocation fails, else 0."""
     cdef double local[64]
-    cdef Py_ssize_t nblocks = num_blocks(n, block_len)
+    cdef Py_ssize_t nblocks = num_blocks(n, block_len), b
     cdef double* sums = &local[0]
-    cdef double total
     if nblocks > 64:
         sums = <double*> malloc(nblocks * sizeof(double))
-    if sums == NULL:
-        count[0] = -2
-        return NAN
+        if sums == NULL:
+            return -1
     run_blocks(fn, job, n, block_len, num_threads, sums)
-    total = exact_sum(sums, nblocks, expansion, count)
+    for b in range(nblocks):
+        fl_exact_add(total, sums[b])
     if nblocks > 64:
         free(sums)
-    return total
+    return 0
 
 
-cdef inline object reduction_result(double total, const double* expansion, int count, bint partial):
-    """What a kernel entry returns: the total, or with `partial` the exact expansion of it as
-    a tuple of floats (for Criterion.partial)."""
-    if count == -2:
+cdef inline object exact_state(const fl_exact* total):
+    """An exact sum as Python values, (scaled, special): the total is scaled / 2**1074 (an
+    int, exact), unless special (the plain sum of the infinities and NaNs) is not 0.
+    fastloss._exact.ExactSum takes it from here."""
+    cdef unsigned char raw[4 * FL_EXACT_LIMBS]
+    fl_exact_bytes(total, raw)
+    return int.from_bytes((<char*> raw)[:4 * FL_EXACT_LIMBS], "little", signed=True), total.special
+
+
+cdef inline object reduction_result(int status, const fl_exact* total, bint partial):
+    """What a kernel entry returns: the total rounded once, or with `partial` its exact state
+    (see exact_state). status -1 (scratch memory ran out) raises MemoryError."""
+    if status < 0:
         raise MemoryError("fastloss: could not allocate the block sums")
-    if not partial:
-        return total
-    if count < 0:
-        return (total,)
-    return tuple([expansion[i] for i in range(count)])
+    if partial:
+        return exact_state(total)
+    return fl_exact_round(total)

@@ -18,12 +18,13 @@ with lcab[t, c] = logsumexp of alpha[t, s] + beta[t, s] over the states s with l
 and 0 at frames past the element's input length. The sum over states is taken of the
 posteriors exp(alpha + beta + nll - lp), each in [0, 1], rather than in log space. An impossible alignment has nll = inf; with
 zero_infinity its loss and gradient are 0. Batch elements run in parallel, each with its own
-scratch (alpha and beta, T x S float64); the loss total is summed in batch order afterwards,
-so every thread count gives the same bits.
+scratch (alpha and beta, T x S float64), allocated for every thread before the first element
+runs (a MemoryError then leaves the gradient untouched); the loss total is summed exactly
+afterwards, so every thread count gives the same bits.
 """
 cimport numpy as cnp
 import numpy as np
-from cython.parallel cimport prange
+from cython.parallel cimport prange, threadid
 from libc.math cimport INFINITY, NAN
 from libc.stdint cimport int64_t
 from libc.stdlib cimport free, malloc
@@ -113,30 +114,32 @@ cdef Py_ssize_t recursion(const real* lp, Py_ssize_t N, Py_ssize_t C, Py_ssize_t
     return nans
 
 
+cdef inline Py_ssize_t scratch_doubles(Py_ssize_t frames, Py_ssize_t S, Py_ssize_t C) noexcept nogil:
+    """float64 scratch of one element: alpha and beta (frames x (S + PAD) each), skips, emit,
+    occupancy, and the labels (2 S int64, as many doubles)."""
+    return 2 * frames * (S + PAD) + 5 * S + C
+
+
 cdef double ctc_element(const real* lp, real* grad, Py_ssize_t T, Py_ssize_t N, Py_ssize_t C,
                         Py_ssize_t b, Py_ssize_t frames, const int64_t* target, Py_ssize_t L,
-                        int64_t blank, double g, bint zero_infinity) noexcept nogil:
+                        int64_t blank, double g, bint zero_infinity, double* alpha) noexcept nogil:
     """The nll of batch element b (inf for an impossible alignment; 0 for it with zero_infinity)
-    and, when grad is not NULL, its gradient rows grad[:, b, :] scaled by g. -inf when scratch
-    memory runs out (the caller raises)."""
+    and, when grad is not NULL, its gradient rows grad[:, b, :] scaled by g. alpha: scratch of
+    scratch_doubles(frames, 2 L + 1, C) doubles."""
     cdef Py_ssize_t S = 2 * L + 1, W = S + PAD, t, s, c, nans, zero_from
     cdef double nll, last, value
     cdef const real* row
     cdef real* grow
-    cdef double* alpha = <double*> malloc((2 * frames * W + 3 * S + C) * sizeof(double))
-    cdef int64_t* labels = <int64_t*> malloc(2 * S * sizeof(int64_t))
     cdef double* beta
     cdef double* skip
     cdef double* emit
     cdef double* occupancy
-    if alpha == NULL or labels == NULL:
-        free(alpha)
-        free(labels)
-        return -INFINITY
+    cdef int64_t* labels
     beta = alpha + frames * W
     skip = beta + frames * W          # forward skips, then the reversed ones
     emit = skip + 2 * S
     occupancy = emit + S
+    labels = <int64_t*> (occupancy + C)
     extended(target, L, blank, False, labels, skip)
     if frames == 0:
         nll = 0.0 if L == 0 else INFINITY
@@ -177,30 +180,41 @@ cdef double ctc_element(const real* lp, real* grad, Py_ssize_t T, Py_ssize_t N, 
         for t in range(zero_from, T):
             for c in range(C):
                 grad[(t * N + b) * C + c] = 0
-    free(alpha)
-    free(labels)
     if zero_infinity and nll == INFINITY:
         return 0.0
     return nll
 
 
-def ctc(real[:, :, ::1] log_probs, const int64_t[::1] targets, const int64_t[::1] offsets,
+def ctc(const real[:, :, ::1] log_probs, const int64_t[::1] targets, const int64_t[::1] offsets,
         const int64_t[::1] input_lengths, const int64_t[::1] target_lengths, int64_t blank,
         const double[::1] grad_scale, real[:, :, ::1] grad, double[::1] losses, bint zero_infinity,
         int num_threads):
     """Per-element CTC losses into `losses` (N,); the gradient (T, N, C) when grad is not None,
     element b's rows scaled by grad_scale[b]. Element b's target is
     targets[offsets[b] : offsets[b] + target_lengths[b]] (targets is never empty). Checked by
-    the caller."""
+    the caller, lengths included (input_lengths <= T)."""
     cdef Py_ssize_t T = log_probs.shape[0], N = log_probs.shape[1], C = log_probs.shape[2], b
+    cdef Py_ssize_t frames = 0, L = 0, per_thread
     cdef real* g = NULL if grad is None else &grad[0, 0, 0]
     cdef const real* lp = &log_probs[0, 0, 0] if T * N * C else NULL
+    cdef double* scratch
     if T * N * C < PARALLEL_MIN:
         num_threads = 1
-    with nogil:
-        for b in prange(N, num_threads=num_threads, schedule="dynamic"):
-            losses[b] = ctc_element(lp, g, T, N, C, b, input_lengths[b], &targets[0] + offsets[b],
-                                    target_lengths[b], blank, grad_scale[b], zero_infinity)
-    for b in range(N):
-        if losses[b] == -INFINITY:
-            raise MemoryError("CTCLoss: could not allocate the alpha-beta scratch")
+    num_threads = max(1, min(num_threads, N))
+    for b in range(N):   # every thread's scratch fits the longest element
+        frames = max(frames, input_lengths[b])
+        L = max(L, target_lengths[b])
+    if (2 * <object> frames * (2 * L + 1 + PAD) + 5 * (2 * <object> L + 1) + C) * num_threads * 8 >= 2 ** 62:
+        raise MemoryError(f"CTCLoss: {frames} frames and targets of {L} labels need more scratch than can be addressed")
+    per_thread = scratch_doubles(frames, 2 * L + 1, C)
+    scratch = <double*> malloc(num_threads * per_thread * sizeof(double))
+    if scratch == NULL:
+        raise MemoryError(f"CTCLoss: could not allocate {num_threads} x {per_thread} float64 of alpha-beta scratch")
+    try:
+        with nogil:
+            for b in prange(N, num_threads=num_threads, schedule="dynamic"):
+                losses[b] = ctc_element(lp, g, T, N, C, b, input_lengths[b], &targets[0] + offsets[b],
+                                        target_lengths[b], blank, grad_scale[b], zero_infinity,
+                                        scratch + threadid() * per_thread)
+    finally:
+        free(scratch)

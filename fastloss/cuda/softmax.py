@@ -206,7 +206,7 @@ def cross_entropy(crit, arrays, want_grad, out, grad_output, hess=False, partial
     device arrays. Class-index targets are checked on the host, with the CPU path's own code
     (a bad index raises before anything is written, and 'mean' divides by the same exact sum
     of weights): one copy of N integers and one synchronisation; the logits never leave."""
-    from .._criterion import GradHess, LossAndGrad, expansion_value
+    from .._criterion import GradHess, LossAndGrad
     from ..losses.softmax import _class_targets, _class_weight, _layout, _weight_total
     from ._device import Device
     host_only(crit, partial)
@@ -225,11 +225,11 @@ def cross_entropy(crit, arrays, want_grad, out, grad_output, hess=False, partial
             fail(TypeError, "target", "class indices of an integer dtype", f"dtype {target.dtype}")
     if log_probs:
         _, weights, _ = _class_targets(dev.to_host(target), target_shape, C, crit.ignore_index, weight)
-        ce_divisor = z_divisor = expansion_value(weights) if crit.reduction == "mean" else 1
+        ce_divisor = z_divisor = weights.value() if crit.reduction == "mean" else 1
     else:
         _, _, divisors, z_divisor = crit._targets(target if prob else dev.to_host(target), x.shape, target_shape,
                                                   C, weight)
-        ce_divisor = expansion_value(divisors)
+        ce_divisor = divisors.value()
     factor, go = dev.grad_output(grad_output, target_shape, none) if want_grad else (1.0, None)
     scale_ce = factor if none else factor / ce_divisor if ce_divisor else 0.0
     scale_z = factor if none else factor / z_divisor if z_divisor else 0.0
@@ -450,7 +450,7 @@ def linear_cross_entropy(crit, arrays, want_grad, out, grad_output, partial=Fals
     overwrites them with their gradient, and two more products give the input's gradient and
     add to the weight's; the bias gradient is summed per column in float64. The chunks' block
     partials go into one array that `Device.finish` sums in order."""
-    from .._criterion import LossAndGrad, expansion_value
+    from .._criterion import LossAndGrad
     from ..losses.softmax import _class_weight, _linear_shapes, _weight_total
     from ._device import Device
     host_only(crit, partial)
@@ -465,13 +465,13 @@ def linear_cross_entropy(crit, arrays, want_grad, out, grad_output, partial=Fals
     prob = target.dtype.kind == "f"
     _, _, divisors, _ = crit._targets(target if prob else dev.to_host(target), target_shape + (C,), target_shape,
                                       C, weight)
-    divisor = expansion_value(divisors)
+    divisor = divisors.value()
     none = crit.reduction == "none"
     scale, go = dev.row_scale(grad_output, target_shape, none, divisor, want_grad)
     shapes = (tuple(x[1].shape), (C, H), None if bias is None else (C,))
     grads = dev.gradients(shapes, dtype, out, crit.differentiable) if want_grad else [(None, None)] * 3
     loss_obj, loss_out = dev.empty(target_shape, dtype) if none else (None, None)
-    rows = crit._chunk(N, H, C)
+    rows = crit._chunk()
     logits = dev.empty((min(rows, N), C), dtype)
     blocks = row_blocks(rows, C, 1)
     partials = None if none else dev.partials(-(-N // rows) * blocks)
@@ -507,7 +507,8 @@ def linear_cross_entropy(crit, arrays, want_grad, out, grad_output, partial=Fals
     if want_grad and bias is not None:
         dev.cast(bias_sums, grads[2][1])
     loss = loss_obj if none else dev.finish(partials, divisor, dtype)
-    return LossAndGrad(loss, tuple(g for g, _ in grads) if want_grad else None)
+    given = grads if bias is not None else grads[:2]   # one gradient per input given
+    return LossAndGrad(loss, tuple(g for g, _ in given) if want_grad else None)
 
 
 # ---------------------------------------------------------------- Dice
@@ -628,11 +629,7 @@ def dice(crit, arrays, want_grad, out, grad_output, partial=False):
     dev = Device(arrays)
     _, x = dev.input(arrays[0], "input")
     shape = tuple(x.shape)
-    if len(shape) < 2:
-        fail(ValueError, "input", "shape (N, C, ...)", shape)
-    N, C, S, dtype = shape[0], shape[1], math.prod(shape[2:]), x.dtype
-    if crit.mode == "binary" and C != 1:
-        fail(ValueError, "input", "one channel, (N, 1, ...), for mode 'binary'", shape)
+    (N, C, S), dtype = crit._dims(shape), x.dtype
     target = dev.operand(arrays[1], "target")
     index_target = crit.mode == "multiclass"
     if index_target:

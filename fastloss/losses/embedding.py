@@ -3,12 +3,12 @@
 Inputs are (N, D) rows or one (D,) row (the loss is then 0-d), all of one shape and one
 float dtype; 'mean' averages the N row losses. Every input has a gradient.
 """
-import math
 
 import numpy as np
 
 from .._arrays import as_float_input, as_host_array, check_number, check_optional_count, contiguous, fail
 from .._criterion import Criterion, LossAndGrad, reduced
+from .._exact import exact_sum
 from .._kernels import embedding as _kernel
 from .._kernels import softmax as _softmax_kernel
 from .._kernels.memory import empty
@@ -65,7 +65,7 @@ class _PairLoss(Criterion):
                                   grads if want_grad else None, y, loss_out, rows_grad_output, rows, D,
                                   *self._kernel_options(), scale, self._num_threads(), partial)
         if partial:
-            return reduced(None, total, (float(rows),) if self.reduction == "mean" else None, x.dtype)
+            return reduced(None, total, float(rows) if self.reduction == "mean" else None, x.dtype)
         return LossAndGrad(reduced(loss_out, total, divisor, x.dtype), self._pack(grads))
 
     def _cuda(self, arrays, want_grad, out, grad_output, partial=False):
@@ -181,7 +181,7 @@ class TripletMarginWithDistanceLoss(_PairLoss):
                 gx, gy = distance_grad(x, y, coef.astype(a.dtype))
                 grads[i][...] += np.asarray(gx, dtype=a.dtype)
                 grads[j][...] += np.asarray(gy, dtype=a.dtype)
-        total = math.fsum(np.ravel(row_losses).tolist())   # exact, as the kernels
+        total = exact_sum(np.ravel(row_losses).tolist()).value()   # exact, as the kernels
         return LossAndGrad(reduced(loss_out, total, divisor, a.dtype), self._pack(grads))
 
 

@@ -165,7 +165,7 @@ class PointwiseLoss(Criterion):
             loss_out, grad_x, grad_a, slab_m, slab_q, self._num_threads(), hess_x=hess_x, partial=partial,
             **self._options())
         if partial:
-            return reduced(None, total, None if self.reduction == "sum" else (float(divisor),), dtype)
+            return reduced(None, total, None if self.reduction == "sum" else float(divisor), dtype)
         loss = loss_out if none else dtype.type(total / divisor if divisor else math.nan)
         if hess:
             return GradHess(grad_x, hess_x)

@@ -1,10 +1,10 @@
 """The sequence family: the CTC loss."""
-import math
 
 import numpy as np
 
 from .._arrays import as_float_input, as_host_array, contiguous, fail
-from .._criterion import Criterion, LossAndGrad, merge_expansions, reduced
+from .._criterion import Criterion, LossAndGrad, reduced
+from .._exact import exact_sum
 from .._kernels import sequence as _kernel
 
 
@@ -82,14 +82,12 @@ class CTCLoss(Criterion):
                     None if grad is None else grad.reshape(T, N, C), losses, self.zero_infinity, self._num_threads())
         if loss_out is not None:
             loss_out[...] = losses.reshape(loss_shape)
-        # the exact sum of the per-element terms (as the other kernels' block sums): rounded
-        # once by math.fsum, or kept as an expansion for a partial state
-        terms = (losses / per_length).tolist()
+        # the exact sum of the per-element terms (as the other kernels' block sums), rounded
+        # once, or kept for a partial state
+        total = exact_sum((losses / per_length).tolist())
         if partial:
-            return reduced(None, merge_expansions((), tuple(terms)), (float(N),) if self.reduction == "mean" else None,
-                           lp.dtype)
-        total = math.fsum(terms) if all(map(math.isfinite, terms)) else sum(terms)
-        return LossAndGrad(reduced(loss_out, total, divisor, lp.dtype), grad)
+            return reduced(None, total, float(N) if self.reduction == "mean" else None, lp.dtype)
+        return LossAndGrad(reduced(loss_out, total.value(), divisor, lp.dtype), grad)
 
     def _cuda(self, arrays, want_grad, out, grad_output, partial=False):
         from ..cuda.sequence import ctc

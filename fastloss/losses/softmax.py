@@ -12,7 +12,8 @@ import numpy as np
 
 from .._arrays import (as_float_input, as_host_array, as_operand, check_index_option, check_number, check_option,
                        check_optional_count, contiguous, fail, scalar_grad_output)
-from .._criterion import Criterion, GradHess, LossAndGrad, expansion_value, merge_expansions, reduced, row_grad_output as _row_grad_output
+from .._criterion import Criterion, GradHess, LossAndGrad, reduced, row_grad_output as _row_grad_output
+from .._exact import ExactSum, exact_sum
 from .._kernels import softmax as _kernel
 from .._kernels.memory import empty
 
@@ -36,25 +37,36 @@ def _block_rows(shape):
     return _kernel.BLOCK_ROWS // math.gcd(_kernel.BLOCK_ROWS, positions) if positions else 1
 
 
-_NO_IGNORE = -(2 ** 63)
+def _position(flat_index, shape):
+    return tuple(int(p) for p in np.unravel_index(flat_index, shape)) if shape else ()
+
+
+def as_int64_labels(target, name, expected):
+    """Integer labels as C-contiguous int64: a label beyond int64 (only uint64 can hold one) is
+    an IndexError with the user's value and position, never wrapped around."""
+    if target.dtype.kind not in "iub":
+        fail(TypeError, name, "class indices of an integer dtype", f"dtype {target.dtype}")
+    if target.dtype.kind == "u" and target.dtype.itemsize == 8 and target.size:
+        too_big = target > np.iinfo(np.int64).max
+        if too_big.any():
+            i = int(np.argmax(too_big.reshape(-1)))
+            raise IndexError(f"{name}: expected {expected}, got {int(target.reshape(-1)[i])} "
+                             f"at position {_position(i, target.shape)}")
+    return contiguous(target, np.int64)
 
 
 def _class_targets(target, target_shape, classes, ignore_index, weight):
-    """int64 targets after the checks; (targets, the exact sum of the target weights as an
-    expansion, kept rows). ignore_index None: every target must be a class."""
-    if target.dtype.kind not in "iub":
-        fail(TypeError, "target", "class indices of an integer dtype", f"dtype {target.dtype}")
-    if target.shape != target_shape:
+    """int64 targets after the checks; (targets, the exact sum of the target weights, an
+    ExactSum, kept rows). ignore_index None: every target must be a class."""
+    expected = f"class indices in [0, {classes})" + ("" if ignore_index is None else f" or ignore_index {ignore_index}")
+    if target.dtype.kind in "iub" and target.shape != target_shape:
         fail(ValueError, "target", f"shape {target_shape}", tuple(target.shape))
-    target = contiguous(target, np.int64)
+    target = as_int64_labels(target, "target", expected)
     bad, value, weights, kept = _kernel.check_targets(
-        target, classes, _NO_IGNORE if ignore_index is None else ignore_index,
-        None if weight is None else contiguous(weight, np.float64))
+        target, classes, ignore_index, None if weight is None else contiguous(weight, np.float64))
     if bad >= 0:
-        position = tuple(int(p) for p in np.unravel_index(bad, target_shape)) if target_shape else ()
-        expected = f"class indices in [0, {classes})" + ("" if ignore_index is None else f" or ignore_index {ignore_index}")
-        raise IndexError(f"target: expected {expected}, got {value} at position {position}")
-    return target, weights, kept
+        raise IndexError(f"target: expected {expected}, got {value} at position {_position(bad, target_shape)}")
+    return target, exact_sum((kept,)) if weights is None else ExactSum(*weights), kept
 
 
 def _weight_total(weight, classes):
@@ -65,6 +77,8 @@ def _weight_total(weight, classes):
 def _class_weight(weight, classes, dtype):
     if weight is None:
         return None
+    if weight.dtype.kind not in "biuf":
+        fail(TypeError, "weight", "real class weights", f"dtype {weight.dtype}")
     if weight.shape != (classes,):
         fail(ValueError, "weight", f"shape ({classes},) (one per class)", tuple(weight.shape))
     return contiguous(weight, dtype)
@@ -97,16 +111,16 @@ class CrossEntropyLoss(Criterion):
 
     def _targets(self, target, input_shape, target_shape, C, weight):
         """(class indices or None, probabilities or None, the 'mean' divisors of the
-        cross-entropy part as an expansion and of the z-loss part), after the checks. target:
+        cross-entropy part as an ExactSum and of the z-loss part), after the checks. target:
         an array (probabilities: the GPU path's device array; class indices on the host)."""
         if target.dtype.kind == "f":  # probabilities, one per class
             if target.shape != input_shape:
                 fail(ValueError, "target", f"class probabilities of the input's shape {input_shape} "
                      f"or class indices of shape {target_shape}", tuple(target.shape))
             rows = math.prod(target_shape) if self.reduction == "mean" else 1
-            return None, target, (float(rows),), rows
+            return None, target, exact_sum((rows,)), rows
         target, weights, kept = _class_targets(target, target_shape, C, self.ignore_index, weight)
-        return (target, None) + ((weights, kept) if self.reduction == "mean" else ((1.0,), 1))
+        return (target, None) + ((weights, kept) if self.reduction == "mean" else (exact_sum((1,)), 1))
 
     _hessian = True
     _partial = True
@@ -123,7 +137,7 @@ class CrossEntropyLoss(Criterion):
         weight = _class_weight(self.weight, C, dtype)
         target, target_prob, ce_divisors, z_divisor = self._targets(as_host_array(arrays[1], "target"), x.shape,
                                                                     target_shape, C, weight)
-        ce_divisor = expansion_value(ce_divisors)
+        ce_divisor = ce_divisors.value()
         if partial and self.z_loss and ce_divisor != z_divisor:
             # the weighted 'mean' with z_loss: two sums over two divisors, not one state
             raise NotImplementedError(f"{type(self).__name__}: no partial state with z_loss and class weights "
@@ -183,7 +197,7 @@ class NLLLoss(Criterion):
         weight = _class_weight(self.weight, C, dtype)
         target, weights, _ = _class_targets(as_host_array(arrays[1], "target"), target_shape, C,
                                             self.ignore_index, weight)
-        divisor = expansion_value(weights) if self.reduction == "mean" else 1
+        divisor = weights.value() if self.reduction == "mean" else 1
         scale, row_grad_output, (grad,), loss_out = self._row_reduction(want_grad, target_shape, divisor,
                                                                         grad_output, (x.shape,), dtype, out)
         total = _kernel.nll(x, N * D, C, D, target, weight, grad, loss_out, row_grad_output,
@@ -220,9 +234,12 @@ class SoftmaxFocalLoss(CrossEntropyLoss):
         return super()._cpu((arrays[0], target), want_grad, out, grad_output, hess, partial)
 
 
-# rows of the smallest chunk of logits: the weight gradient's product sums over a chunk's rows,
-# and BLAS runs that product well below peak when it is thinner (~0.85x torch at 128 rows, 1.2x at 512)
-_MIN_ROWS = 512
+# rows per chunk of logits by default: the weight gradient's product sums over a chunk's rows,
+# and BLAS runs that product well below peak when it is thinner (~0.85x torch at 128 rows, 1.2x
+# at 512). A constant, not a function of N: BLAS rounds a row's logits differently in products
+# of different heights, so the chunks (the row blocks of a partial state) must be the same
+# products in a slice as in one call on the whole.
+_CHUNK_ROWS = 512
 
 
 class LinearCrossEntropyLoss(CrossEntropyLoss):
@@ -232,11 +249,11 @@ class LinearCrossEntropyLoss(CrossEntropyLoss):
 
     ``crit(input, linear_weight, target, linear_bias=None)``: input (N, H) or (H,),
     linear_weight (C, H), linear_bias (C,); targets, weight, ignore_index, label_smoothing and
-    reductions as CrossEntropyLoss. Rows go in chunks of about 8 N H / C, at least 512 (a
-    chunk of logits about eight times the input's size, deep enough for BLAS): each chunk's logits come from one matrix product,
+    reductions as CrossEntropyLoss. Rows go in chunks of `chunk_rows` (512 by default, deep
+    enough for BLAS): each chunk's logits come from one matrix product,
     the cross-entropy kernel overwrites them with their gradient, and two more products give the gradients of
     the input and of linear_weight (accumulated over chunks). grad: (d/d input,
-    d/d linear_weight, d/d linear_bias), the last None without a bias. Matrix products run in
+    d/d linear_weight, d/d linear_bias), the last only when a bias is given. Matrix products run in
     NumPy's BLAS, with its own threads.
     """
     arguments = ("input", "linear_weight", "target", "linear_bias")
@@ -263,13 +280,12 @@ class LinearCrossEntropyLoss(CrossEntropyLoss):
         return super().partial(input, linear_weight, target, linear_bias)
 
     def block_rows(self, shape):
-        return _kernel.BLOCK_ROWS
+        return self._chunk()
 
-    def _chunk(self, N, H, C):
-        """Rows per chunk of logits: chunk_rows, or about eight times the input's size but at
-        least _MIN_ROWS, in whole row blocks of the kernel (chunks then add up exactly, as
-        partial states do)."""
-        return self.chunk_rows or max(1, min(N, _round_up(max(-(-8 * N * H // C), _MIN_ROWS), _kernel.BLOCK_ROWS)))
+    def _chunk(self):
+        """Rows per chunk of logits: chunk_rows, or _CHUNK_ROWS. Slices of a partial state start
+        on multiples of it, so they run the same products as one call."""
+        return self.chunk_rows or _CHUNK_ROWS
 
     def _cuda(self, arrays, want_grad, out, grad_output, partial=False):
         from ..cuda.softmax import linear_cross_entropy
@@ -286,13 +302,13 @@ class LinearCrossEntropyLoss(CrossEntropyLoss):
         weight = _class_weight(self.weight, C, dtype)
         target, target_prob, divisors, _ = self._targets(as_host_array(arrays[2], "target"), logits_shape,
                                                          target_shape, C, weight)
-        divisor = expansion_value(divisors)
+        divisor = divisors.value()
         target_prob = None if target_prob is None else contiguous(target_prob, dtype).reshape(-1, C)
         target = None if target is None else target.reshape(-1)
         X = x.reshape(-1, H)
         N = X.shape[0]
         # slices of the weight gradient about the input's size: memory stays far under the logits
-        rows = self._chunk(N, H, C)
+        rows = self._chunk()
         classes = max(1, min(C, N))
         scale, row_grad_output, grads, loss_out = self._row_reduction(
             want_grad, target_shape, divisor, grad_output,
@@ -308,7 +324,7 @@ class LinearCrossEntropyLoss(CrossEntropyLoss):
         # a slice of the weight gradient, for the chunks after the first
         weight_slice = np.empty((classes, H), dtype) if want_grad and rows < N else None
         weight_total = _weight_total(weight, C)
-        total = ()   # the exact sum of the chunks' losses, an expansion
+        total = exact_sum(())   # the exact sum of the chunks' losses
         for r0 in range(0, N, rows):
             r1 = min(N, r0 + rows)
             chunk, x_chunk = logits[: r1 - r0], X[r0:r1]
@@ -318,7 +334,7 @@ class LinearCrossEntropyLoss(CrossEntropyLoss):
             # the row kernel runs on this thread alone: NumPy's BLAS leaves its worker threads
             # spinning for a while after each product, and OpenMP threads sharing their cores ran
             # the kernel several times slower (1.4 ms alone, 9 ms right after a product, at 512x8000)
-            total = merge_expansions(total, _kernel.cross_entropy(
+            total = total + ExactSum(*_kernel.cross_entropy(
                 chunk, r1 - r0, C, 1, None if target is None else target[r0:r1],
                 None if target_prob is None else target_prob[r0:r1], weight, chunk if want_grad else None,
                 None if loss_out is None else loss_out.reshape(-1)[r0:r1],
@@ -338,7 +354,8 @@ class LinearCrossEntropyLoss(CrossEntropyLoss):
             grads[2][...] = bias_sum
         if partial:
             return reduced(None, total, None if self.reduction == "sum" else divisors, dtype)
-        return LossAndGrad(reduced(loss_out, expansion_value(total), divisor, dtype), grads if want_grad else None)
+        grads = grads if bias is not None else grads[:2]   # one gradient per input given
+        return LossAndGrad(reduced(loss_out, total.value(), divisor, dtype), grads if want_grad else None)
 
 
 def _linear_shapes(x, linear_weight, bias):
@@ -378,7 +395,7 @@ class _RowLoss(Criterion):
                                     target_real, weight, grad, loss_out, row_grad_output, scale, margin, p,
                                     self._num_threads(), partial)
         if partial:
-            return reduced(None, total, (float(rows),) if self.reduction == "mean" else None, dtype)
+            return reduced(None, total, float(rows) if self.reduction == "mean" else None, dtype)
         return LossAndGrad(reduced(loss_out, total, divisor, dtype), grad)
 
     def _cuda(self, arrays, want_grad, out, grad_output, partial=False):
@@ -493,6 +510,23 @@ class DiceLoss(Criterion):
     _partial_of_none = True     # ('none' is per class, not per sample)
     _chunked_gradient = False   # each chunk's gradient needs the whole's per-class sums
 
+    def block_rows(self, shape):
+        S = self._dims(shape)[2]   # blocks are runs of DICE_BLOCK_POSITIONS of the N S positions
+        return _kernel.DICE_BLOCK_POSITIONS // math.gcd(_kernel.DICE_BLOCK_POSITIONS, S) if S else 1
+
+    def _dims(self, shape):
+        """(N, C, S) of an input of `shape`: (N, C, *) with S the product of *; 'binary' takes
+        (N, *) or (N, 1, *) alike, as one channel over every position (as
+        segmentation_models_pytorch flattens it)."""
+        shape = tuple(shape)
+        if self.mode == "binary":
+            if len(shape) < 1:
+                fail(ValueError, "input", "shape (N, *) or (N, 1, *) for mode 'binary'", shape)
+            return shape[0], 1, math.prod(shape[1:])
+        if len(shape) < 2:
+            fail(ValueError, "input", "shape (N, C, ...)", shape)
+        return shape[0], shape[1], math.prod(shape[2:])
+
     def _loss_from_sums(self, sums, dtype):
         """(loss, I, S, present, denominator) from the per-class sums (C, 3) of I, S and Y."""
         C = sums.shape[0]
@@ -511,12 +545,8 @@ class DiceLoss(Criterion):
 
     def _cpu(self, arrays, want_grad, out, grad_output, partial=False):
         x = as_float_input(arrays[0], "input")
-        if x.ndim < 2:
-            fail(ValueError, "input", "shape (N, C, ...)", tuple(x.shape))
-        N, C, S = x.shape[0], x.shape[1], math.prod(x.shape[2:])
+        N, C, S = self._dims(x.shape)
         dtype = x.dtype
-        if self.mode == "binary" and C != 1:
-            fail(ValueError, "input", "one channel, (N, 1, ...), for mode 'binary'", tuple(x.shape))
         target_index = target_real = None
         if self.mode == "multiclass":
             target_index, _, _ = _class_targets(as_host_array(arrays[1], "target"), (N,) + x.shape[2:], C,
@@ -525,12 +555,13 @@ class DiceLoss(Criterion):
             target_real = as_operand(arrays[1], "target", dtype)
             if target_real.shape != x.shape:
                 fail(ValueError, "target", f"shape {x.shape} (the input's)", tuple(target_real.shape))
-        mode = 2 if not self.from_logits else (0 if self.mode == "multiclass" else 1)
+        link = "probabilities" if not self.from_logits else ("softmax" if self.mode == "multiclass" else "sigmoid")
+        mode = _kernel.DICE_MODES[link]
         threads = self._num_threads()
         sums = _kernel.dice(x, N, C, S, target_index, target_real, self.ignore_index, mode, None, None, None, threads,
                             partial)
         if partial:
-            return _DicePartial(tuple(sums), self, dtype)
+            return _DicePartial(tuple(ExactSum(*state) for state in sums), self, dtype)
         loss, inner, total, present, denominator = self._loss_from_sums(sums, dtype)
         if not want_grad:
             return LossAndGrad(loss, None)
@@ -550,14 +581,13 @@ class DiceLoss(Criterion):
 
 class _DicePartial(namedtuple("_DicePartial", ["sums", "criterion", "dtype"])):
     """DiceLoss's partial state over some samples: the exact per-class sums of I, S and Y as
-    expansions (3 per class, class-major). Combines with + like `Partial`; `value()` is the
+    ExactSums (3 per class, class-major). Combines with + like `Partial`; `value()` is the
     Dice loss of the combined samples, bitwise the one-call loss."""
     __slots__ = ()
 
     def __add__(self, other):
-        return _DicePartial(tuple(merge_expansions(a, b) for a, b in zip(self.sums, other.sums)),
-                            self.criterion, self.dtype)
+        return _DicePartial(tuple(a + b for a, b in zip(self.sums, other.sums)), self.criterion, self.dtype)
 
     def value(self):
-        sums = np.array([expansion_value(e) for e in self.sums], dtype=np.float64).reshape(-1, 3)
+        sums = np.array([e.value() for e in self.sums], dtype=np.float64).reshape(-1, 3)
         return self.criterion._loss_from_sums(sums, self.dtype)[0]
