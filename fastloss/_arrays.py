@@ -108,7 +108,28 @@ def check_index_option(name, value, optional=False):
         return None
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
         fail(TypeError, name, "an int or None" if optional else "an int", repr(value))
+    if not -2 ** 63 <= int(value) < 2 ** 63:
+        fail(ValueError, name, "an int64 (labels are int64 inside)", repr(int(value)))
     return int(value)
+
+
+def position_of(flat_index, shape):
+    """The position in an array of `shape` of its flat (C-order) element index, as a tuple."""
+    return tuple(int(p) for p in np.unravel_index(flat_index, shape)) if shape else ()
+
+
+def as_int64_labels(target, name, expected):
+    """Integer labels as C-contiguous int64: a label beyond int64 (only uint64 can hold one) is
+    an IndexError with the user's value and position, never wrapped around."""
+    if target.dtype.kind not in "iub":
+        fail(TypeError, name, "class indices of an integer dtype", f"dtype {target.dtype}")
+    if target.dtype.kind == "u" and target.dtype.itemsize == 8 and target.size:
+        too_big = target > np.iinfo(np.int64).max
+        if too_big.any():
+            i = int(np.argmax(too_big.reshape(-1)))
+            raise IndexError(f"{name}: expected {expected}, got {int(target.reshape(-1)[i])} "
+                             f"at position {position_of(i, target.shape)}")
+    return contiguous(target, np.int64)
 
 
 def broadcast_plan(name, arr, shape):
@@ -172,3 +193,79 @@ def check_out(out, shapes, dtypes, names):
         if not buf.flags.c_contiguous or not buf.flags.writeable:
             fail(ValueError, label, "a writeable C-contiguous array", "a non-contiguous or read-only one")
     return out
+
+
+_TOO_HARD = getattr(getattr(np, "exceptions", np), "TooHardError")
+
+
+def _memory(obj):
+    """What an array-like's memory is, for overlap checks, without copying it: ('host', an
+    ndarray view), ('device', (first byte, end, layout)) from __cuda_array_interface__, or None
+    for objects that are converted by copying anyway (lists, scalars) or are not arrays."""
+    if isinstance(obj, np.ndarray):
+        return "host", obj
+    if obj is None or isinstance(obj, (int, float, bool, complex, list, tuple, np.generic)):
+        return None
+    interface = getattr(obj, "__cuda_array_interface__", None)
+    if interface is not None:
+        shape, itemsize = tuple(interface["shape"]), np.dtype(interface["typestr"]).itemsize
+        strides = interface.get("strides") or tuple(
+            itemsize * prod(shape[d + 1:]) for d in range(len(shape)))
+        start = stop = interface["data"][0]
+        if prod(shape):
+            start += sum(st * (n - 1) for st, n in zip(strides, shape) if st < 0)
+            stop += itemsize + sum(st * (n - 1) for st, n in zip(strides, shape) if st > 0)
+        else:
+            stop = start
+        return "device", (start, stop, (interface["data"][0], shape, tuple(strides), interface["typestr"]))
+    if is_device_array(obj):
+        return None   # (the simulator's arrays: host memory the simulator owns)
+    try:
+        arr = as_host_array(obj, "array")
+    except Exception:   # not an array-like: its own check reports it
+        return None
+    return ("host", arr) if isinstance(arr, np.ndarray) else None
+
+
+def _overlap(a, b):
+    """Whether two memories share bytes (host: exactly, or yes when that is too hard to tell;
+    device: their extents meet), and whether they are the same array in the same layout."""
+    if a[0] != b[0]:
+        return False, False
+    if a[0] == "device":
+        (s1, e1, key1), (s2, e2, key2) = a[1], b[1]
+        return s1 < e2 and s2 < e1, key1 == key2
+    x, y = a[1], b[1]
+    if not np.may_share_memory(x, y):
+        return False, False
+    same = (x.__array_interface__["data"][0] == y.__array_interface__["data"][0] and x.shape == y.shape
+            and x.strides == y.strides and x.dtype == y.dtype)
+    try:
+        return bool(np.shares_memory(x, y, max_work=1 << 20)), same
+    except _TOO_HARD:
+        return True, same
+
+
+def check_no_overlap(outs, out_names, inputs, input_names, identical_ok=()):
+    """Refuse gradient buffers that share memory with an array the call reads, or with each
+    other (ValueError naming both): a kernel writing a gradient over its own input reads
+    overwritten values. A buffer that is exactly an input, in the same layout, is allowed for
+    the inputs named in `identical_ok`: kernels proven alias-safe for them (each element read
+    before the gradient is written at the same position, nothing else of that array read)."""
+    seen = []
+    for buf, name in zip(outs, out_names):
+        mine = _memory(buf)
+        if mine is None:
+            continue
+        for arr, arr_name in zip(inputs, input_names):
+            theirs = _memory(arr)
+            if theirs is None:
+                continue
+            shared, same = _overlap(mine, theirs)
+            if shared and not (same and arr_name in identical_ok):
+                fail(ValueError, name, "a buffer that shares no memory with the arrays the call reads",
+                     f"one that overlaps {arr_name}")
+        for other, other_name in seen:
+            if _overlap(mine, other)[0]:
+                fail(ValueError, name, f"a buffer that shares no memory with {other_name}", "one that overlaps it")
+        seen.append((mine, name))

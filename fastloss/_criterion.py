@@ -12,9 +12,9 @@ from collections import namedtuple
 
 import numpy as np
 
-from ._arrays import as_operand, check_option, check_out, fail, is_device_array, scalar_grad_output
+from ._arrays import as_operand, check_no_overlap, check_option, check_out, fail, is_device_array, scalar_grad_output
 from ._exact import ExactSum, exact_sum
-from ._kernels.memory import empty
+from ._kernels.memory import empty, extents_overlap
 from ._threads import get_num_threads
 
 LossAndGrad = namedtuple("LossAndGrad", ["loss", "grad"])
@@ -102,6 +102,7 @@ class Criterion:
     _chunked_gradient = True   # a chunk's gradient needs only the whole's divisor
     _partial_of_none = False   # a partial state for reduction='none' (DiceLoss: per-class losses)
     _host_arguments = ()       # arguments that may stay on the host in a GPU call (CTC's lengths)
+    _alias_safe = ()           # arguments an out= buffer may be exactly (see check_no_overlap)
 
     def __init__(self, reduction="mean"):
         check_option("reduction", reduction, self.reductions)
@@ -171,10 +172,20 @@ class Criterion:
         if run is None:
             raise NotImplementedError(f"{type(self).__name__}: no {backend} backend in this build "
                                       "(the GPU backend is optional and not installed)")
+        if out is not None:
+            self._check_out_overlap(arrays, out, grad_output)
         if mode.get("hess") and not self._hessian:
             raise NotImplementedError(f"{type(self).__name__}: no hessian (grad_hess covers the losses "
                                       "its docstring lists)")
         return run(arrays, want_grad, out, grad_output, **mode)   # hess=True or partial=True
+
+    def _check_out_overlap(self, arrays, out, grad_output):
+        """out= buffers must not share memory with what the call reads, nor with each other."""
+        outs = out if isinstance(out, tuple) else (out,)
+        if not extents_overlap(outs, tuple(arrays) + (grad_output,)):
+            return
+        check_no_overlap(outs, [f"out ({name})" for name in self.differentiable[:len(outs)]],
+                         tuple(arrays) + (grad_output,), self.arguments + ("grad_output",), self._alias_safe)
 
     # ------------------------------------------------------------- helpers for the families
     @staticmethod

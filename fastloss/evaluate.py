@@ -9,6 +9,8 @@ Memory-mapped files are read with plain positioned reads into two reused buffers
 process holds two chunks (and, with a gradient, one chunk of it), not the file's pages.
 """
 import os
+import re
+import secrets
 import sys
 import time
 from collections import namedtuple
@@ -16,7 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from ._arrays import fail
+from ._arrays import check_no_overlap, check_optional_count, fail
 
 __all__ = ["evaluate", "Evaluation", "CHUNK_BYTES", "check_chunkable"]
 
@@ -29,9 +31,9 @@ chunk, the bytes read, and the wall time of the loss pass in seconds."""
 
 class _Source:
     """Rows [r0, r1) of one array (along its row axis) into a reused buffer: positioned reads
-    for a C-ordered memory-mapped file with its rows first, slicing otherwise; a view of an
-    in-memory NumPy array; an array without a row axis (axis None: LinearCrossEntropyLoss's
-    linear_weight) read once."""
+    for a memory-mapped file (any layout: a short file is then an OSError, never a SIGBUS from a
+    page past its end), slicing for other arrays; a view of an in-memory NumPy array; an array
+    without a row axis (axis None: LinearCrossEntropyLoss's linear_weight) read once."""
 
     def __init__(self, array, name, axis):
         if not hasattr(array, "shape") or not hasattr(array, "dtype") or not hasattr(array, "__getitem__"):
@@ -39,18 +41,36 @@ class _Source:
                  type(array).__name__)
         self.array, self.name, self.axis = array, name, axis
         self.dtype = np.dtype(array.dtype)
-        self.whole = np.asarray(array) if axis is None else None
+        self.fd = self.filename = None
+        if isinstance(array, np.memmap) and getattr(array, "filename", None):
+            self._open_file(array)
+        self.whole = None
+        if axis is None:
+            self.whole = self.read_all() if self.fd is not None else np.asarray(array)
         self.rows = None if axis is None else array.shape[axis]
         rest = tuple(array.shape[:axis or 0]) + tuple(array.shape[(axis or 0) + 1:])
         self.row_bytes = 0 if axis is None else int(np.prod(rest, dtype=np.int64)) * self.dtype.itemsize
-        self.fd = None
-        if axis == 0 and isinstance(array, np.memmap) and getattr(array, "filename", None) and array.flags.c_contiguous:
-            base = array
-            while isinstance(base.base, np.memmap):   # a slice of a map: its offset inside the file
-                base = base.base
-            start = array.__array_interface__["data"][0] - base.__array_interface__["data"][0]
-            self.fd = os.open(array.filename, os.O_RDONLY)
-            self.position = int(getattr(base, "offset", 0)) + start
+
+    def _open_file(self, array):
+        """Positioned reads from the file behind a memory map: its offset, and a first check
+        that the file holds every byte the array spans."""
+        base = array
+        while isinstance(base.base, np.memmap):   # a slice of a map: its offset inside the file
+            base = base.base
+        start = array.__array_interface__["data"][0] - base.__array_interface__["data"][0]
+        if any(st < 0 for st in array.strides):
+            return   # a reversed view of a map: sliced (rare), with the size check below
+        self.filename = array.filename
+        self.fd = os.open(array.filename, os.O_RDONLY)
+        self.position = int(getattr(base, "offset", 0)) + start
+        span = 0 if array.size == 0 else sum((n - 1) * st for n, st in zip(array.shape, array.strides)) + self.dtype.itemsize
+        self._check_size(self.position + span)
+
+    def _check_size(self, needed):
+        size = os.fstat(self.fd).st_size
+        if size < needed:
+            raise OSError(f"{self.name}: the file {self.filename!r} holds {size} bytes, the array needs {needed} "
+                          "(a short or truncated .npy file)")
 
     def buffer(self, rows):
         if self.axis is None or type(self.array) is np.ndarray:
@@ -58,6 +78,11 @@ class _Source:
         shape = list(self.array.shape)
         shape[self.axis] = rows
         return np.empty(shape, self.dtype)
+
+    def read_all(self):
+        out = np.empty(self.array.shape, self.dtype)
+        self._pread_view(self.array, self.position, out)
+        return out
 
     def read(self, r0, r1, buffer):
         if self.axis is None:
@@ -69,13 +94,38 @@ class _Source:
         if self.fd is None:
             out[...] = self.array[rows]
             return out
-        view, pos, done = memoryview(out.reshape(-1).view(np.uint8)), self.position + r0 * self.row_bytes, 0
-        while done < len(view):
-            n = os.preadv(self.fd, [view[done:]], pos + done)
-            if n <= 0:
-                raise OSError(f"{self.name}: the file ended early at byte {pos + done}")
-            done += n
+        view = self.array[rows]
+        offset = view.__array_interface__["data"][0] - self.array.__array_interface__["data"][0]
+        self._pread_view(view, self.position + offset, out)
         return out
+
+    def _pread_view(self, view, position, out):
+        """out[...] = view, a strided view of the file starting at byte `position`, by positioned
+        reads of its contiguous runs (all of it in one read for a C-ordered slab)."""
+        if view.size == 0:
+            return
+        order = sorted(range(view.ndim), key=lambda d: -view.strides[d])   # outermost first
+        shape = [view.shape[d] for d in order]
+        strides = [view.strides[d] for d in order]
+        inner, run = view.ndim, self.dtype.itemsize   # merge the innermost dims that are contiguous
+        while inner > 0 and (shape[inner - 1] == 1 or strides[inner - 1] == run):
+            run *= shape[inner - 1]
+            inner -= 1
+        staged = out if order == list(range(view.ndim)) and out.flags.c_contiguous else np.empty(shape, self.dtype)
+        flat = memoryview(staged.reshape(-1).view(np.uint8))
+        for k, index in enumerate(np.ndindex(*shape[:inner])):
+            self._pread(flat[k * run:(k + 1) * run], position + sum(i * st for i, st in zip(index, strides)))
+        if staged is not out:
+            out[...] = staged.transpose(np.argsort(order))
+
+    def _pread(self, target, pos):
+        done = 0
+        while done < len(target):
+            n = os.preadv(self.fd, [target[done:]], pos + done)
+            if n <= 0:
+                raise OSError(f"{self.name}: the file {self.filename!r} ended early at byte {pos + done} "
+                              "(truncated while being read?)")
+            done += n
 
     def close(self):
         if self.fd is not None:
@@ -136,7 +186,10 @@ def _passes(sources, chunks, chunk_rows, on_chunk, progress):
             for i, (r0, r1) in enumerate(chunks):
                 arrays = pending.result()
                 pending = pool.submit(load, i + 1) if i + 1 < len(chunks) else None
-                on_chunk(r0, r1, arrays)
+                try:
+                    on_chunk(r0, r1, arrays)
+                except (ValueError, IndexError, TypeError) as error:
+                    raise _in_whole(error, r0, sources, arrays) from None
                 if bar is not None:
                     bar.update(r1 - r0)
     finally:
@@ -144,34 +197,118 @@ def _passes(sources, chunks, chunk_rows, on_chunk, progress):
             bar.close()
 
 
-def evaluate(criterion, *arrays, chunk_rows=None, grad_out=None, progress=False):
+def _in_whole(error, r0, sources, chunk):
+    """`error`, raised for a chunk starting at row r0, with its positions and shapes in the
+    whole arrays' terms (the user never made the chunk)."""
+    message = str(error)
+    by_name = {s.name: (s, part) for s, part in zip(sources, chunk)}
+    name = message.split(":", 1)[0]
+    source = by_name.get(name, (None, None))[0]
+    if source is not None and source.axis is not None:
+        def shift(match):
+            position = [int(p) for p in match.group(1).split(",") if p.strip()]
+            if len(position) > source.axis:
+                position[source.axis] += r0
+            return f"at position {tuple(position)}"
+        message = re.sub(r"at position \(([-\d, ]*)\)", shift, message)
+    for s, part in by_name.values():
+        if s.axis is not None and part is not None and tuple(part.shape) != tuple(s.array.shape):
+            message = message.replace(str(tuple(part.shape)), str(tuple(s.array.shape)))
+    return type(error)(message)
+
+
+def _same_file(path, filename):
+    try:
+        return os.path.samefile(path, filename)
+    except OSError:
+        return False
+
+
+class _GradientFile:
+    """The gradient written to a new .npy file at `path`, atomically: into a temporary file in
+    the same folder, renamed to `path` only when every chunk is written (nothing is left
+    behind on failure). Never one of the input files; an existing file only with overwrite."""
+
+    def __init__(self, path, sources, shape, dtype, overwrite):
+        self.path = os.fspath(path)
+        for s in sources:
+            if s.filename is not None and _same_file(self.path, s.filename):
+                fail(ValueError, "grad_out", "a file other than the inputs", f"{self.path!r}, the file of {s.name}")
+        if os.path.lexists(self.path) and not overwrite:
+            raise FileExistsError(f"grad_out: expected a new file (or overwrite), got the existing {self.path!r}")
+        folder, name = os.path.split(os.path.abspath(self.path))
+        while True:   # a new name beside it (mode 0666 less the umask, as any new file)
+            self.temporary = os.path.join(folder, f".{name}.{secrets.token_hex(6)}.tmp")
+            try:
+                os.close(os.open(self.temporary, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
+                break
+            except FileExistsError:
+                continue
+        self.overwrite = overwrite
+        try:
+            self.array = np.lib.format.open_memmap(self.temporary, "w+", dtype, shape)
+        except BaseException:
+            os.unlink(self.temporary)
+            raise
+
+    def commit(self):
+        self.array.flush()
+        del self.array
+        if self.overwrite:
+            os.replace(self.temporary, self.path)
+            return
+        try:   # no clobbering a file that appeared meanwhile: a hard link fails if the name exists
+            os.link(self.temporary, self.path)
+        except FileExistsError:
+            raise FileExistsError(f"grad_out: expected a new file (or overwrite), got the existing {self.path!r}") from None
+        except OSError:   # a file system without hard links
+            if os.path.lexists(self.path):
+                raise FileExistsError(f"grad_out: expected a new file (or overwrite), got the existing {self.path!r}") from None
+            os.rename(self.temporary, self.path)
+            return
+        os.unlink(self.temporary)
+
+    def discard(self):
+        self.array = None
+        if os.path.lexists(self.temporary):
+            os.unlink(self.temporary)
+
+
+def evaluate(criterion, *arrays, chunk_rows=None, grad_out=None, overwrite=False, progress=False):
     """The loss of `criterion` over `arrays` (its call's arrays, sliced along their rows as
     `criterion.row_axes` says), evaluated chunk by chunk: bitwise the loss of
     ``criterion.loss(*arrays)``.
 
     chunk_rows: rows per chunk (rounded up to whole kernel blocks); by default about
-    CHUNK_BYTES of input per chunk. grad_out: a writable array of the first input's shape and
-    dtype (an ``np.lib.format.open_memmap`` file for out-of-core training) that receives the
-    gradient of the loss with respect to the first input, chunk by chunk; for 'mean' this takes
-    a second pass, since each chunk's gradient is scaled by the whole's divisor. progress: a
-    tqdm progress bar on stderr (a plain line without tqdm). Returns an `Evaluation`.
+    CHUNK_BYTES of input per chunk. grad_out: where the gradient of the loss with respect to
+    the first input goes, chunk by chunk: a writable array of the first input's shape and dtype
+    that shares no memory (and no file) with the inputs, or the path of a .npy file to create,
+    written atomically (a temporary file in the same folder, renamed on success; never an input
+    file; an existing file only with `overwrite`). For 'mean' this takes a second pass, since
+    each chunk's gradient is scaled by the whole's divisor. progress: a tqdm progress bar on
+    stderr (a plain line without tqdm). Returns an `Evaluation`. Errors about the data name
+    positions and shapes in the whole arrays; a short or truncated file is an OSError.
     """
     check_chunkable(criterion, grad_out is not None)
+    check_optional_count("chunk_rows", chunk_rows)
     if not arrays:
         fail(TypeError, "arrays", "the criterion's arrays", "none")
     names, axes = criterion.arguments, criterion.row_axes
     if len(arrays) > len(names):
         fail(TypeError, "arrays", f"at most {len(names)} ({', '.join(names)})", f"{len(arrays)}")
-    sources = [_Source(a, names[i], axes[i]) for i, a in enumerate(arrays) if a is not None]
+    sources, gradient_file = [], None
     try:
+        sources += [_Source(a, names[i], axes[i]) for i, a in enumerate(arrays) if a is not None]
         rows = sources[0].rows
         for s in sources[1:]:
             if s.rows is not None and s.rows != rows:
                 fail(ValueError, s.name, f"{rows} rows ({sources[0].name}'s)", f"{s.rows} rows")
-        if grad_out is not None and (tuple(grad_out.shape) != tuple(sources[0].array.shape)
-                                     or np.dtype(grad_out.dtype) != sources[0].dtype):
-            fail(ValueError, "grad_out", f"shape {tuple(sources[0].array.shape)} and dtype {sources[0].dtype}",
-                 f"shape {tuple(grad_out.shape)} and dtype {grad_out.dtype}")
+        shape, dtype = tuple(sources[0].array.shape), sources[0].dtype
+        if isinstance(grad_out, (str, bytes, os.PathLike)):
+            gradient_file = _GradientFile(grad_out, sources, shape, dtype, overwrite)
+            grad_out = gradient_file.array
+        elif grad_out is not None:
+            _check_grad_out(grad_out, sources, shape, dtype)
         chunk_rows, chunks = _chunks(criterion, sources, rows, chunk_rows)
         state = None
         with_grad_now = grad_out is not None and criterion.reduction == "sum"
@@ -198,8 +335,28 @@ def evaluate(criterion, *arrays, chunk_rows=None, grad_out=None, progress=False)
                 place(r0, r1, criterion._chunk_gradient(chunk, scale))
 
             _passes(sources, chunks, chunk_rows, grad_chunk, progress)
+        if gradient_file is not None:
+            gradient_file.commit()
+            gradient_file = None
         read = sum(s.row_bytes for s in sources) * rows
         return Evaluation(state.value(), state, rows, chunk_rows, read, seconds)
     finally:
+        if gradient_file is not None:   # it failed: nothing is left behind
+            gradient_file.discard()
         for s in sources:
             s.close()
+
+
+def _check_grad_out(grad_out, sources, shape, dtype):
+    """A caller's gradient array: the first input's shape and dtype, writable, and sharing no
+    memory and no file with the inputs."""
+    if tuple(grad_out.shape) != shape or np.dtype(grad_out.dtype) != dtype:
+        fail(ValueError, "grad_out", f"shape {shape} and dtype {dtype}",
+             f"shape {tuple(grad_out.shape)} and dtype {grad_out.dtype}")
+    if isinstance(grad_out, np.ndarray) and not grad_out.flags.writeable:
+        fail(ValueError, "grad_out", "a writable array", "a read-only one")
+    check_no_overlap((grad_out,), ("grad_out",), [s.array for s in sources], [s.name for s in sources])
+    filename = getattr(grad_out, "filename", None)
+    for s in sources:
+        if filename is not None and s.filename is not None and _same_file(filename, s.filename):
+            fail(ValueError, "grad_out", "a file other than the inputs", f"a map of {s.name}'s file {s.filename!r}")

@@ -145,14 +145,47 @@ cdef class Block:
 
 
 def empty(shape, dtype):
-    """np.empty(shape, dtype), large arrays from the cache."""
+    """np.empty(shape, dtype), large arrays from the cache (MemoryError when it cannot be had)."""
     dtype = np.dtype(dtype)
-    cdef Py_ssize_t count = 1, extent
+    cdef object count = 1   # a Python int: no size can wrap around
     for extent in shape:
         count *= extent
     if count * dtype.itemsize < MIN_BYTES:
         return np.empty(shape, dtype)
+    if count * dtype.itemsize >= 2 ** 62:
+        raise MemoryError(f"gradient: could not allocate {count * dtype.itemsize} bytes")
     return np.frombuffer(Block(count * dtype.itemsize), dtype=dtype, count=count).reshape(shape)
+
+
+def extents_overlap(tuple outs, tuple arrays):
+    """Whether the byte extent of an ndarray in `outs` meets that of an ndarray in `arrays` or
+    of another in `outs` (other objects are skipped): the fast first look of the overlap check
+    (fastloss._arrays.check_no_overlap decides when this says yes)."""
+    cdef Py_ssize_t i, j
+    cdef char* a0
+    cdef char* a1
+    cdef char* b0
+    cdef char* b1
+    for i in range(len(outs)):
+        if type(outs[i]) is not np.ndarray:
+            continue
+        a0 = <char*> cnp.PyArray_DATA(<cnp.ndarray> outs[i])
+        a1 = a0 + cnp.PyArray_NBYTES(<cnp.ndarray> outs[i])
+        if not cnp.PyArray_IS_C_CONTIGUOUS(<cnp.ndarray> outs[i]):
+            return True
+        for j in range(len(arrays) + i):
+            other = arrays[j] if j < len(arrays) else outs[j - len(arrays)]
+            if type(other) is not np.ndarray:
+                if other is None or isinstance(other, (int, float)):
+                    continue
+                return True   # another kind of array: the full check looks
+            if not cnp.PyArray_IS_C_CONTIGUOUS(<cnp.ndarray> other):
+                return True
+            b0 = <char*> cnp.PyArray_DATA(<cnp.ndarray> other)
+            b1 = b0 + cnp.PyArray_NBYTES(<cnp.ndarray> other)
+            if a0 < b1 and b0 < a1:
+                return True
+    return False
 
 
 def empty_cache():

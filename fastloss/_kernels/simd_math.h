@@ -33,6 +33,8 @@ __attribute__((simd("notinbranch"))) float tanhf(float);
 /* Inexact constants of the point functions. pointwise.c is compiled with
  * -fsingle-precision-constant, which leaves long double (L) constants alone. */
 #define FL_LOG_2PI 1.8378770664093454835606594728112353L
-#define FL_BCE_EPSILON 1e-12L   /* torch's clamp of x (1 - x) in BCELoss's gradient */
+/* torch's clamp of x (1 - x) in BCELoss's gradient: its EPSILON = 1e-12 is a float, so the
+ * float64 kernel clamps at 1e-12 rounded to float32 as well (bit for bit torch's gradient) */
+#define FL_BCE_EPSILON 0x1.197998p-40L
 
 #endif

@@ -17,7 +17,7 @@ from .._arrays import (as_float_input, as_host_array, as_operand, broadcast_plan
                        check_same_shape, fail, scalar_grad_output)
 from .._criterion import Criterion, GradHess, LossAndGrad, reduced
 from .._kernels import pointwise as _kernel
-from .._kernels.memory import empty
+from .._kernels.memory import empty, extents_overlap
 
 _KERNEL_INDEX = {name: i for i, name in enumerate(_kernel.LOSSES)}
 _OPTION_ORDER = ("beta", "inv_beta", "margin", "eps", "alpha", "gamma", "full")   # the GPU kernels' tuple
@@ -58,6 +58,10 @@ class PointwiseLoss(Criterion):
     _hessian = True             # for the kernels in HESSIAN_LOSSES (checked per call)
     _partial = True
     target_same_shape = False   # torch requires target.shape == input.shape (BCE losses)
+    # out= may be exactly the input or target (same memory, same layout): the kernel reads each
+    # element of them before it writes the gradient at the same position, and no other position
+    # of them later (tested in test_safety.py); any other overlap is refused
+    _alias_safe = ("input", "target", "input1", "input2")
 
     # -- hooks --------------------------------------------------------------------------
     def _operands(self, x, rest, take):
@@ -112,6 +116,8 @@ class PointwiseLoss(Criterion):
         plans = self._fast_operands(x, arrays[1:])
         if plans is None:
             return None
+        if out is not None and extents_overlap(outs, arrays):
+            self._check_out_overlap(arrays, out, None)
         self._validate(x, plans, _HOST)
         divisor = self._divisor(x)
         g_plan = broadcast_plan("grad_output", np.array(1.0 / divisor, x.dtype), x.shape)

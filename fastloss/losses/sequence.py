@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from .._arrays import as_float_input, as_host_array, contiguous, fail
+from .._arrays import as_float_input, as_host_array, as_int64_labels, contiguous, fail
 from .._criterion import Criterion, LossAndGrad, reduced
 from .._exact import exact_sum
 from .._kernels import sequence as _kernel
@@ -14,7 +14,7 @@ def _lengths(value, name, batch):
         fail(TypeError, name, "integer lengths", f"dtype {lengths.dtype}")
     if lengths.size != batch or lengths.ndim > 1:
         fail(ValueError, name, f"{batch} length(s), one per batch element", f"shape {tuple(lengths.shape)}")
-    lengths = contiguous(lengths.reshape(batch), np.int64)
+    lengths = as_int64_labels(lengths.reshape(batch), name, "lengths >= 0")
     if batch and lengths.min() < 0:
         b = int(np.argmin(lengths))
         fail(ValueError, name, "lengths >= 0", f"{lengths[b]} at position {b}")
@@ -120,7 +120,7 @@ class CTCLoss(Criterion):
         else:
             fail(ValueError, "targets", "shape (N, S) or (sum(target_lengths),)" if batched else "shape (S,)",
                  tuple(targets.shape))
-        flat = contiguous(targets.reshape(-1), np.int64)
+        flat = as_int64_labels(targets.reshape(-1), "targets", f"labels in [0, {C}) other than blank {self.blank}")
         bad = used.reshape(-1) & ((flat < 0) | (flat >= C) | (flat == self.blank))
         if bad.any():
             i = int(np.argmax(bad))

@@ -10,8 +10,8 @@ from collections import namedtuple
 
 import numpy as np
 
-from .._arrays import (as_float_input, as_host_array, as_operand, check_index_option, check_number, check_option,
-                       check_optional_count, contiguous, fail, scalar_grad_output)
+from .._arrays import (as_float_input, as_host_array, as_int64_labels, as_operand, check_index_option, check_number,
+                       check_option, check_optional_count, contiguous, fail, position_of, scalar_grad_output)
 from .._criterion import Criterion, GradHess, LossAndGrad, reduced, row_grad_output as _row_grad_output
 from .._exact import ExactSum, exact_sum
 from .._kernels import softmax as _kernel
@@ -37,24 +37,6 @@ def _block_rows(shape):
     return _kernel.BLOCK_ROWS // math.gcd(_kernel.BLOCK_ROWS, positions) if positions else 1
 
 
-def _position(flat_index, shape):
-    return tuple(int(p) for p in np.unravel_index(flat_index, shape)) if shape else ()
-
-
-def as_int64_labels(target, name, expected):
-    """Integer labels as C-contiguous int64: a label beyond int64 (only uint64 can hold one) is
-    an IndexError with the user's value and position, never wrapped around."""
-    if target.dtype.kind not in "iub":
-        fail(TypeError, name, "class indices of an integer dtype", f"dtype {target.dtype}")
-    if target.dtype.kind == "u" and target.dtype.itemsize == 8 and target.size:
-        too_big = target > np.iinfo(np.int64).max
-        if too_big.any():
-            i = int(np.argmax(too_big.reshape(-1)))
-            raise IndexError(f"{name}: expected {expected}, got {int(target.reshape(-1)[i])} "
-                             f"at position {_position(i, target.shape)}")
-    return contiguous(target, np.int64)
-
-
 def _class_targets(target, target_shape, classes, ignore_index, weight):
     """int64 targets after the checks; (targets, the exact sum of the target weights, an
     ExactSum, kept rows). ignore_index None: every target must be a class."""
@@ -65,7 +47,7 @@ def _class_targets(target, target_shape, classes, ignore_index, weight):
     bad, value, weights, kept = _kernel.check_targets(
         target, classes, ignore_index, None if weight is None else contiguous(weight, np.float64))
     if bad >= 0:
-        raise IndexError(f"target: expected {expected}, got {value} at position {_position(bad, target_shape)}")
+        raise IndexError(f"target: expected {expected}, got {value} at position {position_of(bad, target_shape)}")
     return target, exact_sum((kept,)) if weights is None else ExactSum(*weights), kept
 
 
@@ -385,8 +367,8 @@ class _RowLoss(Criterion):
     def _rows(self, arrays, want_grad, out, grad_output, partial, target=None, target_real=None, weight=None,
               margin=0.0, p=1):
         x = arrays[0]
-        rows, C = (1, x.shape[0]) if x.ndim == 1 else x.shape
-        loss_shape = () if x.ndim == 1 else (rows,)
+        rows, C = (1, max(1, x.size)) if x.ndim < 2 else x.shape   # 0-d: one row of one class, as torch
+        loss_shape = () if x.ndim < 2 else (rows,)
         dtype = x.dtype
         divisor = rows if self.reduction == "mean" else 1
         scale, row_grad_output, (grad,), loss_out = self._row_reduction(want_grad, loss_shape, divisor,
@@ -402,10 +384,11 @@ class _RowLoss(Criterion):
         from ..cuda.softmax import margin_rows
         return margin_rows(self, arrays, want_grad, out, grad_output, partial)
 
-    @staticmethod
-    def _input(arrays):
+    _zero_d = True   # torch takes a 0-d input as one class (MultiLabelSoftMarginLoss does not)
+
+    def _input(self, arrays):
         x = as_float_input(arrays[0], "input")
-        if x.ndim not in (1, 2):
+        if x.ndim not in ((0, 1, 2) if self._zero_d else (1, 2)):
             fail(ValueError, "input", "shape (N, C) or (C,)", tuple(x.shape))
         return x
 
@@ -413,7 +396,8 @@ class _RowLoss(Criterion):
 class MultiMarginLoss(_RowLoss):
     """Multi-class hinge loss, as torch's: for class index t,
     ``l = w_t / C sum_{c != t} max(0, margin - x_t + x_c)^p`` with p = 1 or 2; 'mean' averages
-    the rows. input (N, C) or (C,); target (N,) or (). grad: d(loss)/d(input)."""
+    the rows. input (N, C), (C,) or () (one class, as torch); target (N,) or ().
+    grad: d(loss)/d(input)."""
     _margin_loss = "multi_margin"
 
     def __init__(self, p=1, margin=1.0, weight=None, *, reduction="mean"):
@@ -425,7 +409,7 @@ class MultiMarginLoss(_RowLoss):
 
     def _cpu(self, arrays, want_grad, out, grad_output, partial=False):
         x = self._input(arrays)
-        C = x.shape[-1]
+        C = x.shape[-1] if x.ndim else 1
         weight = _class_weight(self.weight, C, x.dtype)
         target, _, _ = _class_targets(as_host_array(arrays[1], "target"), x.shape[:-1], C, None, None)
         return self._rows((x,), want_grad, out, grad_output, partial, target=target, weight=weight,
@@ -435,7 +419,8 @@ class MultiMarginLoss(_RowLoss):
 class MultiLabelMarginLoss(_RowLoss):
     """Multi-label hinge loss, as torch's: each target row lists class indices, ended by the
     first -1 (set T); ``l = 1 / C sum_{j in T} sum_{c not in T} max(0, 1 - (x_j - x_c))``.
-    input (N, C) or (C,); target of the input's shape, integers. grad: d(loss)/d(input)."""
+    input (N, C), (C,) or () (one class, as torch); target of the input's shape, integers.
+    grad: d(loss)/d(input)."""
     _margin_loss = "multilabel_margin"
 
     def __init__(self, *, reduction="mean"):
@@ -455,11 +440,11 @@ class MultiLabelMarginLoss(_RowLoss):
     def _check_targets(target):
         """target (host, the input's shape) as int64, after the check: the entries before each
         row's first -1 are class indices (an IndexError names the first one that is not)."""
-        target = contiguous(target, np.int64)
-        C = target.shape[-1]
+        C = target.shape[-1] if target.ndim else 1
+        target = as_int64_labels(target, "target", f"class indices in [0, {C}) or -1")
         bad, value = _kernel.check_multilabel_targets(target, C)
         if bad >= 0:
-            position = tuple(int(p) for p in np.unravel_index(bad, target.shape))
+            position = position_of(bad, target.shape)
             raise IndexError(f"target: expected class indices in [0, {C}) before each row's "
                              f"first -1, got {value} at position {position}")
         return target
@@ -470,6 +455,7 @@ class MultiLabelSoftMarginLoss(_RowLoss):
     (1 - y_c) log sigmoid(-x_c))`` per row; 'mean' averages the rows. input (N, C) or (C,);
     target of the input's shape (0/1 or probabilities); weight (C,). grad: d(loss)/d(input)."""
     _margin_loss = "multilabel_soft_margin"
+    _zero_d = False
 
     def __init__(self, weight=None, *, reduction="mean"):
         super().__init__(reduction)
