@@ -1,6 +1,7 @@
 """Array-likes in, checks, and every error message, in one voice:
 ``input: expected shape (N, C), got (3, 4)``.
 """
+import functools
 from math import prod
 
 import numpy as np
@@ -13,6 +14,16 @@ _DLPACK_CUDA = (2, 3, 13)
 
 def fail(exception, name, expected, got):
     raise exception(f"{name}: expected {expected}, got {got}")
+
+
+def ieee_quietly(method):
+    """Run a method's NumPy arithmetic (matrix products of data with inf or NaN) without
+    RuntimeWarnings: special values propagate as IEEE says, as the kernels let them."""
+    @functools.wraps(method)
+    def quiet(*args, **kwargs):
+        with np.errstate(all="ignore"):
+            return method(*args, **kwargs)
+    return quiet
 
 
 def is_device_array(obj):

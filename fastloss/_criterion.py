@@ -57,9 +57,20 @@ class Partial(namedtuple("Partial", ["total", "divisor", "dtype"])):
         """The loss, as the one-call loss: the exact sum rounded once, over the divisor."""
         total = self.total.value()
         if self.divisor is None:
-            return self.dtype.type(total)
+            return as_dtype(total, self.dtype)
         divisor = self.divisor.value()
-        return self.dtype.type(total / divisor if divisor else math.nan)
+        return as_dtype(total / divisor if divisor else math.nan, self.dtype)
+
+
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
+def as_dtype(value, dtype):
+    """A float64 loss as a NumPy scalar of the loss's dtype (beyond float32's range: inf, quietly)."""
+    if dtype.itemsize == 4 and not abs(value) <= _FLOAT32_MAX:
+        with np.errstate(over="ignore"):
+            return dtype.type(value)
+    return dtype.type(value)
 
 
 def row_grad_output(grad_output, shape, dtype):
@@ -81,7 +92,7 @@ def reduced(loss_out, total, divisor, dtype):
         if divisor is not None and not isinstance(divisor, ExactSum):
             divisor = exact_sum((divisor,))
         return Partial(ExactSum(*total), divisor, dtype)
-    return loss_out if loss_out is not None else dtype.type(total / divisor if divisor else math.nan)
+    return loss_out if loss_out is not None else as_dtype(total / divisor if divisor else math.nan, dtype)
 
 
 class Criterion:

@@ -28,7 +28,7 @@ class ExactSum(namedtuple("ExactSum", ["scaled", "special"])):
         try:
             return self.scaled / _UNIT
         except OverflowError:
-            return math.copysign(math.inf, self.scaled)
+            return math.inf if self.scaled > 0 else -math.inf
 
 
 def exact_sum(values):

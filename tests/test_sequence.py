@@ -104,8 +104,8 @@ LP = np.log(np.full((10, 2, 5), 0.2))
 
 @pytest.mark.parametrize("args, error, message", [
     ((LP, np.ones((2, 3), int), [10, 10, 10], [3, 3]), ValueError, r"input_lengths: expected 2 length\(s\)"),
-    ((LP, np.ones((2, 3), int), [10, 11], [3, 3]), ValueError, r"input_lengths: expected lengths at most T = 10.*got 11 at position 1"),
-    ((LP, np.ones((2, 3), int), [10, 10], [3, -1]), ValueError, r"target_lengths: expected lengths >= 0, got -1 at position 1"),
+    ((LP, np.ones((2, 3), int), [10, 11], [3, 3]), ValueError, r"input_lengths: expected lengths at most T = 10.*got 11 at position \(1,\)"),
+    ((LP, np.ones((2, 3), int), [10, 10], [3, -1]), ValueError, r"target_lengths: expected lengths >= 0, got -1 at position \(1,\)"),
     ((LP, np.ones((2, 3), int), [10, -2], [3, 3]), ValueError, r"input_lengths: expected lengths >= 0, got -2"),
     ((LP, np.ones((2, 3), int), [10, 10], [3, 4]), ValueError, r"target_lengths: expected lengths at most S = 3"),
     ((LP, np.array([[1, 0, 2], [1, 1, 1]]), [10, 10], [3, 3]), ValueError, r"targets: expected labels in \[0, 5\) other than blank 0, got 0 at position \(0, 1\)"),

@@ -119,7 +119,7 @@ def ctc(crit, arrays, want_grad, out, grad_output, partial=False):
     input_lengths, target_lengths = _lengths(host[1], "input_lengths", N), _lengths(host[2], "target_lengths", N)
     if N and input_lengths.max() > T:
         b = int(np.argmax(input_lengths))
-        fail(ValueError, "input_lengths", f"lengths at most T = {T} (log_probs' frames)", f"{input_lengths[b]} at position {b}")
+        fail(ValueError, "input_lengths", f"lengths at most T = {T} (log_probs' frames)", f"{input_lengths[b]} at position ({b},)")
     targets, offsets = crit._targets(np.asarray(host[0]), target_lengths, batched, C)
     loss_shape = (N,) if batched else ()
     none, dtype = crit.reduction == "none", lp.dtype

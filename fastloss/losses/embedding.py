@@ -6,7 +6,8 @@ float dtype; 'mean' averages the N row losses. Every input has a gradient.
 
 import numpy as np
 
-from .._arrays import as_float_input, as_host_array, check_number, check_optional_count, contiguous, fail
+from .._arrays import (as_float_input, as_host_array, check_number, check_optional_count, contiguous, fail,
+                       ieee_quietly)
 from .._criterion import Criterion, LossAndGrad, reduced
 from .._exact import exact_sum
 from .._kernels import embedding as _kernel
@@ -242,6 +243,7 @@ class NTXentLoss(Criterion):
         from ..cuda.embedding import nt_xent
         return nt_xent(self, arrays, want_grad, out, grad_output)
 
+    @ieee_quietly
     def _cpu(self, arrays, want_grad, out, grad_output):
         views = _embeddings(arrays, self.differentiable)
         if views[0].ndim != 2:

@@ -15,7 +15,7 @@ import numpy as np
 
 from .._arrays import (as_float_input, as_host_array, as_operand, broadcast_plan, check_number,
                        check_same_shape, fail, scalar_grad_output)
-from .._criterion import Criterion, GradHess, LossAndGrad, reduced
+from .._criterion import Criterion, GradHess, LossAndGrad, as_dtype, reduced
 from .._kernels import pointwise as _kernel
 from .._kernels.memory import empty, extents_overlap
 
@@ -125,7 +125,7 @@ class PointwiseLoss(Criterion):
         total = _kernel.pointwise(_KERNEL_INDEX[self.kernel], x, plans.get("y"), plans.get("a"), plans.get("b"),
                                   g_plan, None, grads[0], grads[1] if two else None, 1, 1, self._num_threads(),
                                   **self._options())
-        return LossAndGrad(x.dtype.type(total / divisor), grads if two else grads[0])
+        return LossAndGrad(as_dtype(total / divisor, x.dtype), grads if two else grads[0])
 
     def _fast_operands(self, x, rest):
         """The operand plans (``{'y': (target, None), ...}``, read in place) of the fast call,
@@ -172,7 +172,7 @@ class PointwiseLoss(Criterion):
             **self._options())
         if partial:
             return reduced(None, total, None if self.reduction == "sum" else float(divisor), dtype)
-        loss = loss_out if none else dtype.type(total / divisor if divisor else math.nan)
+        loss = loss_out if none else as_dtype(total / divisor if divisor else math.nan, dtype)
         if hess:
             return GradHess(grad_x, hess_x)
         if not want_grad:

@@ -17,7 +17,7 @@ def _lengths(value, name, batch):
     lengths = as_int64_labels(lengths.reshape(batch), name, "lengths >= 0")
     if batch and lengths.min() < 0:
         b = int(np.argmin(lengths))
-        fail(ValueError, name, "lengths >= 0", f"{lengths[b]} at position {b}")
+        fail(ValueError, name, "lengths >= 0", f"{lengths[b]} at position ({b},)")
     return lengths
 
 
@@ -67,7 +67,7 @@ class CTCLoss(Criterion):
         target_lengths = _lengths(arrays[3], "target_lengths", N)
         if N and input_lengths.max() > T:
             b = int(np.argmax(input_lengths))
-            fail(ValueError, "input_lengths", f"lengths at most T = {T} (log_probs' frames)", f"{input_lengths[b]} at position {b}")
+            fail(ValueError, "input_lengths", f"lengths at most T = {T} (log_probs' frames)", f"{input_lengths[b]} at position ({b},)")
         targets, offsets = self._targets(as_host_array(arrays[1], "targets"), target_lengths, batched, C)
         loss_shape = (N,) if batched else ()
         divisor = N if self.reduction == "mean" else 1
@@ -107,7 +107,7 @@ class CTCLoss(Criterion):
             if N and target_lengths.max() > S:
                 b = int(np.argmax(target_lengths))
                 fail(ValueError, "target_lengths", f"lengths at most S = {S} (the padded targets' width)",
-                     f"{target_lengths[b]} at position {b}")
+                     f"{target_lengths[b]} at position ({b},)")
             offsets = np.arange(N, dtype=np.int64) * S
             used = np.arange(S)[None, :] < target_lengths[:, None]
         elif targets.ndim == 1:             # concatenated, or one sequence's (S,)

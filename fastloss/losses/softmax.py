@@ -11,7 +11,7 @@ from collections import namedtuple
 import numpy as np
 
 from .._arrays import (as_float_input, as_host_array, as_int64_labels, as_operand, check_index_option, check_number,
-                       check_option, check_optional_count, contiguous, fail, position_of, scalar_grad_output)
+                       check_option, check_optional_count, contiguous, fail, ieee_quietly, position_of, scalar_grad_output)
 from .._criterion import Criterion, GradHess, LossAndGrad, reduced, row_grad_output as _row_grad_output
 from .._exact import ExactSum, exact_sum
 from .._kernels import softmax as _kernel
@@ -273,6 +273,7 @@ class LinearCrossEntropyLoss(CrossEntropyLoss):
         from ..cuda.softmax import linear_cross_entropy
         return linear_cross_entropy(self, arrays, want_grad, out, grad_output, partial)
 
+    @ieee_quietly
     def _cpu(self, arrays, want_grad, out, grad_output, partial=False):
         x = as_float_input(arrays[0], "input")
         dtype = x.dtype
@@ -367,7 +368,7 @@ class _RowLoss(Criterion):
     def _rows(self, arrays, want_grad, out, grad_output, partial, target=None, target_real=None, weight=None,
               margin=0.0, p=1):
         x = arrays[0]
-        rows, C = (1, max(1, x.size)) if x.ndim < 2 else x.shape   # 0-d: one row of one class, as torch
+        rows, C = (1, 1) if x.ndim == 0 else (1, x.shape[0]) if x.ndim == 1 else x.shape   # 0-d: one class, as torch
         loss_shape = () if x.ndim < 2 else (rows,)
         dtype = x.dtype
         divisor = rows if self.reduction == "mean" else 1
