@@ -64,6 +64,13 @@ class BuildKernels(build_ext):
         # -ffp-contract=off: no fused multiply-adds chosen by context, so a point function gives
         # the same bits in every kernel variant (forward only or not, reduced or 'none')
         flags, libraries, macros = ["-O3", "-fno-math-errno", "-fno-trapping-math", "-ffp-contract=off"], [], []
+        # No peeling or versioning of loops by the data's alignment: which elements run through
+        # the scalar prologue (scalar libm) and which through the vector body (libmvec, another
+        # last bit) would then depend on where the caller's buffers sit, and the same inputs
+        # would not give the same bits (found by tests/fuzz.py)
+        for param in ("vect-max-peeling-for-alignment=0", "vect-max-version-for-alignment-checks=0"):
+            if compiles(cc, "int main(void){return 0;}\n", [f"--param={param}"]):
+                flags.append(f"--param={param}")
         march = os.environ.get("FASTLOSS_MARCH", "native")
         if march and compiles(cc, "int main(void){return 0;}\n", [f"-march={march}"]):
             flags.append(f"-march={march}")

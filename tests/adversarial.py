@@ -2,7 +2,7 @@
 
 Shewchuk's grow-expansion keeps its partials nonoverlapping, but they may sit a few bits
 apart: each value below is chosen, among a few candidates near the running top partial, as
-the one that leaves the most partials behind. 300 ordinary doubles make 150 partials, far
+the one that leaves the most partials behind. 300 ordinary doubles make 150 partials, 1000 make 500, far
 beyond the 64-double scratch the kernels used to write into unchecked.
 """
 import math
@@ -51,5 +51,5 @@ def hostile(n=300, start=1.0):
 
 def hostile_blocks(blocks, scale=1.0):
     """One hostile value per block: the sequence repeated (and scaled) to `blocks` values."""
-    base = hostile()
+    base = hostile(min(blocks, 1000))   # 1000 values: 500 partials
     return [v * scale for v in (base * (blocks // len(base) + 1))[:blocks]]
