@@ -64,10 +64,12 @@ _NO_COPY = None if np.lib.NumpyVersion(np.__version__) >= "2.0.0" else False
 
 
 def contiguous(arr, dtype=None):
-    """arr as C-contiguous (copied once if it is not), keeping 0-d arrays 0-d."""
-    if arr.flags.c_contiguous and (dtype is None or arr.dtype == dtype):
+    """arr as C-contiguous and aligned (copied once if it is not: a misaligned buffer, e.g.
+    from a pickle or a byte offset, would be undefined behaviour in the kernels' loads),
+    keeping 0-d arrays 0-d."""
+    if arr.flags.c_contiguous and arr.flags.aligned and (dtype is None or arr.dtype == dtype):
         return arr
-    return np.array(arr, dtype=dtype, order="C", copy=_NO_COPY)
+    return np.array(arr, dtype=dtype, order="C", copy=True if not arr.flags.aligned else _NO_COPY)
 
 
 def as_float_input(obj, name):
@@ -201,8 +203,8 @@ def check_out(out, shapes, dtypes, names):
             fail(ValueError, label, f"shape {tuple(shape)}", tuple(buf.shape))
         if buf.dtype != dtype:
             fail(TypeError, label, f"dtype {dtype}", f"dtype {buf.dtype}")
-        if not buf.flags.c_contiguous or not buf.flags.writeable:
-            fail(ValueError, label, "a writeable C-contiguous array", "a non-contiguous or read-only one")
+        if not buf.flags.c_contiguous or not buf.flags.writeable or not buf.flags.aligned:
+            fail(ValueError, label, "a writeable, aligned C-contiguous array", "a non-contiguous, read-only or misaligned one")
     return out
 
 

@@ -208,7 +208,7 @@ class Criterion:
         if out is None:
             return tuple(None if s is None else empty(s, dtype) for s in shapes)
         if (type(out) is np.ndarray and len(shapes) == 1 and out.shape == shapes[0] and out.dtype == dtype
-                and out.flags.c_contiguous and out.flags.writeable):
+                and out.flags.c_contiguous and out.flags.writeable and out.flags.aligned):
             return (out,)
         names = self.differentiable[: len(shapes)]
         present = [i for i, s in enumerate(shapes) if s is not None]

@@ -2,7 +2,7 @@
 
 Each example draws a criterion and its options, shapes (empty and 0-d among them), a dtype,
 values (+-0, subnormals, +-inf, NaN, +-1e30 sprinkled in), a layout per array (negative
-strides, Fortran order, an offset inside a larger buffer, read-only) and an out= choice (none,
+strides, Fortran order, an offset inside a larger buffer, a misaligned one, read-only) and an out= choice (none,
 a fresh buffer, or an input's own memory). It asserts that the call either raises a clear
 exception that names an argument, with out= untouched, or returns exactly what the same call
 on C-contiguous copies returns, finite wherever torch (same dtype) is finite.
@@ -203,6 +203,11 @@ def relayout(a, kind, rng):
         buffer = np.empty(a.shape + (2,), a.dtype)
         buffer[..., 0] = a
         return buffer[..., 0]
+    if kind == "misaligned":   # a byte offset: the kernels must copy it, not load it unaligned
+        buffer = np.empty(a.nbytes + 1, np.uint8)
+        view = buffer[1:].view(a.dtype).reshape(a.shape)
+        view[...] = a
+        return view
     if kind == "readonly":
         b = a.copy()
         b.flags.writeable = False
@@ -329,7 +334,7 @@ def run(examples, seed=None):
     names = sorted(REGISTRY)
     strategy = st.tuples(
         st.sampled_from(names), st.integers(0, 2 ** 32 - 1),
-        st.lists(st.sampled_from(["c", "reversed", "fortran", "offset", "strided", "readonly"]), min_size=5, max_size=5),
+        st.lists(st.sampled_from(["c", "reversed", "fortran", "offset", "strided", "readonly", "misaligned"]), min_size=5, max_size=5),
         st.sampled_from(["none", "fresh", "alias"]), st.sampled_from([0.0, 0.05, 0.3]), st.booleans(),
         st.sampled_from([np.float32, np.float64]))
     count = [0]

@@ -90,7 +90,7 @@ def test_errors_name_the_argument_and_leave_out_untouched():
         fl.MSELoss()(x, x, out=np.zeros((3, 5)))
     with pytest.raises(TypeError, match=r"out \(input\): expected dtype float64, got dtype float32"):
         fl.MSELoss()(x, x, out=np.zeros((5, 3), np.float32))
-    with pytest.raises(ValueError, match="out \\(input\\): expected a writeable C-contiguous array"):
+    with pytest.raises(ValueError, match="out \\(input\\): expected a writeable, aligned C-contiguous array"):
         fl.MSELoss()(x, x, out=np.zeros((3, 5)).T)
     np.testing.assert_array_equal(out, 7.0)
 

@@ -193,7 +193,7 @@ ALLOCATION_FAILURES = {
         assert (out == 7.0).all()
         """,
     "dice": """
-        x = np.zeros((1, 60_000_000, 1), np.float32)   # scratch 2 C floats, block sums 3 C doubles
+        x = np.zeros((1, 70_000_000, 1), np.float32)   # scratch 2 C floats, block sums 3 C doubles
         out = np.full_like(x, 7.0)
         try:
             fl.DiceLoss('multilabel')(x, np.zeros_like(x), out=out)

@@ -102,16 +102,16 @@ class PointwiseLoss(Criterion):
         if self.reduction == "none" or len(arrays) != len(self.arguments):
             return None
         x = arrays[0]
-        if type(x) is not np.ndarray or x.dtype not in _ONE or not x.size or not x.flags.c_contiguous:
+        if type(x) is not np.ndarray or x.dtype not in _ONE or not x.size or not x.flags.carray:
             return None
         for a in arrays[1:]:
-            if type(a) is not np.ndarray or a.dtype != x.dtype or a.shape != x.shape or not a.flags.c_contiguous:
+            if type(a) is not np.ndarray or a.dtype != x.dtype or a.shape != x.shape or not a.flags.carray:
                 return None
         two = len(self.differentiable) == 2   # a gradient for operand a as well (elementwise here)
         outs = (out,) if out is None or not two else out
         if out is not None and (not isinstance(outs, tuple) or len(outs) != 1 + two or any(
                 type(o) is not np.ndarray or o.shape != x.shape or o.dtype != x.dtype
-                or not (o.flags.c_contiguous and o.flags.writeable) for o in outs)):
+                or not (o.flags.carray and o.flags.writeable) for o in outs)):
             return None
         plans = self._fast_operands(x, arrays[1:])
         if plans is None:
