@@ -8,13 +8,14 @@
 # preloaded (the Python interpreter itself is not instrumented). Any report fails the run:
 # UBSan halts on the first error, ASan on any bad access. Leak checking is off (CPython and
 # its extensions keep memory until exit by design). Needs gcc; uses the current python3, which
-# must have the test dependencies installed (pip install -e '.[test]').
+# must have the test dependencies installed (pip install '.[test]'); Cython is installed if missing.
 set -euo pipefail
 here="$(cd "$(dirname "$0")/.." && pwd)"
 work="$(mktemp -d "${TMPDIR:-/tmp}/fastloss-sanitize.XXXXXX")"
 trap 'rm -rf "$work"' EXIT
 git -C "$here" ls-files -z --cached --others --exclude-standard | (cd "$here" && xargs -0 cp --parents -t "$work")
 cd "$work"
+python3 -c "import Cython, setuptools" 2>/dev/null || python3 -m pip install -q 'cython>=3.0' 'setuptools>=64' wheel
 flags="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined"
 CFLAGS="$flags" LDFLAGS="$flags" python3 setup.py build_ext --inplace -j "$(nproc)" > build.log 2>&1 \
     || { tail -40 build.log; exit 1; }
