@@ -133,13 +133,15 @@ def position_of(flat_index, shape):
 
 def as_int64_labels(target, name, expected):
     """Integer labels as C-contiguous int64: a label beyond int64 (only uint64 can hold one) is
-    an IndexError with the user's value and position, never wrapped around."""
+    an IndexError with the user's value and position, never wrapped around. `expected`: what
+    the labels should be, or a function giving it (built only for the message)."""
     if target.dtype.kind not in "iub":
         fail(TypeError, name, "class indices of an integer dtype", f"dtype {target.dtype}")
     if target.dtype.kind == "u" and target.dtype.itemsize == 8 and target.size:
         too_big = target > np.iinfo(np.int64).max
         if too_big.any():
             i = int(np.argmax(too_big.reshape(-1)))
+            expected = expected() if callable(expected) else expected
             raise IndexError(f"{name}: expected {expected}, got {int(target.reshape(-1)[i])} "
                              f"at position {position_of(i, target.shape)}")
     return contiguous(target, np.int64)

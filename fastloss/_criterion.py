@@ -88,10 +88,10 @@ def reduced(loss_out, total, divisor, dtype):
     for 0). With `total` an exact state (a `partial` call: a kernel's (scaled, special) or an
     ExactSum), the Partial state; the divisor then is exact too (a float is taken as one), or
     None for 'sum'."""
-    if isinstance(total, tuple):
+    if isinstance(total, (tuple, ExactSum)):
         if divisor is not None and not isinstance(divisor, ExactSum):
             divisor = exact_sum((divisor,))
-        return Partial(ExactSum(*total), divisor, dtype)
+        return Partial(total if isinstance(total, ExactSum) else ExactSum(*total), divisor, dtype)
     return loss_out if loss_out is not None else as_dtype(total / divisor if divisor else math.nan, dtype)
 
 

@@ -40,15 +40,16 @@ def _block_rows(shape):
 def _class_targets(target, target_shape, classes, ignore_index, weight):
     """int64 targets after the checks; (targets, the exact sum of the target weights, an
     ExactSum, kept rows). ignore_index None: every target must be a class."""
-    expected = f"class indices in [0, {classes})" + ("" if ignore_index is None else f" or ignore_index {ignore_index}")
+    def expected():
+        return f"class indices in [0, {classes})" + ("" if ignore_index is None else f" or ignore_index {ignore_index}")
     if target.dtype.kind in "iub" and target.shape != target_shape:
         fail(ValueError, "target", f"shape {target_shape}", tuple(target.shape))
     target = as_int64_labels(target, "target", expected)
     bad, value, weights, kept = _kernel.check_targets(
         target, classes, ignore_index, None if weight is None else contiguous(weight, np.float64))
     if bad >= 0:
-        raise IndexError(f"target: expected {expected}, got {value} at position {position_of(bad, target_shape)}")
-    return target, exact_sum((kept,)) if weights is None else ExactSum(*weights), kept
+        raise IndexError(f"target: expected {expected()}, got {value} at position {position_of(bad, target_shape)}")
+    return target, ExactSum.of_int(kept) if weights is None else ExactSum(*weights), kept
 
 
 def _weight_total(weight, classes):
@@ -100,9 +101,9 @@ class CrossEntropyLoss(Criterion):
                 fail(ValueError, "target", f"class probabilities of the input's shape {input_shape} "
                      f"or class indices of shape {target_shape}", tuple(target.shape))
             rows = math.prod(target_shape) if self.reduction == "mean" else 1
-            return None, target, exact_sum((rows,)), rows
+            return None, target, ExactSum.of_int(rows), rows
         target, weights, kept = _class_targets(target, target_shape, C, self.ignore_index, weight)
-        return (target, None) + ((weights, kept) if self.reduction == "mean" else (exact_sum((1,)), 1))
+        return (target, None) + ((weights, kept) if self.reduction == "mean" else (ExactSum.of_int(1), 1))
 
     _hessian = True
     _partial = True
