@@ -215,7 +215,7 @@ _TOO_HARD = getattr(getattr(np, "exceptions", np), "TooHardError")
 
 def _memory(obj):
     """What an array-like's memory is, for overlap checks, without copying it: ('host', an
-    ndarray view), ('device', (first byte, end, layout)) from __cuda_array_interface__, or None
+    ndarray view), ('device', (first byte, end)) from __cuda_array_interface__, or None
     for objects that are converted by copying anyway (lists, scalars) or are not arrays."""
     if isinstance(obj, np.ndarray):
         return "host", obj
@@ -232,7 +232,7 @@ def _memory(obj):
             stop += itemsize + sum(st * (n - 1) for st, n in zip(strides, shape) if st > 0)
         else:
             stop = start
-        return "device", (start, stop, (interface["data"][0], shape, tuple(strides), interface["typestr"]))
+        return "device", (start, stop)
     if is_device_array(obj):
         return None   # (the simulator's arrays: host memory the simulator owns)
     try:
@@ -244,29 +244,25 @@ def _memory(obj):
 
 def _overlap(a, b):
     """Whether two memories share bytes (host: exactly, or yes when that is too hard to tell;
-    device: their extents meet), and whether they are the same array in the same layout."""
+    device: their extents meet)."""
     if a[0] != b[0]:
-        return False, False
+        return False
     if a[0] == "device":
-        (s1, e1, key1), (s2, e2, key2) = a[1], b[1]
-        return s1 < e2 and s2 < e1, key1 == key2
+        (s1, e1), (s2, e2) = a[1], b[1]
+        return s1 < e2 and s2 < e1
     x, y = a[1], b[1]
     if not np.may_share_memory(x, y):
-        return False, False
-    same = (x.__array_interface__["data"][0] == y.__array_interface__["data"][0] and x.shape == y.shape
-            and x.strides == y.strides and x.dtype == y.dtype)
+        return False
     try:
-        return bool(np.shares_memory(x, y, max_work=1 << 20)), same
+        return bool(np.shares_memory(x, y, max_work=1 << 20))
     except _TOO_HARD:
-        return True, same
+        return True
 
 
-def check_no_overlap(outs, out_names, inputs, input_names, identical_ok=()):
+def check_no_overlap(outs, out_names, inputs, input_names):
     """Refuse gradient buffers that share memory with an array the call reads, or with each
     other (ValueError naming both): a kernel writing a gradient over its own input reads
-    overwritten values. A buffer that is exactly an input, in the same layout, is allowed for
-    the inputs named in `identical_ok`: kernels proven alias-safe for them (each element read
-    before the gradient is written at the same position, nothing else of that array read)."""
+    overwritten values, and the kernels declare their outputs `restrict` (see simd_math.h)."""
     seen = []
     for buf, name in zip(outs, out_names):
         mine = _memory(buf)
@@ -276,11 +272,10 @@ def check_no_overlap(outs, out_names, inputs, input_names, identical_ok=()):
             theirs = _memory(arr)
             if theirs is None:
                 continue
-            shared, same = _overlap(mine, theirs)
-            if shared and not (same and arr_name in identical_ok):
+            if _overlap(mine, theirs):
                 fail(ValueError, name, "a buffer that shares no memory with the arrays the call reads",
                      f"one that overlaps {arr_name}")
         for other, other_name in seen:
-            if _overlap(mine, other)[0]:
+            if _overlap(mine, other):
                 fail(ValueError, name, f"a buffer that shares no memory with {other_name}", "one that overlaps it")
         seen.append((mine, name))

@@ -92,7 +92,10 @@ def reduced(loss_out, total, divisor, dtype):
         if divisor is not None and not isinstance(divisor, ExactSum):
             divisor = exact_sum((divisor,))
         return Partial(total if isinstance(total, ExactSum) else ExactSum(*total), divisor, dtype)
-    return loss_out if loss_out is not None else as_dtype(total / divisor if divisor else math.nan, dtype)
+    if loss_out is not None:
+        return loss_out
+    value = total / divisor if divisor else math.nan
+    return dtype.type(value) if -_FLOAT32_MAX <= value <= _FLOAT32_MAX else as_dtype(value, dtype)
 
 
 class Criterion:
@@ -113,7 +116,6 @@ class Criterion:
     _chunked_gradient = True   # a chunk's gradient needs only the whole's divisor
     _partial_of_none = False   # a partial state for reduction='none' (DiceLoss: per-class losses)
     _host_arguments = ()       # arguments that may stay on the host in a GPU call (CTC's lengths)
-    _alias_safe = ()           # arguments an out= buffer may be exactly (see check_no_overlap)
 
     def __init__(self, reduction="mean"):
         check_option("reduction", reduction, self.reductions)
@@ -196,7 +198,7 @@ class Criterion:
         if not extents_overlap(outs, tuple(arrays) + (grad_output,)):
             return
         check_no_overlap(outs, [f"out ({name})" for name in self.differentiable[:len(outs)]],
-                         tuple(arrays) + (grad_output,), self.arguments + ("grad_output",), self._alias_safe)
+                         tuple(arrays) + (grad_output,), self.arguments + ("grad_output",))
 
     # ------------------------------------------------------------- helpers for the families
     @staticmethod

@@ -263,26 +263,19 @@ def test_out_that_overlaps_an_input_is_refused_and_nothing_is_written(case):
     (fl.MSELoss, lambda r: (r.standard_normal((40, 7)), r.standard_normal((40, 7))), 0),
     (fl.MSELoss, lambda r: (r.standard_normal((40, 7)), r.standard_normal((40, 7))), 1),
     (lambda: fl.HuberLoss(reduction="none"), lambda r: (r.standard_normal(300), r.standard_normal(300)), 0),
-    (lambda: fl.BCEWithLogitsLoss(reduction="sum"), lambda r: (r.standard_normal((9, 3)), r.uniform(size=(9, 3))), 1),
-    (fl.SoftMarginLoss, lambda r: (r.standard_normal(100_000).astype(np.float32), np.sign(r.standard_normal(100_000)).astype(np.float32)), 0),
+    (fl.SoftMarginLoss, lambda r: (r.standard_normal(1000).astype(np.float32), np.sign(r.standard_normal(1000)).astype(np.float32)), 0),
     (fl.MarginRankingLoss, lambda r: (r.standard_normal(50), r.standard_normal(50), np.sign(r.standard_normal(50))), 1),
 ])
-def test_pointwise_gradient_written_over_its_own_input_or_target(make, arrays, slot):
-    # alias-safe by construction: each element is read before its gradient is written there
+def test_pointwise_gradient_over_its_own_input_or_target_is_refused(make, arrays, slot):
+    # the pointwise kernels declare their outputs restrict: even exact aliasing is refused
     args = arrays(np.random.default_rng(5))
     crit = make()
-    loss, grad = crit(*args)
-    grad = grad[0] if isinstance(grad, tuple) else grad
     mine = [a.copy() for a in args]
-    if len(crit.differentiable) == 2:
-        out = (mine[slot], np.empty_like(mine[0]))
-    else:
-        out = mine[slot]
-    loss2, grad2 = crit(*mine, out=out)
-    grad2 = grad2[0] if isinstance(grad2, tuple) else grad2
-    assert grad2 is mine[slot]
-    assert np.asarray(loss).tobytes() == np.asarray(loss2).tobytes()
-    assert grad.tobytes() == grad2.tobytes()
+    out = (mine[slot], np.empty_like(mine[0])) if len(crit.differentiable) == 2 else mine[slot]
+    with pytest.raises(ValueError, match=r"out \(input1?\): expected a buffer that shares no memory"):
+        crit(*mine, out=out)
+    for a, b in zip(mine, args):
+        np.testing.assert_array_equal(a, b)
 
 
 def test_evaluate_refuses_a_grad_out_that_is_an_input(tmp_path):

@@ -29,6 +29,8 @@
 typedef struct {
     int64_t limb[FL_EXACT_LIMBS];
     int64_t pending;    /* additions since the carries were last propagated */
+    int64_t adds;       /* nonzero finite values added in all; with one, it is the sum: */
+    double single;      /* that value (a one-block call rounds nothing) */
     double special;     /* the plain sum of the infinities and NaNs (0 if none came) */
 } fl_exact;
 
@@ -65,6 +67,8 @@ static inline void fl_exact_add(fl_exact* a, double x) {
         mantissa |= UINT64_C(1) << 52;
         position = exponent - 1;        /* mantissa x 2^(exponent - 1075) */
     }
+    a->adds += 1;
+    a->single = x;
     if (a->pending >= FL_EXACT_CARRY_EVERY)
         fl_exact_normalize(a);
     k = position >> 5;
@@ -92,18 +96,23 @@ static inline void fl_exact_merge(fl_exact* a, const fl_exact* b) {
     for (k = 0; k < FL_EXACT_LIMBS; k++)
         a->limb[k] += c.limb[k];
     a->pending = 2;   /* each limb below 2^33 now: as after two additions */
+    a->single = a->adds ? a->single : c.single;
+    a->adds += c.adds;
     a->special += c.special;
 }
 
 /* The exact total rounded once to the nearest double, ties to even (as math.fsum); beyond
  * the double range +-inf; the special sum when an inf or NaN came. */
 static inline double fl_exact_round(const fl_exact* acc) {
-    fl_exact a = *acc;
+    fl_exact a;
     int k, h, negative, sticky = 0, shift, nbits;
     unsigned __int128 window, kept, rest, half;
     double result;
-    if (a.special != 0.0 || a.special != a.special)
-        return a.special;
+    if (acc->special != 0.0 || acc->special != acc->special)
+        return acc->special;
+    if (acc->adds <= 1)
+        return acc->adds ? acc->single : 0.0;
+    a = *acc;
     fl_exact_normalize(&a);
     negative = a.limb[FL_EXACT_LIMBS - 1] < 0;
     if (negative) {                     /* round |total| (rounding to nearest is symmetric) */

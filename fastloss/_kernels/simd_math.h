@@ -30,6 +30,14 @@ __attribute__((simd("notinbranch"))) float tanhf(float);
 #define fl_abs(x) _Generic((x), float: fabsf, default: fabs)(x)
 #define fl_tanh(x) _Generic((x), float: tanhf, default: tanh)(x)
 
+/* Output pointers the kernels store through with nothing else reading that memory in the loop
+ * (the Python layer refuses out= buffers that overlap an input): `restrict` lets gcc vectorise
+ * without a run-time overlap check. That check's fallback, the scalar loop, would round
+ * exp/log with scalar libm where the vector body uses libmvec, another last bit: the results
+ * would depend on where the caller's buffers happen to sit (found by tests/fuzz.py). */
+typedef float *__restrict fl_restrict_float;
+typedef double *__restrict fl_restrict_double;
+
 /* Inexact constants of the point functions. pointwise.c is compiled with
  * -fsingle-precision-constant, which leaves long double (L) constants alone. */
 #define FL_LOG_2PI 1.8378770664093454835606594728112353L

@@ -58,10 +58,6 @@ class PointwiseLoss(Criterion):
     _hessian = True             # for the kernels in HESSIAN_LOSSES (checked per call)
     _partial = True
     target_same_shape = False   # torch requires target.shape == input.shape (BCE losses)
-    # out= may be exactly the input or target (same memory, same layout): the kernel reads each
-    # element of them before it writes the gradient at the same position, and no other position
-    # of them later (tested in test_safety.py); any other overlap is refused
-    _alias_safe = ("input", "target", "input1", "input2")
 
     # -- hooks --------------------------------------------------------------------------
     def _operands(self, x, rest, take):

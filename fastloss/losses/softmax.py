@@ -37,18 +37,22 @@ def _block_rows(shape):
     return _kernel.BLOCK_ROWS // math.gcd(_kernel.BLOCK_ROWS, positions) if positions else 1
 
 
+def _expected_classes(classes, ignore_index):
+    return f"class indices in [0, {classes})" + ("" if ignore_index is None else f" or ignore_index {ignore_index}")
+
+
 def _class_targets(target, target_shape, classes, ignore_index, weight):
     """int64 targets after the checks; (targets, the exact sum of the target weights, an
     ExactSum, kept rows). ignore_index None: every target must be a class."""
-    def expected():
-        return f"class indices in [0, {classes})" + ("" if ignore_index is None else f" or ignore_index {ignore_index}")
     if target.dtype.kind in "iub" and target.shape != target_shape:
         fail(ValueError, "target", f"shape {target_shape}", tuple(target.shape))
-    target = as_int64_labels(target, "target", expected)
+    if target.dtype != np.int64 or not target.flags.carray:
+        target = as_int64_labels(target, "target", lambda: _expected_classes(classes, ignore_index))
     bad, value, weights, kept = _kernel.check_targets(
         target, classes, ignore_index, None if weight is None else contiguous(weight, np.float64))
     if bad >= 0:
-        raise IndexError(f"target: expected {expected()}, got {value} at position {position_of(bad, target_shape)}")
+        raise IndexError(f"target: expected {_expected_classes(classes, ignore_index)}, got {value} "
+                         f"at position {position_of(bad, target_shape)}")
     return target, ExactSum.of_int(kept) if weights is None else ExactSum(*weights), kept
 
 
