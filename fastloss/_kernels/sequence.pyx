@@ -32,6 +32,7 @@ from libc.stdlib cimport free, malloc
 cnp.import_array()
 
 cdef extern from "simd_math.h" nogil:
+    ctypedef double* restrict_double "fl_restrict_double"   # outputs nothing else reads (simd_math.h)
     double fl_exp(double)
     double fl_log(double)
 
@@ -114,6 +115,15 @@ cdef Py_ssize_t recursion(const real* lp, Py_ssize_t N, Py_ssize_t C, Py_ssize_t
     return nans
 
 
+cdef inline void exp_minus(restrict_double occupancy, const real* row, Py_ssize_t C) noexcept nogil:
+    """occupancy[c] = exp(row[c]) - occupancy[c]. occupancy is restrict (private scratch): gcc
+    then needs no run-time overlap check with the input, whose scalar fallback would round exp
+    differently from the vector body, so that the bits would depend on where the buffers sit."""
+    cdef Py_ssize_t c
+    for c in range(C):
+        occupancy[c] = fl_exp(<double> row[c]) - occupancy[c]
+
+
 cdef inline Py_ssize_t scratch_doubles(Py_ssize_t frames, Py_ssize_t S, Py_ssize_t C) noexcept nogil:
     """float64 scratch of one element: alpha and beta (frames x (S + PAD) each), skips, emit,
     occupancy, and the labels (2 S int64, as many doubles)."""
@@ -173,8 +183,7 @@ cdef double ctc_element(const real* lp, real* grad, Py_ssize_t T, Py_ssize_t N, 
                     occupancy[c] = 0.0 if nll < INFINITY else NAN   # impossible, or NaN input
                 for s in range(S):
                     occupancy[labels[s]] += emit[s]
-                for c in range(C):
-                    occupancy[c] = fl_exp(<double> row[c]) - occupancy[c]
+                exp_minus(occupancy, row, C)
                 for c in range(C):
                     grow[c] = <real> (occupancy[c] * g)
         for t in range(zero_from, T):
