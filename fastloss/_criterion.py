@@ -195,7 +195,7 @@ class Criterion:
     def _check_out_overlap(self, arrays, out, grad_output):
         """out= buffers must not share memory with what the call reads, nor with each other."""
         outs = out if isinstance(out, tuple) else (out,)
-        if not extents_overlap(outs, tuple(arrays) + (grad_output,)):
+        if not extents_overlap(outs, arrays, grad_output):
             return
         check_no_overlap(outs, [f"out ({name})" for name in self.differentiable[:len(outs)]],
                          tuple(arrays) + (grad_output,), self.arguments + ("grad_output",))
@@ -210,7 +210,7 @@ class Criterion:
         if out is None:
             return tuple(None if s is None else empty(s, dtype) for s in shapes)
         if (type(out) is np.ndarray and len(shapes) == 1 and out.shape == shapes[0] and out.dtype == dtype
-                and out.flags.c_contiguous and out.flags.writeable and out.flags.aligned):
+                and out.flags.carray and out.flags.writeable):
             return (out,)
         names = self.differentiable[: len(shapes)]
         present = [i for i, s in enumerate(shapes) if s is not None]

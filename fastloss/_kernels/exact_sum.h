@@ -28,6 +28,7 @@
 
 typedef struct {
     int64_t limb[FL_EXACT_LIMBS];
+    int lo, hi;         /* limbs outside [lo, hi] are 0: the loops below touch only these */
     int64_t pending;    /* additions since the carries were last propagated */
     int64_t adds;       /* nonzero finite values added in all; with one, it is the sum: */
     double single;      /* that value (a one-block call rounds nothing) */
@@ -36,15 +37,20 @@ typedef struct {
 
 static inline void fl_exact_zero(fl_exact* a) {
     memset(a, 0, sizeof(fl_exact));
+    a->lo = FL_EXACT_LIMBS;
+    a->hi = -1;
 }
 
-/* Propagate the carries: limbs 0..66 into [0, 2^32), the top limb keeps the sign. */
+/* Propagate the carries: limbs below the top into [0, 2^32), the top limb keeps the sign (a
+ * negative total's carries run up to it). Only limbs lo.. are visited, up to the last carry. */
 static inline void fl_exact_normalize(fl_exact* a) {
     int k;
-    for (k = 0; k < FL_EXACT_LIMBS - 1; k++) {
+    for (k = a->lo; k <= a->hi && k < FL_EXACT_LIMBS - 1; k++) {
         int64_t carry = a->limb[k] >> 32;           /* floor division by 2^32 */
         a->limb[k] -= (int64_t)((uint64_t)carry << 32);
         a->limb[k + 1] += carry;
+        if (carry != 0 && k + 1 > a->hi)
+            a->hi = k + 1;
     }
     a->pending = 0;
 }
@@ -73,6 +79,10 @@ static inline void fl_exact_add(fl_exact* a, double x) {
         fl_exact_normalize(a);
     k = position >> 5;
     shift = position & 31;
+    if (k < a->lo)
+        a->lo = k;
+    if (k + 2 > a->hi)
+        a->hi = k + 2;
     /* the mantissa shifted by `shift` as three 32-bit digits of limbs k, k + 1, k + 2 */
     rest = mantissa >> (32 - shift);
     if ((int64_t)bits < 0) {
@@ -93,8 +103,10 @@ static inline void fl_exact_merge(fl_exact* a, const fl_exact* b) {
     int k;
     fl_exact_normalize(a);
     fl_exact_normalize(&c);
-    for (k = 0; k < FL_EXACT_LIMBS; k++)
+    for (k = c.lo; k <= c.hi; k++)
         a->limb[k] += c.limb[k];
+    a->lo = c.lo < a->lo ? c.lo : a->lo;
+    a->hi = c.hi > a->hi ? c.hi : a->hi;
     a->pending = 2;   /* each limb below 2^33 now: as after two additions */
     a->single = a->adds ? a->single : c.single;
     a->adds += c.adds;
@@ -116,23 +128,22 @@ static inline double fl_exact_round(const fl_exact* acc) {
     fl_exact_normalize(&a);
     negative = a.limb[FL_EXACT_LIMBS - 1] < 0;
     if (negative) {                     /* round |total| (rounding to nearest is symmetric) */
-        for (k = 0; k < FL_EXACT_LIMBS; k++)
+        for (k = a.lo; k < FL_EXACT_LIMBS; k++)
             a.limb[k] = -a.limb[k];
+        a.hi = FL_EXACT_LIMBS - 1;
         fl_exact_normalize(&a);
     }
-    for (h = FL_EXACT_LIMBS - 1; h >= 0 && a.limb[h] == 0; h--)
+    for (h = a.hi; h >= a.lo && a.limb[h] == 0; h--)
         ;
-    if (h < 0)
+    if (h < a.lo)
         return 0.0;
     /* the top three digits (96 bits) and whether anything below them is nonzero */
     window = 0;
     for (k = h; k >= h - 2; k--)
         window = (window << 32) | (unsigned __int128)(uint64_t)(k >= 0 ? a.limb[k] : 0);
-    for (k = h - 3; k >= 0; k--)
+    for (k = h - 3; k >= a.lo; k--)
         sticky |= a.limb[k] != 0;
-    nbits = 128;
-    while (nbits > 0 && !((window >> (nbits - 1)) & 1))
-        nbits--;
+    nbits = 128 - (int)__builtin_clzll((uint64_t)(window >> 64)) ;   /* window >> 64 = limb h, not 0 */
     shift = nbits - 53;
     if (shift <= 0) {
         /* at most 53 bits, all present: h < 2 here, so the window is the whole total */

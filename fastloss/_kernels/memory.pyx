@@ -157,32 +157,36 @@ def empty(shape, dtype):
     return np.frombuffer(Block(count * dtype.itemsize), dtype=dtype, count=count).reshape(shape)
 
 
-def extents_overlap(tuple outs, tuple arrays):
-    """Whether the byte extent of an ndarray in `outs` meets that of an ndarray in `arrays` or
-    of another in `outs` (other objects are skipped): the fast first look of the overlap check
-    (fastloss._arrays.check_no_overlap decides when this says yes)."""
-    cdef Py_ssize_t i, j
+cdef inline bint extent(object obj, char** start, char** stop):
+    """The byte extent of a C-contiguous ndarray (True), else False."""
+    if not cnp.PyArray_Check(obj) or not cnp.PyArray_IS_C_CONTIGUOUS(<cnp.ndarray> obj):
+        return False
+    start[0] = <char*> cnp.PyArray_DATA(<cnp.ndarray> obj)
+    stop[0] = start[0] + cnp.PyArray_NBYTES(<cnp.ndarray> obj)
+    return True
+
+
+def extents_overlap(tuple outs, tuple arrays, extra=None):
+    """Whether the byte extent of an ndarray in `outs` meets that of an ndarray in `arrays`
+    (or `extra`) or of another in `outs`; any other kind of array there (non-contiguous, not
+    NumPy) counts as meeting, and None and numbers as nothing: the fast first look of the
+    overlap check (fastloss._arrays.check_no_overlap decides when this says yes)."""
+    cdef Py_ssize_t i, j, n = len(arrays)
     cdef char* a0
     cdef char* a1
     cdef char* b0
     cdef char* b1
     for i in range(len(outs)):
-        if type(outs[i]) is not np.ndarray:
+        if outs[i] is None:
             continue
-        a0 = <char*> cnp.PyArray_DATA(<cnp.ndarray> outs[i])
-        a1 = a0 + cnp.PyArray_NBYTES(<cnp.ndarray> outs[i])
-        if not cnp.PyArray_IS_C_CONTIGUOUS(<cnp.ndarray> outs[i]):
+        if not extent(outs[i], &a0, &a1):
             return True
-        for j in range(len(arrays) + i):
-            other = arrays[j] if j < len(arrays) else outs[j - len(arrays)]
-            if type(other) is not np.ndarray:
-                if other is None or isinstance(other, (int, float)):
-                    continue
-                return True   # another kind of array: the full check looks
-            if not cnp.PyArray_IS_C_CONTIGUOUS(<cnp.ndarray> other):
+        for j in range(n + 1 + i):
+            other = arrays[j] if j < n else (extra if j == n else outs[j - n - 1])
+            if other is None or isinstance(other, (int, float)):
+                continue
+            if not extent(other, &b0, &b1):
                 return True
-            b0 = <char*> cnp.PyArray_DATA(<cnp.ndarray> other)
-            b1 = b0 + cnp.PyArray_NBYTES(<cnp.ndarray> other)
             if a0 < b1 and b0 < a1:
                 return True
     return False

@@ -112,7 +112,7 @@ class PointwiseLoss(Criterion):
         plans = self._fast_operands(x, arrays[1:])
         if plans is None:
             return None
-        if out is not None and extents_overlap(outs, arrays):
+        if out is not None and extents_overlap(outs, arrays):   # (a cheap look; the full check decides)
             self._check_out_overlap(arrays, out, None)
         self._validate(x, plans, _HOST)
         divisor = self._divisor(x)
