@@ -3,6 +3,10 @@
 torch is the independent oracle: every case is evaluated by torch in float64 with autograd,
 on exactly the values fastloss saw (float32 data is widened, not regenerated).
 """
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
@@ -60,3 +64,21 @@ def central_differences(f, arrays, index, h=1e-6):
         flat[i] = old
         gflat[i] = (up - down) / (2 * h)
     return grad
+
+
+def run_cli(*args, cwd):
+    """`fastloss eval ARGS` in a subprocess (this checkout's fastloss), in the folder cwd."""
+    import fastloss
+    env = dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(fastloss.__file__)))
+    return subprocess.run([sys.executable, "-m", "fastloss.cli", "eval", *args], capture_output=True,
+                          text=True, cwd=cwd, env=env)
+
+
+def prediction_files(folder, seed, rows=3000, classes=20):
+    """p.npy (float32 logits) and t.npy (int64 labels) in folder; returns (logits, labels)."""
+    r = np.random.default_rng(seed)
+    x = r.standard_normal((rows, classes)).astype(np.float32)
+    t = r.integers(0, classes, rows)
+    np.save(folder / "p.npy", x)
+    np.save(folder / "t.npy", t)
+    return x, t

@@ -1,14 +1,12 @@
 """Chunked evaluation (fastloss.evaluate, the `fastloss eval` command, fastloss.dask): bitwise
 the one-call loss and gradient."""
 import json
-import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 
 import fastloss as fl
+from conftest import prediction_files, run_cli
 
 
 def families(dtype):
@@ -88,18 +86,8 @@ def test_evaluate_errors():
         fl.evaluate(fl.MSELoss(), x, x, grad_out=np.zeros((10, 4)))
 
 
-def run_cli(*args, cwd):
-    env = dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(fl.__file__)))
-    return subprocess.run([sys.executable, "-m", "fastloss.cli", "eval", *args], capture_output=True,
-                          text=True, cwd=cwd, env=env)
-
-
 def test_cli_evaluates_files_with_json_and_a_gradient(tmp_path):
-    r = np.random.default_rng(7)
-    x = r.standard_normal((3000, 20)).astype(np.float32)
-    t = r.integers(0, 20, 3000)
-    np.save(tmp_path / "p.npy", x)
-    np.save(tmp_path / "t.npy", t)
+    x, t = prediction_files(tmp_path, 7)
     run = run_cli("--loss", "cross_entropy", "--input", "p.npy", "--target", "t.npy", "--option",
                   "label_smoothing=0.1", "--json", "--grad-out", "g.npy", "--chunk-rows", "500", cwd=tmp_path)
     assert run.returncode == 0, run.stderr

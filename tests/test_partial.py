@@ -1,6 +1,5 @@
 """Partial states: slices of the rows, starting on multiples of block_rows, combine (in any
 order and grouping) to the one-call loss, bitwise."""
-import math
 
 import numpy as np
 import pytest

@@ -16,8 +16,9 @@ import pytest
 
 import fastloss as fl
 from adversarial import hostile, hostile_blocks, most_partials
-from conftest import assert_close, torch
-from fastloss._exact import ExactSum, exact_sum
+import conftest
+from conftest import assert_close, prediction_files, torch
+from fastloss._exact import exact_sum
 
 F = torch.nn.functional
 TESTS = os.path.dirname(os.path.abspath(__file__))
@@ -327,19 +328,12 @@ def test_evaluate_refuses_a_grad_out_that_is_an_input(tmp_path):
 # ---------------------------------------------------------------- 3. files
 
 def run_cli(*args, cwd):
-    env = dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(fl.__file__)))
-    return subprocess.run([sys.executable, "-m", "fastloss.cli", "eval", *args, "--no-progress"], capture_output=True,
-                          text=True, cwd=cwd, env=env)
+    return conftest.run_cli(*args, "--no-progress", cwd=cwd)
 
 
 @pytest.fixture
 def files(tmp_path):
-    r = np.random.default_rng(9)
-    x = r.standard_normal((3000, 20)).astype(np.float32)
-    t = r.integers(0, 20, 3000)
-    np.save(tmp_path / "p.npy", x)
-    np.save(tmp_path / "t.npy", t)
-    return tmp_path, x, t
+    return (tmp_path,) + prediction_files(tmp_path, 9)
 
 
 def test_grad_out_onto_the_input_is_refused_and_the_input_kept(files):

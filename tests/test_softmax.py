@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import fastloss as fl
-from conftest import DTYPES, REDUCTIONS, assert_close, central_differences, torch, torch_oracle
+from conftest import DTYPES, REDUCTIONS, assert_close, central_differences, torch
 
 F = torch.nn.functional
 
