@@ -213,6 +213,14 @@ def check_out(out, shapes, dtypes, names):
 _TOO_HARD = getattr(getattr(np, "exceptions", np), "TooHardError")
 
 
+def byte_extent(shape, strides, itemsize):
+    """(lowest, end) byte offsets, from an array's first element, of the memory it spans."""
+    if not prod(shape):
+        return 0, 0
+    low = sum(st * (n - 1) for st, n in zip(strides, shape) if st < 0)
+    return low, itemsize + sum(st * (n - 1) for st, n in zip(strides, shape) if st > 0)
+
+
 def _memory(obj):
     """What an array-like's memory is, for overlap checks, without copying it: ('host', an
     ndarray view), ('device', (first byte, end)) from __cuda_array_interface__, or None
@@ -226,13 +234,8 @@ def _memory(obj):
         shape, itemsize = tuple(interface["shape"]), np.dtype(interface["typestr"]).itemsize
         strides = interface.get("strides") or tuple(
             itemsize * prod(shape[d + 1:]) for d in range(len(shape)))
-        start = stop = interface["data"][0]
-        if prod(shape):
-            start += sum(st * (n - 1) for st, n in zip(strides, shape) if st < 0)
-            stop += itemsize + sum(st * (n - 1) for st, n in zip(strides, shape) if st > 0)
-        else:
-            stop = start
-        return "device", (start, stop)
+        low, end = byte_extent(shape, strides, itemsize)
+        return "device", (interface["data"][0] + low, interface["data"][0] + end)
     if is_device_array(obj):
         return None   # (the simulator's arrays: host memory the simulator owns)
     try:

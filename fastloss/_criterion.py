@@ -67,10 +67,10 @@ _FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 def as_dtype(value, dtype):
     """A float64 loss as a NumPy scalar of the loss's dtype (beyond float32's range: inf, quietly)."""
-    if dtype.itemsize == 4 and not abs(value) <= _FLOAT32_MAX:
-        with np.errstate(over="ignore"):
-            return dtype.type(value)
-    return dtype.type(value)
+    if -_FLOAT32_MAX <= value <= _FLOAT32_MAX:
+        return dtype.type(value)
+    with np.errstate(over="ignore"):
+        return dtype.type(value)
 
 
 def row_grad_output(grad_output, shape, dtype):
@@ -94,8 +94,7 @@ def reduced(loss_out, total, divisor, dtype):
         return Partial(total if isinstance(total, ExactSum) else ExactSum(*total), divisor, dtype)
     if loss_out is not None:
         return loss_out
-    value = total / divisor if divisor else math.nan
-    return dtype.type(value) if -_FLOAT32_MAX <= value <= _FLOAT32_MAX else as_dtype(value, dtype)
+    return as_dtype(total / divisor if divisor else math.nan, dtype)
 
 
 class Criterion:

@@ -32,8 +32,10 @@ class ExactSum:
         return ExactSum(self.scaled + other.scaled, self.special + other.special)
 
     def __eq__(self, other):
-        same_special = self.special == other.special or (self.special != self.special and other.special != other.special)
-        return isinstance(other, ExactSum) and self.scaled == other.scaled and same_special
+        if not isinstance(other, ExactSum):
+            return NotImplemented
+        both_nan = self.special != self.special and other.special != other.special
+        return self.scaled == other.scaled and (self.special == other.special or both_nan)
 
     def __hash__(self):
         return hash(self.scaled)

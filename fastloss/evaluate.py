@@ -18,7 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from ._arrays import check_no_overlap, check_optional_count, fail
+from ._arrays import byte_extent, check_no_overlap, check_optional_count, fail
 
 __all__ = ["evaluate", "Evaluation", "CHUNK_BYTES", "check_chunkable"]
 
@@ -53,18 +53,23 @@ class _Source:
 
     def _open_file(self, array):
         """Positioned reads from the file behind a memory map: its offset, and a first check
-        that the file holds every byte the array spans."""
+        that the file holds every byte the array spans. (A reversed view of a map is sliced
+        instead, after the same check: rare, and a file cut short after that is the one
+        case left to a signal.)"""
         base = array
         while isinstance(base.base, np.memmap):   # a slice of a map: its offset inside the file
             base = base.base
         start = array.__array_interface__["data"][0] - base.__array_interface__["data"][0]
-        if any(st < 0 for st in array.strides):
-            return   # a reversed view of a map: sliced (rare), with the size check below
         self.filename = array.filename
         self.fd = os.open(array.filename, os.O_RDONLY)
         self.position = int(getattr(base, "offset", 0)) + start
-        span = 0 if array.size == 0 else sum((n - 1) * st for n, st in zip(array.shape, array.strides)) + self.dtype.itemsize
-        self._check_size(self.position + span)
+        try:
+            self._check_size(self.position + byte_extent(array.shape, array.strides, self.dtype.itemsize)[1])
+        except OSError:
+            self.close()
+            raise
+        if any(st < 0 for st in array.strides):
+            self.close()
 
     def _check_size(self, needed):
         size = os.fstat(self.fd).st_size
@@ -224,6 +229,10 @@ def _same_file(path, filename):
         return False
 
 
+def _exists(path):
+    return FileExistsError(f"grad_out: expected a new file (or overwrite), got the existing {path!r}")
+
+
 class _GradientFile:
     """The gradient written to a new .npy file at `path`, atomically: into a temporary file in
     the same folder, renamed to `path` only when every chunk is written (nothing is left
@@ -235,7 +244,7 @@ class _GradientFile:
             if s.filename is not None and _same_file(self.path, s.filename):
                 fail(ValueError, "grad_out", "a file other than the inputs", f"{self.path!r}, the file of {s.name}")
         if os.path.lexists(self.path) and not overwrite:
-            raise FileExistsError(f"grad_out: expected a new file (or overwrite), got the existing {self.path!r}")
+            raise _exists(self.path)
         folder, name = os.path.split(os.path.abspath(self.path))
         while True:   # a new name beside it (mode 0666 less the umask, as any new file)
             self.temporary = os.path.join(folder, f".{name}.{secrets.token_hex(6)}.tmp")
@@ -260,10 +269,10 @@ class _GradientFile:
         try:   # no clobbering a file that appeared meanwhile: a hard link fails if the name exists
             os.link(self.temporary, self.path)
         except FileExistsError:
-            raise FileExistsError(f"grad_out: expected a new file (or overwrite), got the existing {self.path!r}") from None
+            raise _exists(self.path) from None
         except OSError:   # a file system without hard links
             if os.path.lexists(self.path):
-                raise FileExistsError(f"grad_out: expected a new file (or overwrite), got the existing {self.path!r}") from None
+                raise _exists(self.path) from None
             os.rename(self.temporary, self.path)
             return
         os.unlink(self.temporary)

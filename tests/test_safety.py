@@ -322,7 +322,12 @@ def test_evaluate_refuses_a_grad_out_that_is_an_input(tmp_path):
     other_map = np.load(tmp_path / "x.npy", mmap_mode="r+")
     with pytest.raises(ValueError, match="grad_out: expected a file other than the inputs"):
         fl.evaluate(fl.MSELoss(), mapped, x, grad_out=other_map)
+    with pytest.raises(ValueError, match="grad_out: expected a file other than the inputs"):   # a reversed view
+        fl.evaluate(fl.MSELoss(), mapped[::-1], x, grad_out=other_map)
     np.testing.assert_array_equal(np.load(tmp_path / "x.npy"), x)
+    os.truncate(tmp_path / "x.npy", 1000)   # mapped already: a reversed view of it is checked too
+    with pytest.raises(OSError, match="holds 1000 bytes"):
+        fl.evaluate(fl.MSELoss(), mapped[::-1], x)
 
 
 # ---------------------------------------------------------------- 3. files

@@ -94,7 +94,6 @@ cdef extern from "exact_sum.h" nogil:
         double special
     void fl_exact_zero(fl_exact* a)
     void fl_exact_add(fl_exact* a, double x)
-    void fl_exact_merge(fl_exact* a, const fl_exact* b)
     double fl_exact_round(const fl_exact* a)
     void fl_exact_bytes(const fl_exact* a, unsigned char* out)
 

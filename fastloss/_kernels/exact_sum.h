@@ -6,9 +6,9 @@
  * Limbs 0..65 hold every bit a double can have (its mantissa spans at most 3 of them), 66..67
  * the carries of up to 2^63 additions of the largest double. The size is a constant, so no
  * input (values, count, order) can make it grow: that is the point of the design. The total
- * is exact, hence independent of the order and grouping of the additions: two accumulators
- * added together give the same bits as one fed every value, which is what makes chunked
- * evaluation bitwise equal to one call.
+ * is exact, hence independent of the order and grouping of the additions, which is what
+ * makes chunked evaluation (partial states added in Python, fastloss/_exact.py) bitwise
+ * equal to one call.
  *
  * An addition adds a digit of at most 2^32 to each of 3 limbs; after FL_EXACT_CARRY_EVERY
  * additions the carries are propagated (each limb back into [0, 2^32), the top one signed),
@@ -95,22 +95,6 @@ static inline void fl_exact_add(fl_exact* a, double x) {
         a->limb[k + 2] += (int64_t)(rest >> 32);
     }
     a->pending += 1;
-}
-
-/* a += b (b normalized in a copy first: neither accumulator's carries can overflow). */
-static inline void fl_exact_merge(fl_exact* a, const fl_exact* b) {
-    fl_exact c = *b;
-    int k;
-    fl_exact_normalize(a);
-    fl_exact_normalize(&c);
-    for (k = c.lo; k <= c.hi; k++)
-        a->limb[k] += c.limb[k];
-    a->lo = c.lo < a->lo ? c.lo : a->lo;
-    a->hi = c.hi > a->hi ? c.hi : a->hi;
-    a->pending = 2;   /* each limb below 2^33 now: as after two additions */
-    a->single = a->adds ? a->single : c.single;
-    a->adds += c.adds;
-    a->special += c.special;
 }
 
 /* The exact total rounded once to the nearest double, ties to even (as math.fsum); beyond

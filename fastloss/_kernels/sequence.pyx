@@ -124,9 +124,10 @@ cdef inline void exp_minus(restrict_double occupancy, const real* row, Py_ssize_
         occupancy[c] = fl_exp(<double> row[c]) - occupancy[c]
 
 
-cdef inline Py_ssize_t scratch_doubles(Py_ssize_t frames, Py_ssize_t S, Py_ssize_t C) noexcept nogil:
-    """float64 scratch of one element: alpha and beta (frames x (S + PAD) each), skips, emit,
-    occupancy, and the labels (2 S int64, as many doubles)."""
+cdef object scratch_doubles(object frames, object S, object C):
+    """float64 scratch of one element (a Python int: no size wraps around): alpha and beta
+    (frames x (S + PAD) each), skips, emit, occupancy, and the labels (2 S int64, as many
+    doubles)."""
     return 2 * frames * (S + PAD) + 5 * S + C
 
 
@@ -213,9 +214,10 @@ def ctc(const real[:, :, ::1] log_probs, const int64_t[::1] targets, const int64
     for b in range(N):   # every thread's scratch fits the longest element
         frames = max(frames, input_lengths[b])
         L = max(L, target_lengths[b])
-    if (2 * <object> frames * (2 * L + 1 + PAD) + 5 * (2 * <object> L + 1) + C) * num_threads * 8 >= 2 ** 62:
+    needed = scratch_doubles(frames, 2 * <object> L + 1, C)
+    if needed * num_threads * 8 >= 2 ** 62:
         raise MemoryError(f"CTCLoss: {frames} frames and targets of {L} labels need more scratch than can be addressed")
-    per_thread = scratch_doubles(frames, 2 * L + 1, C)
+    per_thread = needed
     scratch = <double*> malloc(num_threads * per_thread * sizeof(double))
     if scratch == NULL:
         raise MemoryError(f"CTCLoss: could not allocate {num_threads} x {per_thread} float64 of alpha-beta scratch")
