@@ -66,12 +66,17 @@ def central_differences(f, arrays, index, h=1e-6):
     return grad
 
 
-def run_cli(*args, cwd):
-    """`fastloss eval ARGS` in a subprocess (this checkout's fastloss), in the folder cwd."""
+def fastloss_env():
+    """The environment for a subprocess that must import the fastloss these tests import (an
+    installed one, or a checkout built in place)."""
     import fastloss
-    env = dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(fastloss.__file__)))
+    return dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(fastloss.__file__)))
+
+
+def run_cli(*args, cwd):
+    """`fastloss eval ARGS` in a subprocess (the fastloss under test), in the folder cwd."""
     return subprocess.run([sys.executable, "-m", "fastloss.cli", "eval", *args], capture_output=True,
-                          text=True, cwd=cwd, env=env)
+                          text=True, cwd=cwd, env=fastloss_env())
 
 
 def prediction_files(folder, seed, rows=3000, classes=20):

@@ -28,7 +28,7 @@ def isolated(code, limit_bytes=None, timeout=600):
     """Run `code` in a fresh interpreter (tests/ on its path, optionally under an address-space
     limit); its stdout, after asserting it exited cleanly (a signal is a failure here)."""
     prelude = "import sys; sys.path.insert(0, %r)\n" % TESTS
-    env = dict(os.environ, PYTHONPATH=os.path.dirname(TESTS) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    env = conftest.fastloss_env()   # tests/ itself is put on sys.path by the prelude
     if limit_bytes and "libasan" in os.environ.get("LD_PRELOAD", ""):
         # AddressSanitizer reserves terabytes of shadow address space: it limits each
         # allocation instead, and makes malloc return NULL beyond it, as a real failure does
@@ -36,8 +36,10 @@ def isolated(code, limit_bytes=None, timeout=600):
             f":allocator_may_return_null=1:max_allocation_size_mb={limit_bytes >> 20}"
     elif limit_bytes:
         prelude += "import resource; resource.setrlimit(resource.RLIMIT_AS, (%d, %d))\n" % (limit_bytes, limit_bytes)
+    # (run from tests/: the checkout's own fastloss/ in the working directory would shadow an
+    # installed one)
     run = subprocess.run([sys.executable, "-c", prelude + textwrap.dedent(code)], capture_output=True, text=True,
-                         env=env, timeout=timeout)
+                         env=env, timeout=timeout, cwd=TESTS)
     assert run.returncode == 0, f"exit {run.returncode}\n{run.stdout}\n{run.stderr}"
     return run.stdout
 
@@ -587,6 +589,6 @@ def test_fuzz_every_criterion():
     # tests/fuzz.py in a subprocess: a crash is a failed test, not a lost run.
     # FASTLOSS_FUZZ_EXAMPLES=100000 (and FASTLOSS_FUZZ_SEED) for a long local run.
     run = subprocess.run([sys.executable, os.path.join(TESTS, "fuzz.py")], capture_output=True, text=True,
-                         env=dict(os.environ, PYTHONPATH=os.path.dirname(TESTS)), timeout=3600)
+                         env=conftest.fastloss_env(), timeout=3600, cwd=TESTS)
     assert run.returncode == 0, f"exit {run.returncode}\n{run.stdout[-3000:]}\n{run.stderr[-6000:]}"
     assert "no failure" in run.stdout
