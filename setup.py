@@ -1,19 +1,26 @@
-"""Build the Cython kernels in fastloss/_kernels.
+"""Build the Cython kernels in fastloss/_kernels: one wheel that runs on any x86-64 CPU.
 
-Three things are decided here, by trying the compiler at hand rather than assuming:
+* CPU levels. The kernel modules (KERNELS) are compiled once per x86-64 level from the same C:
+  ``fastloss/_kernels/v2`` (SSE4.2), ``v3`` (AVX2 + FMA) and ``v4`` (AVX-512), and
+  ``fastloss/_kernels/__init__.py`` loads the best level the running CPU supports (``cpu.pyx``
+  asks the CPU and the OS). Other architectures build one ``generic`` level. ``FASTLOSS_MARCH``
+  builds a single level for one target instead, e.g. ``FASTLOSS_MARCH=native`` for the build
+  machine only (the wheel then runs on that machine's CPU and newer ones of its family only).
+  The worker pool (``pool.pyx``), the CPU probe and ``memory.pyx`` are built once, for the
+  baseline: every level's kernels share one pool.
+* Threads: the kernels' blocks run on fastloss's own worker pool (``pool.h``, POSIX threads),
+  not OpenMP; without POSIX threads (or with ``FASTLOSS_POOL=0``) every block runs on the caller.
+* Vector transcendentals: glibc's libmvec provides SIMD exp/log/log1p for each level (SSE, AVX2,
+  AVX-512 variants), but its headers declare them only under ``-ffast-math``, whose
+  finite-math part would break NaN and inf. So ``_kernels/simd_math.h`` declares them itself
+  when ``FASTLOSS_LIBMVEC`` is defined, and ``-fno-math-errno -fno-trapping-math`` (both
+  harmless for IEEE results) let gcc vectorise calls.
 
-* OpenMP (``-fopenmp``). Without it (or with ``FASTLOSS_OPENMP=0``) the kernels build
-  serial, with a warning; they stay correct and deterministic, only single-threaded.
-* The target: ``-march=native`` (the kernels are built for the machine they run on, AVX-512
-  where it has it, AVX2 where it does not). ``FASTLOSS_MARCH`` overrides it, e.g. ``x86-64-v3``.
-* Vector transcendentals: glibc's libmvec provides SIMD exp/log/log1p, but its headers declare
-  them only under ``-ffast-math``, whose finite-math part would break NaN and inf. So
-  ``_kernels/simd_math.h`` declares them itself when ``FASTLOSS_LIBMVEC`` is defined, and
-  ``-fno-math-errno -fno-trapping-math`` (both harmless for IEEE results) let gcc vectorise calls.
-
+The extensions compile in parallel (one job per core); the generated C stays out of the wheel.
 Templates (``*.pyx.tp``) are expanded with Cython's Tempita before cythonizing.
 """
 import os
+import platform
 import tempfile
 from pathlib import Path
 
@@ -23,12 +30,20 @@ from Cython.Tempita import sub as tempita_sub
 from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
 
-KERNELS = Path("fastloss", "_kernels")
-EXTENSIONS = ["pointwise", "softmax", "embedding", "sequence", "stream", "memory"]
+SOURCE = Path("fastloss", "_kernels")
+KERNELS = ["pointwise", "softmax", "embedding", "sequence", "stream"]   # built once per CPU level
+BASELINE = ["memory", "pool", "cpu"]                                     # built once
+# x86-64 levels: the flags of each. v4 asks for 512-bit vectors (gcc's generic tuning
+# prefers 256), so the math calls take libmvec's AVX-512 variants.
+X86_LEVELS = {
+    "v2": ["-march=x86-64-v2", "-mtune=generic"],
+    "v3": ["-march=x86-64-v3", "-mtune=generic"],
+    "v4": ["-march=x86-64-v4", "-mtune=generic", "-mprefer-vector-width=512"],
+}
 
 
 def expand_templates():
-    for template in KERNELS.glob("*.pyx.tp"):
+    for template in SOURCE.glob("*.pyx.tp"):
         target = template.with_suffix("")
         text = tempita_sub(template.read_text(), name=str(template))
         header = f"# Generated from {template.name} by setup.py; edit the template, not this file.\n"
@@ -50,7 +65,6 @@ def compiles(compiler, code, flags, libraries=()):
     return True
 
 
-OPENMP_PROBE = "#include <omp.h>\nint main(void) { return omp_get_max_threads() > 0 ? 0 : 1; }\n"
 LIBMVEC_PROBE = """
 #include <math.h>
 __attribute__((simd("notinbranch"))) double exp(double);
@@ -58,12 +72,29 @@ int main(void) { double s = 0; for (int i = 0; i < 64; i++) s += exp(i * 0.01); 
 """
 
 
+def levels():
+    """{level: target flags} for the kernel modules: FASTLOSS_MARCH's one level, the x86-64
+    levels (BuildKernels drops those the compiler does not know), or one generic level on
+    other architectures."""
+    march = os.environ.get("FASTLOSS_MARCH")
+    if march:
+        return {"native" if march == "native" else "custom": [f"-march={march}", "-mprefer-vector-width=512"]}
+    if platform.machine().lower() in ("x86_64", "amd64"):
+        return X86_LEVELS
+    return {"generic": []}
+
+
 class BuildKernels(build_ext):
+    def finalize_options(self):
+        super().finalize_options()
+        if self.parallel is None:   # one compiler per core unless `build_ext -j N` said otherwise
+            self.parallel = os.cpu_count() or 1
+
     def build_extensions(self):
         cc = self.compiler
         # -ffp-contract=off: no fused multiply-adds chosen by context, so a point function gives
         # the same bits in every kernel variant (forward only or not, reduced or 'none')
-        flags, libraries, macros = ["-O3", "-fno-math-errno", "-fno-trapping-math", "-ffp-contract=off"], [], []
+        common = ["-O3", "-fno-math-errno", "-fno-trapping-math", "-ffp-contract=off"]
         # No peeling or versioning of loops by the data's alignment in the kernels with vector
         # exp/log: which elements ran through the scalar prologue (scalar libm) and which through
         # the vector body (libmvec, another last bit) would depend on where the buffers sit, and
@@ -72,30 +103,59 @@ class BuildKernels(build_ext):
         unpeeled = [f"--param={param}" for param in ("vect-max-peeling-for-alignment=0",
                                                      "vect-max-version-for-alignment-checks=0")
                     if compiles(cc, "int main(void){return 0;}\n", [f"--param={param}"])]
-        march = os.environ.get("FASTLOSS_MARCH", "native")
-        if march and compiles(cc, "int main(void){return 0;}\n", [f"-march={march}"]):
-            flags.append(f"-march={march}")
-        if compiles(cc, "int main(void){return 0;}\n", ["-mprefer-vector-width=512"]):
-            # Only takes effect where the target has AVX-512; the math calls use 512-bit variants.
-            flags.append("-mprefer-vector-width=512")
-        if os.environ.get("FASTLOSS_OPENMP", "1") != "0" and compiles(cc, OPENMP_PROBE, ["-fopenmp"]):
-            flags.append("-fopenmp")
-        else:
-            self.warn("fastloss: no OpenMP (the compiler lacks -fopenmp, or FASTLOSS_OPENMP=0): "
-                      "building serial kernels")
-            if compiles(cc, "int main(void){return 0;}\n", ["-fopenmp-simd"]):
-                flags.append("-fopenmp-simd")
-        if compiles(cc, LIBMVEC_PROBE, flags, ["mvec", "m"]):
-            macros.append(("FASTLOSS_LIBMVEC", "1"))
-            libraries += ["mvec", "m"]
-        else:
+        macros = [] if os.environ.get("FASTLOSS_POOL", "1") != "0" else [("FASTLOSS_NO_POOL", "1")]
+        mvec = compiles(cc, LIBMVEC_PROBE, common, ["mvec", "m"])
+        if not mvec:
             self.warn("fastloss: no libmvec: exp/log/log1p stay scalar, the kernels run slower")
+        accepted = {}
         for ext in self.extensions:
-            ext.extra_compile_args += flags + (unpeeled if ext.name.rsplit(".", 1)[-1] in VECTOR_MATH else [])
-            ext.extra_link_args += [f for f in flags if f.startswith("-f") or f.startswith("-m")]
-            ext.libraries += libraries
+            level, name = ext.name.split(".")[-2:]
+            ext.extra_compile_args += common
             ext.define_macros += macros
+            if name == "pool" and compiles(cc, "int main(void){return 0;}\n", ["-pthread"]):
+                ext.extra_compile_args.append("-pthread")
+                ext.extra_link_args.append("-pthread")
+            if name not in KERNELS:   # the baseline modules
+                continue
+            if mvec:
+                ext.define_macros.append(("FASTLOSS_LIBMVEC", "1"))
+                ext.libraries += ["mvec", "m"]
+            if name in VECTOR_MATH:
+                ext.extra_compile_args += unpeeled
+            if level not in accepted:
+                accepted[level] = compiles(cc, "int main(void){return 0;}\n", ext.extra_link_args)
+                if not accepted[level]:
+                    self.warn(f"fastloss: the compiler does not know {' '.join(ext.extra_link_args)}: "
+                              f"no {level} kernels")
+        self.extensions = [ext for ext in self.extensions if accepted.get(ext.name.split(".")[-2], True)]
+        for ext in self.extensions:   # the level folders (no __init__.py: namespace packages)
+            Path(self.get_ext_fullpath(ext.name)).parent.mkdir(parents=True, exist_ok=True)
         super().build_extensions()
+
+    def copy_extensions_to_source(self):   # --inplace: into the level folders of the checkout
+        for ext in self.extensions:
+            Path(*ext.name.split(".")[:-1]).mkdir(parents=True, exist_ok=True)
+        super().copy_extensions_to_source()
+
+
+def level_extensions(kernel):
+    """The cythonized kernel `kernel`, once per CPU level: the same C, compiled from a one-line
+    file per level (setuptools names an object file after its source, so one source for
+    every level would give one object file)."""
+    extensions = []
+    for level, flags in levels().items():
+        name = Path(kernel.sources[0]).stem
+        wrapper = Path("build", "levels", level, f"{name}.c")
+        wrapper.parent.mkdir(parents=True, exist_ok=True)
+        line = f'#include "{Path(kernel.sources[0]).resolve()}"\n'
+        if not wrapper.exists() or wrapper.read_text() != line:
+            wrapper.write_text(line)
+        target = " ".join(flags) or "default"
+        extensions.append(Extension(
+            f"fastloss._kernels.{level}.{name}", [str(wrapper)], include_dirs=kernel.include_dirs,
+            define_macros=kernel.define_macros + [("FASTLOSS_TARGET", f'"{target}"')],
+            extra_compile_args=kernel.extra_compile_args + flags, extra_link_args=flags, depends=kernel.sources))
+    return extensions
 
 
 expand_templates()
@@ -108,29 +168,34 @@ VECTOR_MATH = {"pointwise", "softmax", "sequence"}   # the kernels whose loops c
 extensions = [
     Extension(
         f"fastloss._kernels.{name}",
-        [str(KERNELS / f"{name}.pyx")],
-        include_dirs=[np.get_include(), str(KERNELS)],
+        [str(SOURCE / f"{name}.pyx")],
+        include_dirs=[np.get_include(), str(SOURCE)],
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
         extra_compile_args=list(EXTRA_FLAGS.get(name, [])),
     )
-    for name in EXTENSIONS
+    for name in KERNELS + BASELINE
 ]
+
+cythonized = cythonize(
+    extensions,
+    compiler_directives={
+        "language_level": 3,
+        "boundscheck": False,
+        "wraparound": False,
+        "cdivision": True,
+        "initializedcheck": False,
+    },
+    nthreads=os.cpu_count() or 1,
+    quiet=True,
+)
 
 setup(
     packages=["fastloss", "fastloss.losses", "fastloss._kernels", "fastloss.cuda", "fastloss.bench"],
     package_dir={"fastloss.bench": "bench"},
     package_data={"fastloss._kernels": ["*.pxd", "*.h", "*.pyx.tp"]},
-    ext_modules=cythonize(
-        extensions,
-        compiler_directives={
-            "language_level": 3,
-            "boundscheck": False,
-            "wraparound": False,
-            "cdivision": True,
-            "initializedcheck": False,
-        },
-        quiet=True,
-    ),
+    exclude_package_data={"fastloss._kernels": ["*.c"]},
+    ext_modules=[e for kernel in cythonized for e in
+                 (level_extensions(kernel) if kernel.name.split(".")[-1] in KERNELS else [kernel])],
     cmdclass={"build_ext": BuildKernels},
     zip_safe=False,
 )

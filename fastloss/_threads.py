@@ -1,12 +1,21 @@
 """How many threads the kernels use: set_num_threads, get_num_threads, threads().
 
 The default comes from FASTLOSS_NUM_THREADS, else OMP_NUM_THREADS, else every core this
-process may run on. `threads(n)` sets the count for the current context only (a contextvar),
-so Python threads evaluating in parallel do not change each other's setting.
+process may run on. Any count is accepted and capped at those cores (get_num_threads shows
+the cap): more threads than cores only queue behind each other. `threads(n)` sets the count
+for the current context only (a contextvar), so Python threads evaluating in parallel do not
+change each other's setting. The global count lives in the worker pool's C symbols, where
+threadpoolctl reads and limits it (`threadpool_limits(1)` or `user_api="fastloss"`).
+
+A count is an upper bound: each kernel call takes as many threads as its work pays for
+(the cost model in _kernels/_reduce.pxd), and small calls run on the calling thread alone.
 """
 import contextlib
 import contextvars
+import importlib.util
 import os
+
+from ._kernels import pool
 
 __all__ = ["set_num_threads", "get_num_threads", "threads"]
 
@@ -17,6 +26,16 @@ def _check(n, name="n"):
     return n
 
 
+def usable_cores():
+    """The cores this process may run on (its CPU affinity where the OS has one)."""
+    if _cores[0] is None:
+        try:
+            _cores[0] = len(os.sched_getaffinity(0))
+        except AttributeError:  # not on Linux
+            _cores[0] = os.cpu_count() or 1
+    return _cores[0]
+
+
 def _default():
     for variable in ("FASTLOSS_NUM_THREADS", "OMP_NUM_THREADS"):
         value = os.environ.get(variable, "").split(",")[0].strip()
@@ -25,29 +44,32 @@ def _default():
                 return _check(int(value), variable)
             except ValueError:
                 raise ValueError(f"{variable}: expected a positive int, got {value!r}") from None
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
+    return usable_cores()
 
 
-_global = [None]
+_cores = [None]
 _local = contextvars.ContextVar("fastloss_num_threads", default=None)
+if hasattr(os, "register_at_fork"):   # a child may have another affinity
+    os.register_at_fork(after_in_child=lambda: _cores.__setitem__(0, None))
+
+
+def _global():
+    n = pool.get_limit()
+    if n == 0:
+        n = _default()
+        pool.set_limit(n)
+    return n
 
 
 def get_num_threads():
-    """The number of threads a kernel call may use."""
+    """The number of threads a kernel call may use: the count set, capped at the usable cores."""
     n = _local.get()
-    if n is None:
-        if _global[0] is None:
-            _global[0] = _default()
-        n = _global[0]
-    return n
+    return min(_global() if n is None else n, _cores[0] or usable_cores())
 
 
 def set_num_threads(n):
     """Set the number of threads for every later call (outside `threads()` blocks)."""
-    _global[0] = _check(n)
+    pool.set_limit(_check(n))
 
 
 @contextlib.contextmanager
@@ -58,3 +80,32 @@ def threads(n):
         yield
     finally:
         _local.reset(token)
+
+
+def _register_threadpoolctl():
+    """Let threadpoolctl see and limit fastloss's pool, where threadpoolctl is installed."""
+    if importlib.util.find_spec("threadpoolctl") is None:
+        return
+    import threadpoolctl
+    if not hasattr(threadpoolctl, "register"):   # before threadpoolctl 3.5
+        return
+
+    class FastlossController(threadpoolctl.LibController):
+        user_api = internal_api = "fastloss"
+        filename_prefixes = ("pool.",)   # fastloss/_kernels/pool.*.so
+        check_symbols = ("fastloss_pool_get_num_threads", "fastloss_pool_set_num_threads")
+
+        def get_num_threads(self):
+            return min(_global(), usable_cores())
+
+        def set_num_threads(self, num_threads):
+            self.dynlib.fastloss_pool_set_num_threads(num_threads)
+
+        def get_version(self):
+            from . import __version__
+            return __version__
+
+    threadpoolctl.register(FastlossController)
+
+
+_register_threadpoolctl()

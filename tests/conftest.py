@@ -3,6 +3,7 @@
 torch is the independent oracle: every case is evaluated by torch in float64 with autograd,
 on exactly the values fastloss saw (float32 data is widened, not regenerated).
 """
+import contextlib
 import os
 import subprocess
 import sys
@@ -12,6 +13,27 @@ import pytest
 
 torch = pytest.importorskip("torch", reason="torch is the test oracle: pip install -e '.[test]'")
 torch.set_num_threads(1)
+
+
+
+@contextlib.contextmanager
+def parallel(n):
+    """fl.threads(n) where every call with the blocks for it runs on n threads: the cost
+    model's price of a thread set to 0 (small test inputs would otherwise run on the caller)
+    and the cap at the usable cores lifted (n threads even on a 2-core machine)."""
+    import fastloss as fl
+    from fastloss import _threads
+    from fastloss._kernels import pool
+    cores, price = _threads._cores[0], pool.get_work_per_thread()
+    _threads._cores[0] = max(n, _threads.usable_cores())
+    pool.set_work_per_thread(0)
+    try:
+        with fl.threads(n):
+            yield
+    finally:
+        _threads._cores[0] = cores
+        pool.set_work_per_thread(price)
+
 
 REDUCTIONS = ("none", "mean", "sum")
 DTYPES = (np.float32, np.float64)

@@ -14,8 +14,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import fastloss as fl
-from fastloss._kernels import memory
-from conftest import torch
+from fastloss._kernels import memory, pool
+from conftest import parallel, torch
 from test_pointwise import CASES, IDS, build
 
 F = torch.nn.functional
@@ -168,7 +168,7 @@ def test_bitwise_identical_for_any_thread_count_and_placement(case, dtype):
     options, _, arrays = arrays_for(case, shape=(1201, 257), dtype=dtype, seed=3)  # 308657 elements
     results = []
     for threads in (1, 2, 4):
-        with fl.threads(threads):
+        with parallel(threads):
             results.append(case.criterion(**options)(*arrays))
     # the same numbers at another address (a copy at a different alignment)
     shifted = []
@@ -207,17 +207,20 @@ def test_bitwise_identical_wherever_the_buffers_sit(case):
     assert len(results) == 1
 
 
+CORES = len(os.sched_getaffinity(0))
+
+
 def test_thread_settings():
     before = fl.get_num_threads()
-    with fl.threads(3):
-        assert fl.get_num_threads() == 3
-        with fl.threads(1):
-            assert fl.get_num_threads() == 1
-        assert fl.get_num_threads() == 3
+    with fl.threads(1):
+        assert fl.get_num_threads() == 1
+        with fl.threads(CORES):
+            assert fl.get_num_threads() == CORES
+        assert fl.get_num_threads() == 1
     assert fl.get_num_threads() == before
-    fl.set_num_threads(2)
+    fl.set_num_threads(1)
     try:
-        assert fl.get_num_threads() == 2
+        assert fl.get_num_threads() == 1
     finally:
         fl.set_num_threads(before)
     for bad in (0, -1, 1.5, "2", True):
@@ -225,9 +228,35 @@ def test_thread_settings():
             fl.set_num_threads(bad)
 
 
+def test_thread_counts_above_the_cores_are_capped():
+    """More threads than usable cores are accepted, and get_num_threads shows the cap."""
+    before = fl.get_num_threads()
+    fl.set_num_threads(CORES + 5)
+    try:
+        assert fl.get_num_threads() == CORES
+        with fl.threads(10 * CORES):
+            assert fl.get_num_threads() == CORES
+    finally:
+        fl.set_num_threads(before)
+
+
+def test_threadpoolctl_sees_and_limits_the_pool():
+    import threadpoolctl
+    before = fl.get_num_threads()
+    found = [info for info in threadpoolctl.threadpool_info() if info["user_api"] == "fastloss"]
+    assert len(found) == 1 and found[0]["num_threads"] == fl.get_num_threads()
+    assert found[0]["filepath"].endswith(os.path.basename(pool.__file__))
+    with threadpoolctl.threadpool_limits(1, user_api="fastloss"):
+        assert fl.get_num_threads() == 1
+    assert fl.get_num_threads() == before
+    with threadpoolctl.threadpool_limits(1):   # every library's pool, ours included
+        assert fl.get_num_threads() == 1
+
+
 @pytest.mark.parametrize("env, expected", [
-    ({"FASTLOSS_NUM_THREADS": "3", "OMP_NUM_THREADS": "5"}, "3"),
-    ({"OMP_NUM_THREADS": "5"}, "5"),
+    ({"FASTLOSS_NUM_THREADS": "1", "OMP_NUM_THREADS": "5"}, "1"),
+    ({"OMP_NUM_THREADS": "1"}, "1"),
+    ({"FASTLOSS_NUM_THREADS": "999"}, str(len(os.sched_getaffinity(0)))),   # capped
     ({}, str(len(os.sched_getaffinity(0)))),
 ])
 def test_default_thread_count_from_the_environment(env, expected, tmp_path):

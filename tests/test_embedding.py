@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 import fastloss as fl
-from conftest import DTYPES, REDUCTIONS, assert_close, central_differences, torch, torch_oracle
+from conftest import DTYPES, REDUCTIONS, assert_close, central_differences, parallel, torch, torch_oracle
 
 F = torch.nn.functional
 
@@ -153,7 +153,7 @@ def test_bitwise_identical_for_any_thread_count(make, labels, dtype):
     arrays = make_arrays(np.random.default_rng(8), (3000, 70), labels, dtype)
     results = []
     for n in (1, 2, 4):
-        with fl.threads(n):
+        with parallel(n):
             results.append(make()(*arrays))
     for loss, grads in results[1:]:
         assert loss.tobytes() == results[0].loss.tobytes()

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import fastloss as fl
-from conftest import DTYPES, REDUCTIONS, assert_close, central_differences, torch, torch_oracle
+from conftest import DTYPES, REDUCTIONS, assert_close, central_differences, parallel, torch, torch_oracle
 
 F = torch.nn.functional
 
@@ -250,7 +250,7 @@ def test_gaussian_nll_var_gradient_large_threaded():
     rng = np.random.default_rng(4)
     x, y = rng.standard_normal((2, 3000, 100))
     var = rng.uniform(0.1, 2, (3000, 1))
-    with fl.threads(2):
+    with parallel(2):
         loss, (gx, gv) = fl.GaussianNLLLoss()(x, y, var)
     ref_loss, (ref_gx, ref_gv) = torch_oracle(lambda a, b, v, reduction: F.gaussian_nll_loss(
         a, b, v, reduction=reduction), [x, y, var], (0, 2), "mean")

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 import fastloss as fl
-from conftest import DTYPES, REDUCTIONS, assert_close, central_differences, torch
+from conftest import DTYPES, REDUCTIONS, assert_close, central_differences, parallel, torch
 
 F = torch.nn.functional
 
@@ -93,7 +93,7 @@ def test_bitwise_identical_for_any_thread_count(dtype):
     args = make_case(rng, 120, 33, 40, 20, dtype)
     results = []
     for n in (1, 2, 4):
-        with fl.threads(n):
+        with parallel(n):
             results.append(fl.CTCLoss()(*args))
     for loss, grad in results[1:]:
         assert loss.tobytes() == results[0].loss.tobytes() and grad.tobytes() == results[0].grad.tobytes()

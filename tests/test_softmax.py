@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import fastloss as fl
-from conftest import DTYPES, REDUCTIONS, assert_close, central_differences, torch
+from conftest import DTYPES, REDUCTIONS, assert_close, central_differences, parallel, torch
 
 F = torch.nn.functional
 
@@ -206,7 +206,7 @@ def test_bitwise_identical_for_any_thread_count(options, shape, dtype):
     ours, _, x, t = build(fl.CrossEntropyLoss, options, "ignore", *shape, np.random.default_rng(4), dtype)
     results = []
     for threads in (1, 2, 4):
-        with fl.threads(threads):
+        with parallel(threads):
             loss, grad = fl.CrossEntropyLoss(**ours)(x, t)
             results.append((np.asarray(loss).tobytes(), grad.tobytes()))
     assert len(set(results)) == 1
@@ -491,7 +491,7 @@ def test_dice_bitwise_identical_for_any_thread_count():
     x, t = dice_case({"mode": "multiclass"}, (6, 5, 80, 90), np.random.default_rng(33), np.float32)
     results = set()
     for threads in (1, 2, 4):
-        with fl.threads(threads):
+        with parallel(threads):
             loss, grad = fl.DiceLoss("multiclass")(x, t)
             results.add((np.asarray(loss).tobytes(), grad.tobytes()))
     assert len(results) == 1

@@ -6,24 +6,12 @@
 # so the vectoriser adds lane-wise and cannot reassociate; the lanes meet in a fixed
 # pairwise tree. Block sums are then added exactly (see run_reduction). The same inputs thus
 # give the same bits for any thread count and wherever the arrays sit in memory.
-from cython.parallel cimport prange
 from libc.stdlib cimport free, malloc
+
+from .pool cimport fl_run, fl_task, fl_thread_id, fl_work_per_thread
 
 cdef enum:
     LANES = 16
-
-cdef extern from *:
-    """
-    #ifdef _OPENMP
-    #include <omp.h>
-    #define fl_thread_id() omp_get_thread_num()
-    #else
-    #define fl_thread_id() 0
-    #endif
-    """
-    # The calling thread's number in the current parallel team (0 outside one): a kernel's
-    # per-thread scratch, allocated before the run for num_threads threads, is indexed by it.
-    int fl_thread_id() noexcept nogil
 
 # One block's work: the sum of the per-element values of elements [start, stop).
 ctypedef double (*block_fn)(const void* job, Py_ssize_t start, Py_ssize_t stop) noexcept nogil
@@ -69,16 +57,43 @@ cdef inline Py_ssize_t num_blocks(Py_ssize_t n, Py_ssize_t block_len) noexcept n
     return (n + block_len - 1) // block_len
 
 
+# When more threads pay: the cost model. A kernel estimates its work from the bytes it moves
+# and the transcendentals it evaluates per element, and takes one more thread for each
+# pool.set_work_per_thread nanoseconds of it (100 µs), up to the threads asked for and its blocks.
+# A worker costs microseconds to wake (more when its core is busy with another job), so small
+# work stays on the calling thread; the estimate needs to be right within a factor of a few.
+cdef inline int threads_for(int requested, Py_ssize_t nblocks, double elements, double bytes_per_element,
+                            double transcendentals_per_element) noexcept nogil:
+    """How many threads a job of `nblocks` blocks over `elements` elements should use."""
+    cdef double ns_per_byte = 0.04               # a thread streams ~25 GB/s
+    cdef double ns_per_transcendental = 0.4      # a vector exp or log, per element
+    cdef double work = elements * (bytes_per_element * ns_per_byte + transcendentals_per_element * ns_per_transcendental)
+    cdef double price = fl_work_per_thread()   # ns of work that pay for one more thread
+    cdef double most = min(<double> requested, <double> nblocks)
+    if most < 2 or work < 2 * price:
+        return 1
+    return <int> (most if price == 0 else min(most, work / price))
+
+
+ctypedef struct BlockRun:
+    block_fn fn
+    const void* job
+    Py_ssize_t n, block_len
+    double* sums
+
+
+cdef inline void run_one_block(void* ctx, Py_ssize_t b) noexcept nogil:
+    cdef BlockRun* run = <BlockRun*> ctx
+    run.sums[b] = run.fn(run.job, b * run.block_len, min(run.n, (b + 1) * run.block_len))
+
+
 cdef inline void run_blocks(block_fn fn, const void* job, Py_ssize_t n, Py_ssize_t block_len,
                             int num_threads, double* sums) noexcept nogil:
-    """sums[b] = fn over block b of [0, n), for the num_blocks(n, block_len) blocks, in parallel."""
-    cdef Py_ssize_t nblocks = num_blocks(n, block_len), b
-    if num_threads > 1 and nblocks > 1:
-        for b in prange(nblocks, num_threads=min(num_threads, nblocks), schedule="static"):
-            sums[b] = fn(job, b * block_len, min(n, (b + 1) * block_len))
-    else:
-        for b in range(nblocks):
-            sums[b] = fn(job, b * block_len, min(n, (b + 1) * block_len))
+    """sums[b] = fn over block b of [0, n), for the num_blocks(n, block_len) blocks, on up to
+    num_threads threads of the pool."""
+    cdef BlockRun run
+    run.fn, run.job, run.n, run.block_len, run.sums = fn, job, n, block_len, sums
+    fl_run(run_one_block, &run, num_blocks(n, block_len), num_threads)
 
 
 # Exact sums of the block sums. The total is the block sums' exact sum rounded once (as

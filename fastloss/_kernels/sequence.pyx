@@ -24,10 +24,11 @@ afterwards, so every thread count gives the same bits.
 """
 cimport numpy as cnp
 import numpy as np
-from cython.parallel cimport prange, threadid
 from libc.math cimport INFINITY, NAN
 from libc.stdint cimport int64_t
 from libc.stdlib cimport free, malloc
+
+from ._reduce cimport fl_run, fl_thread_id, threads_for
 
 cnp.import_array()
 
@@ -41,7 +42,6 @@ ctypedef fused real:
     double
 
 cdef enum:
-    PARALLEL_MIN = 16384   # frames x classes summed over the batch below which one thread runs
     PAD = 2                # -inf entries before state 0 of every row of alpha and beta
 
 
@@ -195,6 +195,36 @@ cdef double ctc_element(const real* lp, real* grad, Py_ssize_t T, Py_ssize_t N, 
     return nll
 
 
+ctypedef struct CTCJob:
+    const void* lp
+    void* grad
+    bint is_float
+    Py_ssize_t T, N, C, per_thread
+    const int64_t* input_lengths
+    const int64_t* targets
+    const int64_t* offsets
+    const int64_t* target_lengths
+    int64_t blank
+    const double* grad_scale
+    double* losses
+    bint zero_infinity
+    double* scratch
+
+
+cdef void ctc_task(void* ctx, Py_ssize_t b) noexcept nogil:
+    """Batch element b, with the running thread's alpha-beta scratch."""
+    cdef CTCJob* job = <CTCJob*> ctx
+    cdef double* scratch = job.scratch + fl_thread_id() * job.per_thread
+    if job.is_float:
+        job.losses[b] = ctc_element[float](<const float*> job.lp, <float*> job.grad, job.T, job.N, job.C, b,
+                                           job.input_lengths[b], job.targets + job.offsets[b], job.target_lengths[b],
+                                           job.blank, job.grad_scale[b], job.zero_infinity, scratch)
+    else:
+        job.losses[b] = ctc_element[double](<const double*> job.lp, <double*> job.grad, job.T, job.N, job.C, b,
+                                            job.input_lengths[b], job.targets + job.offsets[b], job.target_lengths[b],
+                                            job.blank, job.grad_scale[b], job.zero_infinity, scratch)
+
+
 def ctc(const real[:, :, ::1] log_probs, const int64_t[::1] targets, const int64_t[::1] offsets,
         const int64_t[::1] input_lengths, const int64_t[::1] target_lengths, int64_t blank,
         const double[::1] grad_scale, real[:, :, ::1] grad, double[::1] losses, bint zero_infinity,
@@ -207,10 +237,9 @@ def ctc(const real[:, :, ::1] log_probs, const int64_t[::1] targets, const int64
     cdef Py_ssize_t frames = 0, L = 0, per_thread
     cdef real* g = NULL if grad is None else &grad[0, 0, 0]
     cdef const real* lp = &log_probs[0, 0, 0] if T * N * C else NULL
-    cdef double* scratch
-    if T * N * C < PARALLEL_MIN:
-        num_threads = 1
-    num_threads = max(1, min(num_threads, N))
+    cdef CTCJob job
+    # each element's recursion is a few transcendentals per frame and target label
+    num_threads = threads_for(num_threads, N, T * N * C, sizeof(real) * (1 if grad is None else 2), 2)
     for b in range(N):   # every thread's scratch fits the longest element
         frames = max(frames, input_lengths[b])
         L = max(L, target_lengths[b])
@@ -218,14 +247,16 @@ def ctc(const real[:, :, ::1] log_probs, const int64_t[::1] targets, const int64
     if needed * num_threads * 8 >= 2 ** 62:
         raise MemoryError(f"CTCLoss: {frames} frames and targets of {L} labels need more scratch than can be addressed")
     per_thread = needed
-    scratch = <double*> malloc(num_threads * per_thread * sizeof(double))
-    if scratch == NULL:
+    job.scratch = <double*> malloc(num_threads * per_thread * sizeof(double))
+    if job.scratch == NULL:
         raise MemoryError(f"CTCLoss: could not allocate {num_threads} x {per_thread} float64 of alpha-beta scratch")
+    job.lp, job.grad, job.is_float = lp, g, real is float
+    job.T, job.N, job.C, job.per_thread = T, N, C, per_thread
+    job.input_lengths, job.targets, job.offsets = &input_lengths[0], &targets[0], &offsets[0]
+    job.target_lengths, job.blank, job.grad_scale = &target_lengths[0], blank, &grad_scale[0]
+    job.losses, job.zero_infinity = &losses[0], zero_infinity
     try:
         with nogil:
-            for b in prange(N, num_threads=num_threads, schedule="dynamic"):
-                losses[b] = ctc_element(lp, g, T, N, C, b, input_lengths[b], &targets[0] + offsets[b],
-                                        target_lengths[b], blank, grad_scale[b], zero_infinity,
-                                        scratch + threadid() * per_thread)
+            fl_run(ctc_task, &job, N, num_threads)
     finally:
-        free(scratch)
+        free(job.scratch)
