@@ -21,6 +21,7 @@ Templates (``*.pyx.tp``) are expanded with Cython's Tempita before cythonizing.
 """
 import os
 import platform
+import shlex
 import tempfile
 from pathlib import Path
 
@@ -52,14 +53,15 @@ def expand_templates():
 
 
 def compiles(compiler, code, flags, libraries=()):
-    """True when `code` compiles and links with `flags` and `libraries`."""
+    """True when `code` compiles and links with `flags` and `libraries` (the linker also gets
+    LDFLAGS, which setuptools passes to extensions but not to executables: a sanitizer's)."""
     with tempfile.TemporaryDirectory() as tmp:
         source = Path(tmp, "probe.c")
         source.write_text(code)
         try:
             objects = compiler.compile([str(source)], output_dir=tmp, extra_postargs=list(flags))
-            compiler.link_executable(objects, str(Path(tmp, "probe")), extra_postargs=list(flags),
-                                     libraries=list(libraries))
+            compiler.link_executable(objects, str(Path(tmp, "probe")), libraries=list(libraries),
+                                     extra_postargs=list(flags) + shlex.split(os.environ.get("LDFLAGS", "")))
         except Exception:
             return False
     return True
@@ -127,6 +129,8 @@ class BuildKernels(build_ext):
                 if not accepted[level]:
                     self.warn(f"fastloss: the compiler does not know {' '.join(ext.extra_link_args)}: "
                               f"no {level} kernels")
+        if not any(accepted.values()):
+            raise RuntimeError(f"fastloss: the compiler takes none of the CPU levels' flags {levels()}")
         self.extensions = [ext for ext in self.extensions if accepted.get(ext.name.split(".")[-2], True)]
         for ext in self.extensions:   # the level folders (no __init__.py: namespace packages)
             Path(self.get_ext_fullpath(ext.name)).parent.mkdir(parents=True, exist_ok=True)

@@ -4,16 +4,20 @@ import json
 
 import fastloss as fl
 
-from . import adapters, embedding, evaluate, gpu, harness, pointwise, sequence, softmax
+from . import adapters, contention, embedding, evaluate, gpu, harness, levels, pointwise, sequence, softmax
 
 FAMILIES = {"pointwise": pointwise.CASES, "softmax": softmax.CASES, "embedding": embedding.CASES,
-            "sequence": sequence.CASES, "adapters": [], "eval": [], "gpu": []}
+            "sequence": sequence.CASES, "adapters": [], "eval": [], "gpu": [], "contention": [],
+            "levels": []}
 # families with a report of their own after the table (memory; boosting rounds, wrappers;
-# chunked evaluation of a 16 GB file, and the GPU against torch CUDA, only when asked for by name)
-REPORTS = {"softmax": softmax.report, "adapters": adapters.report, "eval": evaluate.report, "gpu": gpu.report}
-ONLY_BY_NAME = {"eval", "gpu"}
+# chunked evaluation of a 16 GB file, the GPU against torch CUDA, and calls beside another
+# multithreaded job, only when asked for by name)
+REPORTS = {"softmax": softmax.report, "adapters": adapters.report, "eval": evaluate.report, "gpu": gpu.report,
+           "contention": contention.report}
+ONLY_BY_NAME = {"eval", "gpu", "contention", "levels"}
 SIZES = (64, 100_000, 10_000_000)
 QUICK_SIZES = (64, 100_000, 1_000_000)
+LEVEL_SIZES = (100_000, 1_000_000)
 
 
 def parser(prog="python -m bench"):
@@ -34,11 +38,14 @@ def main(argv=None, prog="python -m bench"):
              if (args.loss is None or c.name in args.loss) and (args.family is None or name in args.family)]
     reports = [f for name, f in REPORTS.items() if args.loss is None and (
         name in args.family if args.family else name not in ONLY_BY_NAME)]
-    if not cases and not reports:
+    if not cases and not reports and "levels" not in (args.family or ()):
         raise SystemExit(f"--loss: expected some of {[c.name for f in FAMILIES.values() for c in f]}, got {args.loss}")
     sizes = args.sizes or (QUICK_SIZES if args.quick else SIZES)
     threads = args.threads or fl.get_num_threads()
     rows = harness.run(cases, sizes, threads, quick=args.quick) if cases else []
+    if args.family and "levels" in args.family:   # every loss (or --loss's), once per CPU level
+        rows += levels.run([c for family in FAMILIES.values() for c in family
+                            if args.loss is None or c.name in args.loss], args.sizes or LEVEL_SIZES, args.quick)
     for report in reports:
         report(quick=args.quick)
     if args.json:

@@ -5,7 +5,8 @@ with out=), torch on the CPU with the same thread count (forward, then .backward
 (jax.jit of jax.value_and_grad) where installed, plain NumPy, and scikit-learn's Cython
 losses with preallocated outputs where it has the loss. The table shows
 times, the ratio of the best peer to fastloss, and effective bandwidth (bytes the loss must
-read and write / time) as a fraction of an OpenMP STREAM triad measured in the same run.
+read and write / time) as a fraction of a STREAM triad (same worker pool, same compiler flags)
+measured in the same run.
 """
 import time
 from dataclasses import dataclass, field
@@ -137,13 +138,13 @@ def run(cases, sizes, num_threads, quick=False, print_fn=print):
     for n in sorted({elements(size) for case in cases for size in sizes_of(case)}):
         triads[n] = triad_bandwidth(num_threads, n)
     peers = ["torch", "jax", "numpy", "sklearn"]
-    build = stream.build_info()
+    build = fl.build_info()
     print_fn(f"fastloss bench: {num_threads} threads, float32, fwd+bwd; ratio = peer time / fastloss time "
              f"(higher is better); GB/s = bytes read + written / time, as a fraction of a STREAM triad "
              f"over the same number of elements, same threads, same run: "
              + ", ".join(f"{bw:.1f} GB/s at n={n}" for n, bw in triads.items()))
-    print_fn(f"kernels built with {build['simd']}, OpenMP {'on' if build['openmp'] else 'off'}, "
-             f"libmvec {'on' if build['libmvec'] else 'off'}")
+    print_fn(f"kernels: the {build['level']} level ({build['target']}; {build['simd']}), "
+             f"libmvec {'on' if build['libmvec'] else 'off'}, worker pool {'on' if build['pool'] else 'off'}")
     if torch is None:
         print_fn("(torch is not installed: comparing with NumPy only; pip install 'fastloss[bench]')")
     if jax is None:

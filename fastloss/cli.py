@@ -20,13 +20,18 @@ def main(argv=None):
         eval_cli.main(argv[1:])
     else:
         import fastloss
-        from fastloss._kernels import pointwise, stream
-        build = stream.build_info()
-        print(f"fastloss {fastloss.__version__}: {fastloss.get_num_threads()} threads; built with "
-              f"{build['simd']}, OpenMP {'on' if build['openmp'] else 'off (serial kernels)'}, "
+        from fastloss._kernels import pointwise
+        from fastloss._threads import usable_cores
+        build = fastloss.build_info()
+        chosen = "forced by FASTLOSS_CPU" if build["forced"] else "the best one built that this CPU runs"
+        print(f"fastloss {fastloss.__version__}\n"
+              f"kernels: {build['level']} ({chosen}; built: {', '.join(build['levels_built'])}; "
+              f"this CPU supports x86-64 {build['cpu_supports'] or '(not x86-64)'})\n"
+              f"target: {build['target']}; {build['simd']}; "
               f"libmvec {'on' if build['libmvec'] else 'off (scalar exp/log)'}\n"
+              f"threads: {fastloss.get_num_threads()} of {usable_cores()} usable cores"
+              f"{'' if build['pool'] else ' (built without a worker pool: one thread)'}\n"
               f"pointwise kernels: {', '.join(pointwise.LOSSES)}")
-
 
 if __name__ == "__main__":
     main()

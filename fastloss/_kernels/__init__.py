@@ -61,3 +61,15 @@ for _name in KERNELS:
     sys.modules[f"{__name__}.{_name}"] = _module
     globals()[_name] = _module
 del _name, _module
+
+
+def build_info():
+    """Which kernels run here and how they were built: the CPU level loaded ("level"), the
+    levels this installation has ("levels_built"), the best x86-64 level this CPU and OS
+    support ("cpu_supports", None off x86-64), FASTLOSS_CPU if it chose ("forced"), the
+    level's compiler target flags ("target"), its widest SIMD ("simd"), whether libmvec's
+    vector exp/log/log1p are in ("libmvec"), and whether the worker pool has threads ("pool")."""
+    from . import pool
+    forced = os.environ.get("FASTLOSS_CPU", "").strip() or None
+    return {"level": LEVEL, "levels_built": list(LEVELS_BUILT), "cpu_supports": CPU_SUPPORTS, "forced": forced,
+            **stream.build_info(), "pool": pool.THREADED}

@@ -202,6 +202,7 @@ alone:
 }
 
 static int fl_pool_workers(void) { return fl_pool.started; }
+static unsigned long long fl_pool_jobs(void) { return __atomic_load_n(&fl_pool.job, __ATOMIC_RELAXED); }
 
 #else  /* no threads: every job runs on the caller */
 
@@ -213,6 +214,7 @@ static void fl_pool_run(fl_task fn, void *ctx, Py_ssize_t nblocks, int threads) 
         fn(ctx, b);
 }
 static int fl_pool_workers(void) { return 0; }
+static unsigned long long fl_pool_jobs(void) { return 0; }
 
 #endif
 #endif

@@ -11,6 +11,7 @@ cdef extern from "pool.h" nogil:
     void fl_pool_run(fl_task fn, void* ctx, Py_ssize_t nblocks, int threads)
     int fl_pool_slot()
     int fl_pool_workers()
+    unsigned long long fl_pool_jobs()
     int fastloss_pool_get_num_threads()
     void fastloss_pool_set_num_threads(int n)
 
@@ -59,3 +60,8 @@ def set_work_per_thread(double ns):
 def workers():
     """How many worker threads the pool has started (they start on first need)."""
     return fl_pool_workers()
+
+
+def jobs():
+    """How many jobs have run on more than one thread since the pool was loaded."""
+    return fl_pool_jobs()

@@ -320,7 +320,7 @@ class LinearCrossEntropyLoss(CrossEntropyLoss):
             if bias is not None:
                 chunk += bias
             # the row kernel runs on this thread alone: NumPy's BLAS leaves its worker threads
-            # spinning for a while after each product, and OpenMP threads sharing their cores ran
+            # spinning for a while after each product, and kernel threads sharing their cores ran
             # the kernel several times slower (1.4 ms alone, 9 ms right after a product, at 512x8000)
             total = total + ExactSum(*_kernel.cross_entropy(
                 chunk, r1 - r0, C, 1, None if target is None else target[r0:r1],
