@@ -67,10 +67,19 @@ def compiles(compiler, code, flags, libraries=()):
     return True
 
 
+# Every vector function the kernels may call, in vectorised loops: compiled and linked with a
+# level's flags, so that each of that level's widths must exist (glibc 2.22 has exp and log;
+# log1p and tanh came in 2.35: an older glibc gives the kernels scalar math, not a module that
+# fails to import on an undefined symbol).
 LIBMVEC_PROBE = """
-#include <math.h>
-__attribute__((simd("notinbranch"))) double exp(double);
-int main(void) { double s = 0; for (int i = 0; i < 64; i++) s += exp(i * 0.01); return s > 0 ? 0 : 1; }
+#define FASTLOSS_LIBMVEC 1
+#include "simd_math.h"
+double d[256]; float f[256];
+int main(void) {
+    for (int i = 0; i < 256; i++) d[i] = exp(d[i]) + log(d[i]) + log1p(d[i]) + tanh(d[i]);
+    for (int i = 0; i < 256; i++) f[i] = expf(f[i]) + logf(f[i]) + log1pf(f[i]) + tanhf(f[i]);
+    return (int)(d[7] + f[7]);
+}
 """
 
 
@@ -97,6 +106,9 @@ class BuildKernels(build_ext):
         # -ffp-contract=off: no fused multiply-adds chosen by context, so a point function gives
         # the same bits in every kernel variant (forward only or not, reduced or 'none')
         common = ["-O3", "-fno-math-errno", "-fno-trapping-math", "-ffp-contract=off"]
+        # Python's own CFLAGS carry -g: debug info would be two thirds of the wheel
+        # (FASTLOSS_DEBUG=1 keeps it, for a sanitizer's or a debugger's stack traces)
+        common += [] if os.environ.get("FASTLOSS_DEBUG") == "1" else ["-g0"]
         # No peeling or versioning of loops by the data's alignment in the kernels with vector
         # exp/log: which elements ran through the scalar prologue (scalar libm) and which through
         # the vector body (libmvec, another last bit) would depend on where the buffers sit, and
@@ -106,10 +118,7 @@ class BuildKernels(build_ext):
                                                      "vect-max-version-for-alignment-checks=0")
                     if compiles(cc, "int main(void){return 0;}\n", [f"--param={param}"])]
         macros = [] if os.environ.get("FASTLOSS_POOL", "1") != "0" else [("FASTLOSS_NO_POOL", "1")]
-        mvec = compiles(cc, LIBMVEC_PROBE, common, ["mvec", "m"])
-        if not mvec:
-            self.warn("fastloss: no libmvec: exp/log/log1p stay scalar, the kernels run slower")
-        accepted = {}
+        accepted, mvec = {}, {}
         for ext in self.extensions:
             level, name = ext.name.split(".")[-2:]
             ext.extra_compile_args += common
@@ -119,16 +128,21 @@ class BuildKernels(build_ext):
                 ext.extra_link_args.append("-pthread")
             if name not in KERNELS:   # the baseline modules
                 continue
-            if mvec:
-                ext.define_macros.append(("FASTLOSS_LIBMVEC", "1"))
-                ext.libraries += ["mvec", "m"]
-            if name in VECTOR_MATH:
-                ext.extra_compile_args += unpeeled
             if level not in accepted:
                 accepted[level] = compiles(cc, "int main(void){return 0;}\n", ext.extra_link_args)
                 if not accepted[level]:
                     self.warn(f"fastloss: the compiler does not know {' '.join(ext.extra_link_args)}: "
                               f"no {level} kernels")
+                mvec[level] = compiles(cc, LIBMVEC_PROBE, common + ext.extra_link_args + [f"-I{SOURCE}"],
+                                       ["mvec", "m"])
+                if accepted[level] and not mvec[level]:
+                    self.warn(f"fastloss: no libmvec for {level} (or an old one): exp/log/log1p stay scalar "
+                              "there, the kernels run slower")
+            if mvec[level]:
+                ext.define_macros.append(("FASTLOSS_LIBMVEC", "1"))
+                ext.libraries += ["mvec", "m"]
+            if name in VECTOR_MATH:
+                ext.extra_compile_args += unpeeled
         if not any(accepted.values()):
             raise RuntimeError(f"fastloss: the compiler takes none of the CPU levels' flags {levels()}")
         self.extensions = [ext for ext in self.extensions if accepted.get(ext.name.split(".")[-2], True)]

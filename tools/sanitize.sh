@@ -18,7 +18,7 @@ cd "$work"
 python3 -c "import Cython, setuptools" 2>/dev/null || python3 -m pip install -q 'cython>=3.0' 'setuptools>=64' wheel
 flags="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined"
 # one CPU level (this machine's) instead of three: the same source, a third of the build
-export FASTLOSS_MARCH="${FASTLOSS_MARCH:-native}"
+export FASTLOSS_MARCH="${FASTLOSS_MARCH:-native}" FASTLOSS_DEBUG=1
 CFLAGS="$flags" LDFLAGS="$flags" python3 setup.py build_ext --inplace -j "$(nproc)" > build.log 2>&1 \
     || { tail -40 build.log; exit 1; }
 asan="$(gcc -print-file-name=libasan.so)"
