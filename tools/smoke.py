@@ -28,7 +28,7 @@ def run():
         "PoissonNLLLoss": lambda: fl.PoissonNLLLoss()(x, np.abs(y)),
         "CrossEntropyLoss": lambda: fl.CrossEntropyLoss(label_smoothing=0.1)(x, labels),
         "MultiMarginLoss": lambda: fl.MultiMarginLoss()(x, labels),
-        "DiceLoss": lambda: fl.DiceLoss()(x, labels),
+        "DiceLoss": lambda: fl.DiceLoss("multiclass")(x, labels),
         "TripletMarginLoss": lambda: fl.TripletMarginLoss()(x, y, x[::-1].copy()),
         "CTCLoss": lambda: fl.CTCLoss()(log_probs, rng.integers(1, 6, (4, 5)), np.full(4, 30), np.full(4, 5)),
     }
