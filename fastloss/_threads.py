@@ -63,8 +63,9 @@ def _global():
 
 def get_num_threads():
     """The number of threads a kernel call may use: the count set, capped at the usable cores."""
-    n = _local.get()
-    return min(_global() if n is None else n, _cores[0] or usable_cores())
+    n = _local.get() or pool.get_limit() or _global()
+    cores = _cores[0] or usable_cores()
+    return n if n < cores else cores
 
 
 def set_num_threads(n):
