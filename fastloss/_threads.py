@@ -27,8 +27,12 @@ def _check(n, name="n"):
 
 
 def usable_cores():
-    """The cores this process may run on (its CPU affinity where the OS has one)."""
+    """The cores this process may run on (its CPU affinity where the OS has one); 1 where
+    fastloss was built without its worker pool (every block then runs on the caller)."""
     if _cores[0] is None:
+        if not pool.THREADED:
+            _cores[0] = 1
+            return 1
         try:
             _cores[0] = len(os.sched_getaffinity(0))
         except AttributeError:  # not on Linux

@@ -87,7 +87,7 @@ def test_the_info_command_says_which_level_runs():
     result = subprocess.run([sys.executable, "-m", "fastloss.cli", "info"], env=fastloss_env(), capture_output=True,
                             text=True, cwd=os.path.dirname(__file__), check=True)
     assert f"kernels: {fl.build_info()['level']}" in result.stdout
-    assert re.search(r"^threads: \d+ of \d+ usable cores$", result.stdout, re.M), result.stdout
+    assert re.search(r"^threads: \d+ of \d+ usable cores", result.stdout, re.M), result.stdout
 
 
 # ---------------------------------------------------------------- the worker pool
@@ -149,7 +149,7 @@ def test_more_threads_than_blocks_or_cores(threads):
             ce_loss, ce_grad = fl.CrossEntropyLoss()(x, t)
         results.add((loss.tobytes(), grad.tobytes(), ce_loss.tobytes(), ce_grad.tobytes()))
     assert len(results) == 1
-    assert pool.workers() >= 1
+    assert pool.workers() >= pool.THREADED   # (none in a build without the pool)
 
 
 def _child_loss(queue):
@@ -165,7 +165,7 @@ def test_a_forked_child_starts_its_own_pool():
     waiting for workers that do not exist (this would hang)."""
     with parallel(2):
         fl.MSELoss()(np.ones(300_000), np.zeros(300_000))   # the parent's pool has started
-    assert pool.workers() >= 1
+    assert pool.workers() >= pool.THREADED   # (none in a build without the pool)
     context = multiprocessing.get_context("fork")
     queue = context.Queue()
     child = context.Process(target=_child_loss, args=(queue,))
@@ -188,4 +188,4 @@ def test_small_calls_stay_on_the_caller():
     assert pool.jobs() == before
     with parallel(2):
         fl.MSELoss()(np.ones(100_000, np.float32), np.zeros(100_000, np.float32))
-    assert pool.jobs() == before + 1
+    assert pool.jobs() == before + pool.THREADED   # (a build without the pool runs no jobs)
