@@ -59,7 +59,7 @@ cdef inline Py_ssize_t num_blocks(Py_ssize_t n, Py_ssize_t block_len) noexcept n
 
 # When more threads pay: the cost model. A kernel estimates its work from the bytes it moves
 # and the transcendentals it evaluates per element, and takes one more thread for each
-# pool.set_work_per_thread nanoseconds of it (100 µs), up to the threads asked for and its blocks.
+# pool.set_work_per_thread nanoseconds of it (15 µs), up to the threads asked for and its blocks.
 # A worker costs microseconds to wake (more when its core is busy with another job), so small
 # work stays on the calling thread; the estimate needs to be right within a factor of a few.
 cdef inline int threads_for(int requested, Py_ssize_t nblocks, double elements, double bytes_per_element,

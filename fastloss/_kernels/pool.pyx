@@ -24,7 +24,7 @@ cdef int fl_thread_id() noexcept nogil:
     return fl_pool_slot()
 
 
-cdef double work_per_thread = 100000.0   # ns: ten times a worker's wake-up on a quiet machine
+cdef double work_per_thread = 15000.0    # ns: a few times a spinning worker's join, about a sleeping one's wake-up
 
 
 cdef double fl_work_per_thread() noexcept nogil:
