@@ -1,7 +1,6 @@
 """The CPU levels (which kernels load, FASTLOSS_CPU, build_info) and the worker pool (threads
 that start late or never, several Python threads at once, fork)."""
 import json
-import multiprocessing
 import os
 import re
 import subprocess
@@ -152,31 +151,41 @@ def test_more_threads_than_blocks_or_cores(threads):
     assert pool.workers() >= pool.THREADED   # (none in a build without the pool)
 
 
-def _child_loss(queue):
-    rng = np.random.default_rng(3)
-    x, y = rng.standard_normal((2, 300_000))
-    with parallel(2):
-        queue.put(fl.MSELoss()(x, y)[0].tobytes())
+FORK_PROBE = """
+import os, sys, numpy as np, fastloss as fl
+from fastloss import _threads
+from fastloss._kernels import pool
+_threads._cores[0] = 2            # two threads even on one core,
+pool.set_work_per_thread(0)       # and for a small call
+x, y = np.random.default_rng(3).standard_normal((2, 300_000))
+with fl.threads(2):
+    fl.MSELoss()(x, y)            # the parent's pool has started its worker
+assert pool.workers() >= 1
+read, write = os.pipe()
+pid = os.fork()
+if pid == 0:                      # the child: none of the parent's threads exist here
+    with fl.threads(2):
+        loss = fl.MSELoss()(x, y)[0]
+    os.write(write, loss.tobytes() + bytes([pool.workers()]))
+    os._exit(0)
+os.close(write)
+got = os.read(read, 9)
+os.waitpid(pid, 0)
+with fl.threads(1):
+    assert got[:8] == fl.MSELoss()(x, y)[0].tobytes()
+print("child workers:", got[8])
+"""
 
 
-@pytest.mark.skipif(not hasattr(os, "fork"), reason="fork() is POSIX")
+@pytest.mark.skipif(not hasattr(os, "fork") or not pool.THREADED, reason="fork() is POSIX; no pool, nothing to test")
 def test_a_forked_child_starts_its_own_pool():
-    """After fork the child has none of the parent's worker threads: it starts its own, not
-    waiting for workers that do not exist (this would hang)."""
-    with parallel(2):
-        fl.MSELoss()(np.ones(300_000), np.zeros(300_000))   # the parent's pool has started
-    assert pool.workers() >= pool.THREADED   # (none in a build without the pool)
-    context = multiprocessing.get_context("fork")
-    queue = context.Queue()
-    child = context.Process(target=_child_loss, args=(queue,))
-    child.start()
-    got = queue.get(timeout=60)
-    child.join(timeout=60)
-    assert child.exitcode == 0
-    rng = np.random.default_rng(3)
-    x, y = rng.standard_normal((2, 300_000))
-    with fl.threads(1):
-        assert got == fl.MSELoss()(x, y)[0].tobytes()
+    """After fork the child has none of the parent's worker threads: it starts its own and
+    gets the same bits, instead of waiting for workers that do not exist (which would hang).
+    In a fresh interpreter: this one has JAX's threads, and forking beside them may deadlock."""
+    result = subprocess.run([sys.executable, "-c", FORK_PROBE], env=fastloss_env(), capture_output=True,
+                            text=True, cwd=os.path.dirname(__file__), timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "child workers: 1"
 
 
 def test_small_calls_stay_on_the_caller():

@@ -1,8 +1,10 @@
 /* fastloss's worker pool: fixed blocks claimed from a shared counter, the caller first.
  *
- * A job is `nblocks` calls fn(ctx, b). Its blocks are tickets [first, end) of one counter
- * that only grows; every thread taking part, the caller included, claims the next ticket
- * with a compare-and-swap and runs it. The caller never waits for a worker to start: it
+ * A job is `nblocks` calls fn(ctx, b), in runs of `grain` consecutive blocks (about an eighth
+ * of a thread's share: each thread streams through long stretches of memory, and the shared
+ * counter is touched a few dozen times per job, not once per block). The runs are tickets
+ * [first, end) of one counter that only grows; every thread taking part, the caller
+ * included, claims the next ticket with a compare-and-swap and runs its blocks. The caller never waits for a worker to start: it
  * claims blocks until none are left, so when the workers are late (their cores busy with
  * another job) it runs them all itself, and it waits only for blocks a worker has already
  * claimed, that is for a thread that is running. A worker that wakes after its job has ended
@@ -80,18 +82,24 @@ static struct {
     fl_task fn;                /* the current job, written under the lock */
     void *ctx;
     int64_t first, end;
+    Py_ssize_t nblocks, grain;
     int slots, taken;
-    int64_t next;              /* atomic: the next ticket */
-    int64_t completed;         /* atomic: tickets whose block has finished */
+    /* the two counters every thread updates, each on a cache line of its own */
+    _Alignas(64) int64_t next; /* atomic: the next ticket */
+    _Alignas(64) int64_t completed;   /* atomic: tickets whose blocks have finished */
 } fl_pool = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, PTHREAD_COND_INITIALIZER};
 
-/* Claim and run blocks of the job [first, end) until its tickets are gone. */
-static void fl_pool_claim(fl_task fn, void *ctx, int64_t first, int64_t end) {
+/* Claim and run runs of the job's blocks (tickets [first, end)) until its tickets are gone. */
+static void fl_pool_claim(fl_task fn, void *ctx, int64_t first, int64_t end, Py_ssize_t nblocks, Py_ssize_t grain) {
     int64_t t = __atomic_load_n(&fl_pool.next, __ATOMIC_ACQUIRE);
     while (t < end) {
+        Py_ssize_t b, stop;
         if (!__atomic_compare_exchange_n(&fl_pool.next, &t, t + 1, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
             continue;   /* t now holds the counter's value */
-        fn(ctx, (Py_ssize_t)(t - first));
+        b = (Py_ssize_t)(t - first) * grain;
+        stop = nblocks - b < grain ? nblocks : b + grain;
+        for (; b < stop; b++)
+            fn(ctx, b);
         if (__atomic_add_fetch(&fl_pool.completed, 1, __ATOMIC_ACQ_REL) == end) {
             pthread_mutex_lock(&fl_pool.lock);
             if (fl_pool.caller_waiting)
@@ -110,6 +118,7 @@ static void *fl_pool_worker(void *unused) {
         fl_task fn;
         void *ctx;
         int64_t first, end;
+        Py_ssize_t nblocks, grain;
         for (spins = 0; spins < FL_WORKER_SPINS && __atomic_load_n(&fl_pool.job, __ATOMIC_ACQUIRE) == seen; spins++)
             FL_PAUSE();
         pthread_mutex_lock(&fl_pool.lock);
@@ -122,8 +131,9 @@ static void *fl_pool_worker(void *unused) {
         }
         fl_slot_of_this_thread = fl_pool.taken++;
         fn = fl_pool.fn, ctx = fl_pool.ctx, first = fl_pool.first, end = fl_pool.end;
+        nblocks = fl_pool.nblocks, grain = fl_pool.grain;
         pthread_mutex_unlock(&fl_pool.lock);
-        fl_pool_claim(fn, ctx, first, end);
+        fl_pool_claim(fn, ctx, first, end, nblocks, grain);
     }
     return NULL;
 }
@@ -144,6 +154,7 @@ static int fl_pool_init(void) { return pthread_atfork(NULL, NULL, fl_pool_after_
  * Returns when every block has finished. */
 static void fl_pool_run(fl_task fn, void *ctx, Py_ssize_t nblocks, int threads) {
     int64_t first, end, wanted;
+    Py_ssize_t grain;
     int spins, k;
     if (threads > FL_POOL_MAX_THREADS)
         threads = FL_POOL_MAX_THREADS;
@@ -168,10 +179,13 @@ static void fl_pool_run(fl_task fn, void *ctx, Py_ssize_t nblocks, int threads) 
             break;   /* fewer workers: the caller and the others claim their blocks */
         fl_pool.started++;
     }
+    grain = nblocks / ((Py_ssize_t)threads * 8);
+    grain = grain < 1 ? 1 : grain;
     first = __atomic_load_n(&fl_pool.next, __ATOMIC_RELAXED);
-    end = first + (int64_t)nblocks;
+    end = first + (int64_t)((nblocks + grain - 1) / grain);
     fl_pool.busy = 1;
     fl_pool.fn = fn, fl_pool.ctx = ctx, fl_pool.first = first, fl_pool.end = end;
+    fl_pool.nblocks = nblocks, fl_pool.grain = grain;
     fl_pool.slots = threads, fl_pool.taken = 1;   /* slot 0 is the caller's */
     __atomic_store_n(&fl_pool.job, fl_pool.job + 1, __ATOMIC_RELEASE);
     wanted = threads - 1 < fl_pool.started ? threads - 1 : fl_pool.started;
@@ -180,7 +194,7 @@ static void fl_pool_run(fl_task fn, void *ctx, Py_ssize_t nblocks, int threads) 
     pthread_mutex_unlock(&fl_pool.lock);
 
     fl_slot_of_this_thread = 0;
-    fl_pool_claim(fn, ctx, first, end);
+    fl_pool_claim(fn, ctx, first, end, nblocks, grain);
     /* every ticket is claimed: wait for the blocks still running on workers */
     for (spins = 0; spins < FL_CALLER_SPINS && __atomic_load_n(&fl_pool.completed, __ATOMIC_ACQUIRE) < end; spins++)
         FL_PAUSE();
