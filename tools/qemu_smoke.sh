@@ -15,7 +15,11 @@ trap 'rm -rf "$work"' EXIT
 command -v qemu-x86_64 > /dev/null || { echo "qemu-x86_64 not found: apt-get install qemu-user" >&2; exit 1; }
 wheel="${1:-}"
 if [ -z "$wheel" ]; then
-    python3 -m pip wheel -q --no-deps -w "$work/dist" "$here"
+    # the build tools at hand when there are (CI has them after tools/sanitize.sh): no
+    # isolated build environment to install first
+    isolation=""
+    python3 -c "import Cython, setuptools, numpy" 2> /dev/null && isolation="--no-build-isolation"
+    python3 -m pip wheel -q --no-deps $isolation -w "$work/dist" "$here"
     wheel="$(ls "$work"/dist/fastloss-*.whl)"
 fi
 python3 -m venv "$work/venv"
