@@ -3,9 +3,15 @@ import argparse
 import sys
 
 
+def _version():
+    from fastloss import __version__
+    return __version__
+
+
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     p = argparse.ArgumentParser(prog="fastloss", description="fastloss: fused loss-and-gradient kernels.")
+    p.add_argument("--version", action="version", version=f"fastloss {_version()}")
     p.add_argument("command", choices=["bench", "eval", "info"], help="bench: compare with torch and NumPy; "
                    "eval: a loss over .npy files larger than memory; info: build and thread information")
     args, rest = p.parse_known_args(argv[:1])

@@ -198,3 +198,11 @@ def test_small_calls_stay_on_the_caller():
     with parallel(2):
         fl.MSELoss()(np.ones(100_000, np.float32), np.zeros(100_000, np.float32))
     assert pool.jobs() == before + pool.THREADED   # (a build without the pool runs no jobs)
+
+
+def test_the_version_command_gives_the_package_version():
+    result = subprocess.run([sys.executable, "-m", "fastloss.cli", "--version"], env=fastloss_env(),
+                            capture_output=True, text=True, cwd=os.path.dirname(__file__), check=True)
+    pyproject = os.path.join(os.path.dirname(os.path.dirname(__file__)), "pyproject.toml")
+    declared = re.search(r'^version = "([^"]+)"', open(pyproject).read(), re.M).group(1)
+    assert result.stdout.strip() == f"fastloss {declared}" == f"fastloss {fl.__version__}"
