@@ -54,7 +54,8 @@ def _choose(built, supported, forced):
 
 LEVELS_BUILT = _built()
 CPU_SUPPORTS = cpu.level()
-LEVEL = _choose(LEVELS_BUILT, CPU_SUPPORTS, os.environ.get("FASTLOSS_CPU", "").strip())
+FORCED = os.environ.get("FASTLOSS_CPU", "").strip() or None   # read once: the choice is made once
+LEVEL = _choose(LEVELS_BUILT, CPU_SUPPORTS, FORCED)
 
 for _name in KERNELS:
     _module = importlib.import_module(f"{__name__}.{LEVEL}.{_name}")
@@ -70,6 +71,5 @@ def build_info():
     level's compiler target flags ("target"), its widest SIMD ("simd"), whether libmvec's
     vector exp/log/log1p are in ("libmvec"), and whether the worker pool has threads ("pool")."""
     from . import pool
-    forced = os.environ.get("FASTLOSS_CPU", "").strip() or None
-    return {"level": LEVEL, "levels_built": list(LEVELS_BUILT), "cpu_supports": CPU_SUPPORTS, "forced": forced,
+    return {"level": LEVEL, "levels_built": list(LEVELS_BUILT), "cpu_supports": CPU_SUPPORTS, "forced": FORCED,
             **stream.build_info(), "pool": pool.THREADED}
