@@ -70,6 +70,11 @@ def compiles(compiler, code, flags, libraries=()):
     return True
 
 
+def accepts(compiler, flags):
+    """True when the compiler takes `flags` (an empty program compiles and links with them)."""
+    return compiles(compiler, "int main(void){return 0;}\n", flags)
+
+
 # Every vector function the kernels may call, in vectorised loops: compiled and linked with a
 # level's flags, so that each of that level's widths must exist (glibc 2.22 has exp and log;
 # log1p and tanh came in 2.35: an older glibc gives the kernels scalar math, not a module that
@@ -119,20 +124,20 @@ class BuildKernels(build_ext):
         # kernel's feature loops run 20% slower unpeeled, and their arithmetic is exact either way.)
         unpeeled = [f"--param={param}" for param in ("vect-max-peeling-for-alignment=0",
                                                      "vect-max-version-for-alignment-checks=0")
-                    if compiles(cc, "int main(void){return 0;}\n", [f"--param={param}"])]
+                    if accepts(cc, [f"--param={param}"])]
         macros = [] if os.environ.get("FASTLOSS_POOL", "1") != "0" else [("FASTLOSS_NO_POOL", "1")]
         accepted, mvec = {}, {}
         for ext in self.extensions:
             level, name = ext.name.split(".")[-2:]
             ext.extra_compile_args += common
             ext.define_macros += macros
-            if name == "pool" and compiles(cc, "int main(void){return 0;}\n", ["-pthread"]):
+            if name == "pool" and accepts(cc, ["-pthread"]):
                 ext.extra_compile_args.append("-pthread")
                 ext.extra_link_args.append("-pthread")
             if name not in KERNELS:   # the baseline modules
                 continue
             if level not in accepted:
-                accepted[level] = compiles(cc, "int main(void){return 0;}\n", ext.extra_link_args)
+                accepted[level] = accepts(cc, ext.extra_link_args)
                 if not accepted[level]:
                     self.warn(f"fastloss: the compiler does not know {' '.join(ext.extra_link_args)}: "
                               f"no {level} kernels")
