@@ -2,11 +2,15 @@
 ``input: expected shape (N, C), got (3, 4)``.
 """
 import functools
+from typing import Any
 from math import prod
 
 import numpy as np
 
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+# what the public API takes as an array: an ndarray or any array-like (buffer,
+# __array_interface__, __dlpack__, a torch CPU tensor), or a CUDA array (CuPy, torch, numba)
+ArrayLike = Any
 
 # DLPack device types that live on a GPU: kDLCUDA, kDLCUDAHost, kDLCUDAManaged
 _DLPACK_CUDA = (2, 3, 13)

@@ -1,9 +1,11 @@
 """The Criterion base: reduction, out=, grad_output=, loss() versus __call__, and the choice
 of backend. It knows no particular loss; each family module subclasses it.
 
-Data flows one way: public class -> Criterion (checks, reduction, buffers) -> a backend
-method of the family (``_cpu``, or ``_cuda`` for device arrays: fastloss/cuda/, imported only
-then) -> kernels -> back as LossAndGrad. The backend is chosen in `backend_for`, and only there.
+Data flows one way: public class -> Criterion (which backend, out= overlap) -> the family's
+``_spec`` (every check, once, through `_spec.HOST` or the GPU's `Device`) -> a plain spec ->
+the family's ``_cpu(spec, ...)`` (the Cython kernels) or ``_cuda(device, spec, ...)``
+(fastloss/cuda/, imported only then) -> back as LossAndGrad. The backend is chosen in
+`backend_for`, and only there.
 """
 import copy
 import importlib.util
@@ -15,6 +17,7 @@ import numpy as np
 from ._arrays import as_operand, check_no_overlap, check_option, check_out, fail, is_device_array, scalar_grad_output
 from ._exact import ExactSum, exact_sum
 from ._kernels.memory import empty, extents_overlap
+from ._spec import HOST
 from ._threads import get_num_threads
 
 LossAndGrad = namedtuple("LossAndGrad", ["loss", "grad"])
@@ -102,9 +105,11 @@ class Criterion:
 
     Subclasses set `arguments` (torch's positional array names, in torch's order),
     `differentiable` (the ones with a gradient) and `reductions`, and implement
-    ``_cpu(arrays, want_grad, out, grad_output) -> LossAndGrad``; the families that have
-    them also take ``hess=True`` (-> GradHess) and ``partial=True`` (-> a partial state),
-    as their `_hessian` and `_partial` flags say.
+    ``_spec(take, arrays, **mode) -> spec`` (the checks; `take` is `HOST` or a `Device`),
+    ``_cpu(spec, want_grad, out, grad_output, **mode) -> LossAndGrad`` and
+    ``_cuda(device, spec, want_grad, out, grad_output, **mode)``. The modes are ``hess=True``
+    (-> GradHess) and ``partial=True`` (-> a partial state, host arrays only), for the
+    families whose `_hessian` and `_partial` flags say so.
     """
 
     arguments = ("input", "target")
@@ -180,16 +185,18 @@ class Criterion:
         backend = backend_for([a for a, name in zip(arrays, self.arguments) if name not in self._host_arguments])
         if backend == "cuda" and importlib.util.find_spec("numba") is None:
             raise ImportError(f"{type(self).__name__}: CUDA arrays need the GPU backend: pip install 'fastloss[cuda]'")
-        run = getattr(self, "_" + backend, None)
-        if run is None:
-            raise NotImplementedError(f"{type(self).__name__}: no {backend} backend in this build "
-                                      "(the GPU backend is optional and not installed)")
         if out is not None:
             self._check_out_overlap(arrays, out, grad_output)
         if mode.get("hess") and not self._hessian:
             raise NotImplementedError(f"{type(self).__name__}: no hessian (grad_hess covers the losses "
                                       "its docstring lists)")
-        return run(arrays, want_grad, out, grad_output, **mode)   # hess=True or partial=True
+        if backend == "cpu":
+            return self._cpu(self._spec(HOST, arrays, **mode), want_grad, out, grad_output, **mode)
+        if mode.get("partial"):
+            raise NotImplementedError(f"{type(self).__name__}: partial states are for host arrays")
+        from .cuda._device import Device
+        device = Device(arrays)
+        return self._cuda(device, self._spec(device, arrays, **mode), want_grad, out, grad_output, **mode)
 
     def _check_out_overlap(self, arrays, out, grad_output):
         """out= buffers must not share memory with what the call reads, nor with each other."""
@@ -203,6 +210,15 @@ class Criterion:
     @staticmethod
     def _num_threads():
         return get_num_threads()
+
+    def _spec(self, take, arrays, **mode):
+        raise NotImplementedError
+
+    def _cpu(self, spec, want_grad, out, grad_output, **mode):
+        raise NotImplementedError
+
+    def _cuda(self, device, spec, want_grad, out, grad_output, **mode):
+        raise NotImplementedError(f"{type(self).__name__}: no GPU path")
 
     def _gradient_buffers(self, shapes, dtype, out):
         """Fresh gradient arrays, or the caller's `out` buffers after checking them."""

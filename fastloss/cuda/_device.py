@@ -142,6 +142,36 @@ def _fill(arr, value):
         arr[i] = value
 
 
+@cuda.jit
+def _count_outside(x, lo, hi, nan_is_bad, partials):
+    """Per block: how many elements of x lie outside [lo, hi] (or are NaN, when nan_is_bad)."""
+    acc = 0.0
+    for i in range(cuda.grid(1), x.shape[0], cuda.gridsize(1)):
+        v = x[i]
+        acc += 1.0 if (v < lo or v > hi or (nan_is_bad and v != v)) else 0.0
+    total = block_sum(acc)
+    if cuda.threadIdx.x == 0:
+        partials[cuda.blockIdx.x] = total
+
+
+@cuda.jit
+def _count_bad_multilabel(target, rows, C, partials):
+    """Per block: how many rows of (rows, C) multi-label targets hold an entry outside [0, C)
+    before their first -1."""
+    bad = 0.0
+    for r in range(cuda.grid(1), rows, cuda.gridsize(1)):
+        for k in range(C):
+            t = target[r * C + k]
+            if t == -1:
+                break
+            if t < 0 or t >= C:
+                bad += 1.0
+                break
+    total = block_sum(bad)
+    if cuda.threadIdx.x == 0:
+        partials[cuda.blockIdx.x] = total
+
+
 @functools.lru_cache(maxsize=None)
 def _gpu_available():
     return cuda.is_available()
@@ -159,7 +189,9 @@ def _from_dlpack(obj):
 
 
 class Device:
-    """One call's arrays on the GPU: views, allocations, stream and reduction."""
+    """One call's arrays on the GPU: views, allocations, stream and reduction. Its checking
+    methods mirror `fastloss._spec.Host`, so that a family builds its spec once for both."""
+    device = True
 
     def __init__(self, arrays):
         if not (SIMULATOR or _gpu_available()):
@@ -248,9 +280,28 @@ class Device:
         """An array option of the criterion (host memory) for the kernels: on the device."""
         return self.upload(np.asarray(host, dtype))
 
+    def array(self, obj, name):
+        """A target whose dtype decides what it means (class indices or not): its view."""
+        return self.operand(obj, name)
+
+    @staticmethod
+    def cast(view, dtype):
+        """A real array the kernels read in the input's dtype: they convert as they read."""
+        return view
+
     def count_outside(self, arr, lo, hi, nan_is_bad):
-        from .pointwise import count_outside
-        return count_outside(self, arr, lo, hi, nan_is_bad)
+        """How many elements of a device array lie outside [lo, hi] (one synchronisation)."""
+        blocks = grid(arr.size)
+        partials = self.partials(blocks)
+        self.launch(_count_outside, blocks, THREADS, flat(arr), lo, hi, nan_is_bad, partials)
+        return int(self.to_host(partials).sum())
+
+    def count_bad_multilabel(self, target, C):
+        """How many rows of MultiLabelMarginLoss's targets (rows, C) hold a bad entry."""
+        rows = target.size // C if C else 0
+        partials = self.partials(grid(rows))
+        self.launch(_count_bad_multilabel, grid(rows), THREADS, flat(target), rows, C, partials)
+        return int(self.to_host(partials).sum())
 
     def to_host(self, view):
         """A copy of a (small) device array on the host, after the caller's queued work."""
@@ -351,7 +402,7 @@ class Device:
             self.launch(_gemm, ((n + TILE - 1) // TILE, (m + TILE - 1) // TILE), (TILE, TILE), va, vb, vc,
                         trans_a, trans_b, accumulate)
 
-    def cast(self, src, dst):
+    def copy(self, src, dst):
         """dst[...] = src, converted to dst's dtype (views of one size)."""
         if dst.size:
             self.launch(_cast, grid(dst.size), THREADS, flat(src), flat(dst))

@@ -13,8 +13,11 @@ import math
 import numpy as np
 from numba import cuda, float32, float64
 
+from .._arrays import fail
+from .._criterion import LossAndGrad
+from .._spec import NORMALIZE_EPS, ClassOptions
 from ._device import THREADS, block_share, block_sum, flat, grid
-from .softmax import NO_GO, ROW_GO, go_mode
+from .softmax import NO_GO, ROW_GO, _slice, go_mode, row_blocks, rows_kernel
 
 _TYPES = {np.dtype(np.float32): float32, np.dtype(np.float64): float64}
 LOSSES = ("triplet_norm", "triplet_cosine", "contrastive", "cosine_embedding")
@@ -147,62 +150,30 @@ def _pair_kernel(dtype, loss, grad, none):
     return kernel
 
 
-def _embeddings(dev, arrays, names):
-    """The differentiable inputs as (array, view) pairs, all of the first's shape, (N, D) or
-    (D,), and dtype."""
-    from .._arrays import fail
-    first = dev.input(arrays[0], names[0])
-    shape = tuple(first[1].shape)
-    if len(shape) not in (1, 2):
-        fail(ValueError, names[0], "shape (N, D) or (D,)", shape)
-    inputs = [first]
-    for name, a in zip(names[1:], arrays[1:len(names)]):
-        pair = dev.input(a, name, first[1].dtype)
-        if tuple(pair[1].shape) != shape:
-            fail(ValueError, name, f"shape {shape} ({names[0]}'s)", tuple(pair[1].shape))
-        inputs.append(pair)
-    return inputs
-
-
-def pair_loss(crit, arrays, want_grad, out, grad_output, partial=False):
-    """A _PairLoss criterion on device arrays."""
-    from .._arrays import fail
-    from .._criterion import LossAndGrad
-    from ._device import Device
-    from .softmax import host_only
-    host_only(crit, partial)
-    dev = Device(arrays)
-    names = crit.differentiable
-    inputs = [view for _, view in _embeddings(dev, arrays, names)]
-    shape, dtype = tuple(inputs[0].shape), inputs[0].dtype
-    rows, D = (1, shape[0]) if len(shape) == 1 else shape
-    loss_shape = () if len(shape) == 1 else (rows,)
-    y = None
-    if crit._labels:
-        y = dev.operand(arrays[-1], "target")
-        if tuple(y.shape) != loss_shape:
-            fail(ValueError, "target", f"shape {loss_shape} (one label per row)", tuple(y.shape))
-        y = flat(y)
-    none = crit.reduction == "none"
-    divisor = rows if crit.reduction == "mean" else 1
-    scale, go = dev.row_scale(grad_output, loss_shape, none, divisor, want_grad)
-    grads = dev.gradients((shape,) * len(inputs), dtype, out, names) if want_grad else [(None, None)] * len(inputs)
+def pair_loss(dev, spec, want_grad, out, grad_output):
+    """A pair or triplet loss on device arrays (a PairSpec): a block per row."""
+    inputs = [view for _, view in spec.inputs]
+    shape, dtype, red, rows, D = tuple(inputs[0].shape), inputs[0].dtype, spec.reduction, spec.rows, spec.D
+    none, loss_shape = red.none, red.loss_shape
+    y = None if spec.y is None else flat(spec.y)
+    scale, go = dev.row_scale(grad_output, loss_shape, none, red.divisor, want_grad)
+    grads = dev.gradients((shape,) * len(inputs), dtype, out, spec.names) if want_grad else [(None, None)] * len(inputs)
     loss_obj, loss_out = dev.empty(loss_shape, dtype) if none else (None, None)
-    p, eps, margin, swap = crit._kernel_options()
     flat_inputs = [flat(v) for v in inputs] + [flat(inputs[0])] * (3 - len(inputs))
     flat_grads = [flat_inputs[0] if g is None else flat(g) for _, g in grads] + [flat_inputs[0]] * (3 - len(grads))
     blocks = grid(rows, 1)
     partials = flat_inputs[0] if none else dev.partials(blocks)
     if rows and D:
-        dev.launch(_pair_kernel(dtype, crit._kernel_loss, want_grad, none), blocks, THREADS, *flat_inputs, rows, D,
-                   flat_inputs[0] if y is None else y, float(p), float(eps), float(margin), bool(swap), float(scale),
+        dev.launch(_pair_kernel(dtype, spec.loss, want_grad, none), blocks, THREADS, *flat_inputs, rows, D,
+                   flat_inputs[0] if y is None else y, float(spec.p), float(spec.eps), float(spec.margin),
+                   bool(spec.swap), float(scale),
                    flat_inputs[0] if go is None else go, go_mode(go, rows, none),
                    flat_inputs[0] if loss_out is None else flat(loss_out),
                    *flat_grads, partials)
     elif not none:
         partials = dev.partials(0)
-    loss = loss_obj if none else dev.finish(partials, divisor, dtype)
-    return LossAndGrad(loss, crit._pack([g for g, _ in grads]) if want_grad else None)
+    loss = loss_obj if none else dev.finish(partials, red.divisor, dtype)
+    return LossAndGrad(loss, tuple(g for g, _ in grads) if want_grad else None)
 
 
 @cuda.jit
@@ -218,7 +189,7 @@ def _normalize_rows(z, norms, v, offset, root):
         n = math.sqrt(block_sum(acc))
         if cuda.threadIdx.x == 0:
             norms[r] = n
-        factor = 1.0 / (max(n, _NORMALIZE_EPS) * root)
+        factor = 1.0 / (max(n, NORMALIZE_EPS) * root)
         for k in range(cuda.threadIdx.x, D, THREADS):
             v[offset + r, k] = z[r, k] * factor
 
@@ -235,10 +206,10 @@ def _normalize_backward(g, z, norms):
             acc += float64(g[r, k]) * float64(z[r, k])
         dot = block_sum(acc)
         for k in range(cuda.threadIdx.x, D, THREADS):
-            if n > _NORMALIZE_EPS:
+            if n > NORMALIZE_EPS:
                 g[r, k] = (g[r, k] - dot / (n * n) * z[r, k]) / n
             else:
-                g[r, k] = g[r, k] / _NORMALIZE_EPS
+                g[r, k] = g[r, k] / NORMALIZE_EPS
 
 
 @cuda.jit
@@ -248,40 +219,25 @@ def _mask_diagonal(s, first):
         s[i, first + i] = -math.inf
 
 
-_NORMALIZE_EPS = 1e-12   # F.normalize's
-
-
-def nt_xent(crit, arrays, want_grad, out, grad_output):
-    """NTXentLoss on device arrays, in the CPU path's chunks of similarity rows: v (the
-    normalised, temperature-scaled rows, the input's size), one chunk of similarities from a
-    product (cuBLAS through the caller's framework, or `_gemm`), the softmax row kernel
+def nt_xent(dev, spec, want_grad, out, grad_output):
+    """NTXentLoss on device arrays (an NTXentSpec), in the CPU path's chunks of similarity rows:
+    v (the normalised, temperature-scaled rows, the input's size), one chunk of similarities
+    from a product (cuBLAS through the caller's framework, or `_gemm`), the softmax row kernel
     (targets: each row's other view) overwriting it with d loss / d s, and two products adding
     (G + G^T) v into the gradients, which one pass at the end takes through the normalisation."""
-    from .._arrays import fail
-    from .._criterion import LossAndGrad
-    from ._device import Device
-    from .softmax import _slice, row_blocks, rows_kernel
-    dev = Device(arrays)
-    z = [dev.input(a, name) for a, name in zip(arrays, crit.differentiable)]
-    if z[0][1].ndim != 2:
-        fail(ValueError, "z1", "shape (N, D)", tuple(z[0][1].shape))
-    (N, D), dtype = tuple(z[0][1].shape), z[0][1].dtype
-    if tuple(z[1][1].shape) != (N, D):
-        fail(ValueError, "z2", f"shape {(N, D)} (z1's)", tuple(z[1][1].shape))
-    if z[1][1].dtype != dtype:
-        fail(TypeError, "z2", f"dtype {dtype} (z1's)", f"dtype {z[1][1].dtype}")
-    M, root = 2 * N, crit.temperature ** 0.5
-    none = crit.reduction == "none"
-    divisor = M if crit.reduction == "mean" else 1
-    scale, go = dev.row_scale(grad_output, (M,), none, divisor, want_grad)
-    grads = dev.gradients(((N, D), (N, D)), dtype, out, crit.differentiable) if want_grad else [(None, None)] * 2
+    z, N, D, red = spec.z, spec.N, spec.D, spec.reduction
+    dtype, none = z[0][1].dtype, red.none
+    M, root = 2 * N, spec.temperature ** 0.5
+    scale, go = dev.row_scale(grad_output, (M,), none, red.divisor, want_grad)
+    grads = dev.gradients(((N, D), (N, D)), dtype, out, spec.names) if want_grad else [(None, None)] * 2
     loss_obj, loss_out = dev.empty((M,), dtype) if none else (None, None)
     v = dev.empty((M, D), dtype)
     norms = [dev.empty((N,), np.float64)[1] for _ in z]
     for h, (_, view) in enumerate(z):
         dev.launch(_normalize_rows, grid(N, 1), THREADS, view, norms[h], v[1], h * N, root)
     positives = dev.upload((np.arange(M) + N) % M)
-    rows = max(1, min(N, crit.chunk_rows or max(256, 8 * D)))
+    rows = spec.chunk_rows
+    options = ClassOptions(ignore_index=-1, weight_total=float(M))   # each row's target: its other view
     similarities = dev.empty((rows, M), dtype)
     blocks = row_blocks(rows, M, 1)
     chunks = [(h, r0) for h in range(2) for r0 in range(0, N, rows)]
@@ -295,8 +251,8 @@ def nt_xent(crit, arrays, want_grad, out, grad_output):
         s, v_chunk = _slice(similarities, 0, k), _slice(v, first, first + k)
         dev.matmul(v_chunk, v, s, trans_b=True)
         dev.launch(_mask_diagonal, grid(k), THREADS, s[1], first)
-        rows_kernel(dev, flat(s[1]), k, M, 1, positives[first:first + k], None, None, float(M), -1, 0.0, 0.0,
-                    None, -1.0, scale / root, 0.0, 0.0, go[first:first + k] if row_go else go,
+        rows_kernel(dev, flat(s[1]), k, M, 1, positives[first:first + k], None, None, options, scale / root, 0.0,
+                    go[first:first + k] if row_go else go,
                     None if loss_out is None else loss_out[first:first + k], flat(s[1]) if want_grad else None,
                     partials=None if partials is None else partials[i * blocks:(i + 1) * blocks])
         if not want_grad:
@@ -309,7 +265,7 @@ def nt_xent(crit, arrays, want_grad, out, grad_output):
     if want_grad:
         for (g, view), (_, zv), n in zip(grads, z, norms):
             dev.launch(_normalize_backward, grid(N, 1), THREADS, view, zv, n)
-    loss = loss_obj if none else dev.finish(partials, divisor, dtype)
+    loss = loss_obj if none else dev.finish(partials, red.divisor, dtype)
     return LossAndGrad(loss, tuple(g for g, _ in grads) if want_grad else None)
 
 
@@ -345,19 +301,14 @@ def _add(dst, src):
         dst[i] += src[i]
 
 
-def triplet_with_callable(crit, arrays, want_grad, out, grad_output):
-    """TripletMarginWithDistanceLoss with a callable pair (d, d_grad) on device arrays: the
-    callables take and give the caller's kind of arrays (CuPy, torch, numba), the rest runs
-    in `_triplet_rows` and adds the callable's gradients on the device."""
-    from .._arrays import fail
-    from .._criterion import LossAndGrad
-    from ._device import Device
-    distance, distance_grad = crit.distance_function
-    dev = Device(arrays)
-    inputs = _embeddings(dev, arrays, crit.differentiable)
-    shape, dtype = tuple(inputs[0][1].shape), inputs[0][1].dtype
-    rows = 1 if len(shape) == 1 else shape[0]
-    loss_shape = () if len(shape) == 1 else (rows,)
+def triplet_with_callable(dev, spec, want_grad, out, grad_output):
+    """TripletMarginWithDistanceLoss with a callable pair (d, d_grad) on device arrays (a
+    PairSpec with its `distance`): the callables take and give the caller's kind of arrays
+    (CuPy, torch, numba), the rest runs in `_triplet_rows` and adds the callable's gradients
+    on the device."""
+    distance, distance_grad = spec.distance
+    inputs, red, rows = spec.inputs, spec.reduction, spec.rows
+    shape, dtype, loss_shape = tuple(inputs[0][1].shape), inputs[0][1].dtype, red.loss_shape
 
     def dist(i, j, what):
         d = dev.view(distance(inputs[i][0], inputs[j][0]), f"distance_function's d({what})")
@@ -366,24 +317,23 @@ def triplet_with_callable(crit, arrays, want_grad, out, grad_output):
         return flat(d)
 
     d_ap, d_an = dist(0, 1, "anchor, positive"), dist(0, 2, "anchor, negative")
-    d_pn = dist(1, 2, "positive, negative") if crit.swap else d_an
-    none = crit.reduction == "none"
-    divisor = rows if crit.reduction == "mean" else 1
-    scale, go = dev.row_scale(grad_output, loss_shape, none, divisor, want_grad)
+    d_pn = dist(1, 2, "positive, negative") if spec.swap else d_an
+    none = red.none
+    scale, go = dev.row_scale(grad_output, loss_shape, none, red.divisor, want_grad)
     loss_obj, loss_out = dev.empty(loss_shape, dtype) if none else (None, None)
     coefs = [dev.empty(loss_shape, dtype) for _ in range(3)]
     blocks = grid(rows)
     partials = dev.partials(blocks)
-    dev.launch(_triplet_rows, blocks, THREADS, d_ap, d_an, d_pn, crit.swap, crit.margin, scale,
+    dev.launch(_triplet_rows, blocks, THREADS, d_ap, d_an, d_pn, spec.swap, spec.margin, scale,
                d_ap if go is None else go, go_mode(go, rows, none), d_ap if loss_out is None else flat(loss_out),
                *(flat(view) for _, view in coefs), partials)
-    loss = loss_obj if none else dev.finish(partials, divisor, dtype)
+    loss = loss_obj if none else dev.finish(partials, red.divisor, dtype)
     if not want_grad:
         return LossAndGrad(loss, None)
-    grads = dev.gradients((shape,) * 3, dtype, out, crit.differentiable)
+    grads = dev.gradients((shape,) * 3, dtype, out, spec.names)
     for _, view in grads:
         dev.fill(view, 0.0)
-    pairs = ((0, 1), (0, 2)) + (((1, 2),) if crit.swap else ())
+    pairs = ((0, 1), (0, 2)) + (((1, 2),) if spec.swap else ())
     for (i, j), (coef, _) in zip(pairs, coefs):
         for k, g in zip((i, j), distance_grad(inputs[i][0], inputs[j][0], coef)):
             view = flat(dev.view(g, "distance_function's d_grad"))

@@ -14,14 +14,21 @@ import numpy as np
 from numba import cuda, float32, float64
 
 from .._arrays import broadcast_plan, fail
+from .._criterion import GradHess, LossAndGrad
 from ._device import THREADS, block_sum, flat, grid
 
 FULL, CONSTANT, BROADCAST = 0, 1, 2
 MAXD = 4
 _PLAN = 1 + 2 * MAXD        # a plan's ints: mode, sizes, strides
 LOG_2PI = math.log(2 * math.pi)
-HESSIAN = {"l1", "mse", "smooth_l1", "huber", "soft_margin", "bce_with_logits", "poisson_nll",
-           "poisson_nll_full", "gaussian_nll"}
+# the point functions' option tuple o, by name (PointOptions, with 1 / beta worked out once)
+OPTION_BETA, OPTION_INV_BETA, OPTION_MARGIN, OPTION_EPS, OPTION_ALPHA, OPTION_GAMMA, OPTION_FULL = range(7)
+
+
+def _option_values(options):
+    """A PointOptions as the tuple `o` the point functions index by the names above."""
+    return (float(options.beta), 1.0 / options.beta if options.beta else 0.0, float(options.margin),
+            float(options.eps), float(options.alpha), float(options.gamma), float(options.full))
 
 
 def _points(R):
@@ -52,7 +59,7 @@ def _points(R):
     @jit
     def smooth_l1(x, y, a, b, o):
         d = x - y
-        ad, beta, inv_beta = abs(d), R(o[0]), R(o[1])
+        ad, beta, inv_beta = abs(d), R(o[OPTION_BETA]), R(o[OPTION_INV_BETA])
         if ad < beta:
             return d * d * inv_beta / two, d * inv_beta, zero, inv_beta
         return ad - beta / two, sign(d), zero, zero
@@ -60,7 +67,7 @@ def _points(R):
     @jit
     def huber(x, y, a, b, o):
         d = x - y
-        ad, delta = abs(d), R(o[0])
+        ad, delta = abs(d), R(o[OPTION_BETA])
         if ad <= delta:
             return d * d / two, d, zero, one
         return delta * (ad - delta / two), delta * sign(d), zero, zero
@@ -93,7 +100,7 @@ def _points(R):
                 ex = math.exp(x)
                 l, dx = ex - y * x, ex - y
             else:
-                eps = R(o[3])
+                eps = R(o[OPTION_EPS])
                 l, dx = x - y * math.log(x + eps), one - y / (x + eps)
             if full and y > one:
                 l += y * math.log(y) - y + (log_2pi + math.log(y)) / two
@@ -102,10 +109,10 @@ def _points(R):
 
     @jit
     def gaussian_nll(x, y, a, b, o):
-        eps = R(o[3])
+        eps = R(o[OPTION_EPS])
         v = eps if a < eps else a
         d, r = x - y, one / v
-        constant = log_2pi / two if o[6] else zero
+        constant = log_2pi / two if o[OPTION_FULL] else zero
         return (math.log(v) + d * d * r) / two + constant, d * r, r * (one - d * d * r) / two, r
 
     def kl_div(log_target):
@@ -120,14 +127,14 @@ def _points(R):
 
     @jit
     def hinge_embedding(x, y, a, b, o):
-        h = R(o[2]) - x
+        h = R(o[OPTION_MARGIN]) - x
         neg, pos = y != one, y != -one
         dx = (-one if (neg and h >= zero) else zero) + (one if pos else zero)
         return ((h if h > zero else zero) if neg else zero) + (x if pos else zero), dx, zero, zero
 
     @jit
     def margin_ranking(x, y, a, b, o):
-        h = -y * (x - a) + R(o[2])
+        h = -y * (x - a) + R(o[OPTION_MARGIN])
         dx = -y if h >= zero else zero
         return (zero if h < zero else h), dx, -dx, zero
 
@@ -138,7 +145,7 @@ def _points(R):
             p = sigmoid_from(x, e)
             ce = (one - y) * x + math.log1p(e) + (-x if x < zero else zero)
             q = p + y - two * p * y
-            alpha, gamma = R(o[4]), R(o[5])
+            alpha, gamma = R(o[OPTION_ALPHA]), R(o[OPTION_GAMMA])
             at = one if alpha < zero else alpha * y + (one - alpha) * (one - y)
             if square:
                 m, dm = q * q, two * q
@@ -233,25 +240,6 @@ def _slab_kernel(name, dtype):
     return kernel
 
 
-@cuda.jit
-def _count_outside(x, lo, hi, nan_is_bad, partials):
-    acc = 0.0
-    for i in range(cuda.grid(1), x.shape[0], cuda.gridsize(1)):
-        v = x[i]
-        acc += 1.0 if (v < lo or v > hi or (nan_is_bad and v != v)) else 0.0
-    total = block_sum(acc)
-    if cuda.threadIdx.x == 0:
-        partials[cuda.blockIdx.x] = total
-
-
-def count_outside(dev, arr, lo, hi, nan_is_bad):
-    """How many elements of a device array lie outside [lo, hi] (one synchronisation)."""
-    blocks = grid(arr.size)
-    partials = dev.partials(blocks)
-    dev.launch(_count_outside, blocks, THREADS, flat(arr), lo, hi, nan_is_bad, partials)
-    return int(dev.to_host(partials).sum())
-
-
 def _plan(operand, name, shape, dummy):
     """(array read, plan ints, constant) of an operand given as (array, name): a host value
     (a NumPy scalar or one-element array) is a constant; a device array is read in place."""
@@ -301,44 +289,31 @@ def run(dev, point_name, x, operands, options, g, loss_out, gx, ga, hx, slab):
     return None if none else partials
 
 
-def call(crit, arrays, want_grad, out, grad_output, hess, partial):
-    """A pointwise criterion's call on device arrays: its own hooks state the operands and
-    checks (taking the arrays through the Device), then one launch (two for a broadcast var)."""
-    from .._criterion import GradHess, LossAndGrad
-    from ._device import Device
-    if partial:
-        raise NotImplementedError(f"{type(crit).__name__}: partial states are for host arrays")
-    if hess and crit.kernel not in HESSIAN:
-        raise NotImplementedError(f"{type(crit).__name__}: no hessian with these options "
-                                  "(PoissonNLLLoss has one with log_input=True)")
-    dev = Device(arrays)
-    _, x = dev.input(arrays[0], crit.arguments[0])
+def pointwise(dev, spec, want_grad, out, grad_output, hess):
+    """A pointwise loss on device arrays (a PointwiseSpec): one launch (two for a broadcast
+    var's gradient)."""
+    x, red = spec.x, spec.reduction
     shape, dtype = tuple(x.shape), x.dtype
-    operands = crit._operands(x, arrays[1:], dev)
-    none = crit.reduction == "none"
-    divisor = 1 if none else crit._divisor(x)
     g, slab, grads = None, None, [(None, None)] * 2
     if want_grad:
-        grad_a_spec = crit._grad_a(x, operands)
-        if none:
+        if red.none:
             g = None if grad_output is None else (dev.operand(grad_output, "grad_output"), "grad_output")
             g = g or (np.ones((), dtype), "grad_output")
         else:
             factor, on_device = dev.grad_output(grad_output, (), False)
-            factor = factor / divisor if divisor else 0.0
+            factor = factor / red.divisor if red.divisor else 0.0
             g = (np.full((), factor, dtype) if on_device is None else dev.scaled(on_device, factor, dtype), "grad_output")
-        shapes = (shape,) if len(crit.differentiable) == 1 else (shape, None if grad_a_spec is None else grad_a_spec[0])
-        grads = dev.gradients(shapes, dtype, out, crit.differentiable) + [(None, None)]
-        if grad_a_spec is not None and not hess and grad_a_spec[1:] != (1, 1):
-            slab = grad_a_spec[1:]
-        if hess:
-            grads[1] = (None, None)
-    crit._validate(x, operands, dev)
-    loss_obj, loss_out = dev.empty(shape, dtype) if none else (None, None)
+        two = len(spec.names) == 2
+        shapes = (shape,) + ((None if spec.grad_a is None else spec.grad_a[0],) if two else ())
+        grads = dev.gradients(shapes, dtype, out, spec.names) + [(None, None)]
+        if spec.grad_a is not None and spec.grad_a[1:] != (1, 1):
+            slab = spec.grad_a[1:]
+    loss_obj, loss_out = dev.empty(shape, dtype) if red.none else (None, None)
     hess_obj, hess_x = dev.empty(shape, dtype) if hess else (None, None)
-    partials = run(dev, crit.kernel, x, operands, crit._option_tuple(), g, loss_out, grads[0][1],
+    partials = run(dev, spec.kernel, x, spec.operands, _option_values(spec.options), g, loss_out, grads[0][1],
                    grads[1][1], hess_x, slab)
     if hess:
         return GradHess(grads[0][0], hess_obj)
-    loss = loss_obj if none else dev.finish(partials, divisor, dtype)
-    return LossAndGrad(loss, crit._pack((grads[0][0], grads[1][0])) if want_grad else None)
+    loss = loss_obj if red.none else dev.finish(partials, red.divisor, dtype)
+    grads = (grads[0][0], grads[1][0]) if len(spec.names) == 2 else grads[0][0]
+    return LossAndGrad(loss, grads if want_grad else None)

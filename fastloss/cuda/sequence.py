@@ -11,6 +11,7 @@ import math
 import numpy as np
 from numba import cuda, float32, float64
 
+from .._criterion import LossAndGrad
 from ._device import THREADS
 
 _TYPES = {np.dtype(np.float32): float32, np.dtype(np.float64): float64}
@@ -95,49 +96,25 @@ def _ctc_kernel(dtype, grad_wanted):
     return kernel
 
 
-def ctc(crit, arrays, want_grad, out, grad_output, partial=False):
-    """CTCLoss on device arrays. The lengths and targets are checked on the host by the CPU
-    path's code (one small copy and a synchronisation, as torch's CUDA CTC makes); the
+def ctc(dev, spec, want_grad, out, grad_output):
+    """CTCLoss on device arrays (a CTCSpec: targets and lengths checked on the host); the
     log-probabilities, the recursions and the gradient stay on the device."""
-    from .._arrays import as_host_array, fail, is_device_array
-    from .._criterion import LossAndGrad
-    from ..losses.sequence import _lengths
-    from ._device import Device
-    from .softmax import host_only
-    host_only(crit, partial)
-    dev = Device(arrays[:1])
-    _, lp = dev.input(arrays[0], "log_probs")
-    if lp.ndim not in (2, 3):
-        fail(ValueError, "log_probs", "shape (T, N, C) or (T, C)", tuple(lp.shape))
-    batched = lp.ndim == 3
-    lp3 = lp if batched else lp.reshape(lp.shape[0], 1, lp.shape[1])
-    T, N, C = lp3.shape
-    if crit.blank >= C:
-        fail(ValueError, "blank", f"a class index in [0, {C})", crit.blank)
-    host = [dev.to_host(dev.operand(a, name)) if is_device_array(a) else as_host_array(a, name)
-            for a, name in zip(arrays[1:], ("targets", "input_lengths", "target_lengths"))]
-    input_lengths, target_lengths = _lengths(host[1], "input_lengths", N), _lengths(host[2], "target_lengths", N)
-    if N and input_lengths.max() > T:
-        b = int(np.argmax(input_lengths))
-        fail(ValueError, "input_lengths", f"lengths at most T = {T} (log_probs' frames)", f"{input_lengths[b]} at position ({b},)")
-    targets, offsets = crit._targets(np.asarray(host[0]), target_lengths, batched, C)
-    loss_shape = (N,) if batched else ()
-    none, dtype = crit.reduction == "none", lp.dtype
-    divisor = N if crit.reduction == "mean" else 1
-    scale, go = dev.row_scale(grad_output, loss_shape, none, divisor, want_grad)
-    per_length = np.maximum(target_lengths, 1).astype(np.float64) if crit.reduction == "mean" else np.ones(N)
-    (grad_obj, grad), = dev.gradients((tuple(lp.shape),), dtype, out, ("log_probs",)) if want_grad else [(None, None)]
-    width = 2 * int(target_lengths.max(initial=0)) + 1
+    lp3, red, T, N, C = spec.log_probs, spec.reduction, spec.T, spec.N, spec.C
+    dtype = lp3.dtype
+    scale, go = dev.row_scale(grad_output, red.loss_shape, red.none, red.divisor, want_grad)
+    (grad_obj, grad), = dev.gradients((spec.shape,), dtype, out, ("log_probs",)) if want_grad else [(None, None)]
+    width = 2 * int(spec.target_lengths.max(initial=0)) + 1
     alpha, beta = (dev.empty((N, max(T, 1), width), np.float64)[1] for _ in range(2))
     terms, losses = dev.empty((N,), np.float64)[1], dev.empty((N,), np.float64)[1]
-    up = [dev.upload(a) for a in (targets, offsets, input_lengths, target_lengths, scale / per_length, per_length)]
+    up = [dev.upload(a) for a in (spec.targets, spec.offsets, spec.input_lengths, spec.target_lengths,
+                                  scale / spec.per_length, spec.per_length)]
     if N:
-        dev.launch(_ctc_kernel(dtype, want_grad), N, THREADS, lp3, T, N, C, up[0], up[1], up[2], up[3], crit.blank,
-                   up[4], dev.empty((0,), np.float64)[1] if go is None else go, none and go is not None and go.shape[0] == N,
-                   crit.zero_infinity, up[5], alpha, beta, terms, losses,
-                   lp3 if grad is None else grad.reshape(T, N, C))
-    if none:
-        loss_obj, loss_view = dev.empty(loss_shape, dtype)
-        dev.cast(losses, loss_view)
+        dev.launch(_ctc_kernel(dtype, want_grad), N, THREADS, lp3, T, N, C, up[0], up[1], up[2], up[3], spec.blank,
+                   up[4], dev.empty((0,), np.float64)[1] if go is None else go,
+                   red.none and go is not None and go.shape[0] == N, spec.zero_infinity, up[5], alpha, beta, terms,
+                   losses, lp3 if grad is None else grad.reshape(T, N, C))
+    if red.none:
+        loss_obj, loss_view = dev.empty(red.loss_shape, dtype)
+        dev.copy(losses, loss_view)
         return LossAndGrad(loss_obj, grad_obj)
-    return LossAndGrad(dev.finish(terms, divisor, dtype), grad_obj)
+    return LossAndGrad(dev.finish(terms, red.divisor, dtype), grad_obj)

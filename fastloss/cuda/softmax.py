@@ -13,6 +13,7 @@ import math
 import numpy as np
 from numba import cuda, float32, float64
 
+from .._criterion import GradHess, LossAndGrad
 from ._device import THREADS, block_max, block_share, block_sum, flat, grid
 
 _TYPES = {np.dtype(np.float32): float32, np.dtype(np.float64): float64}
@@ -40,18 +41,18 @@ def _same(value):
 
 
 @functools.lru_cache(maxsize=None)
-def _row_kernel(dtype, grad, none, prob, softcap, focal, log_probs, hess, per_thread):
+def _row_kernel(dtype, grad, none, prob, capped, focal, log_probs, hess, per_thread):
     """The row loop for one combination of modes (compile-time flags, so each variant is
     straight code): grad writes d loss / d input; none writes per-row losses; prob reads
-    class probabilities; softcap maps the logits through c tanh(x / c); focal is the focal
+    class probabilities; capped maps the logits through c tanh(x / c); focal is the focal
     loss; log_probs is NLLLoss (no log-sum-exp); hess writes the hessian's diagonal;
     per_thread runs a row per thread (else a block per row, its threads over the classes)."""
     R = _TYPES[dtype]
     row_sum, row_max = (_same, _same) if per_thread else (block_sum, block_max)
 
     @cuda.jit
-    def kernel(x, rows, C, D, target, target_prob, weight, has_weight, weight_total, ignore, eps, z_loss, cap,
-               gamma, scale_ce, scale_z, z_ratio, go, go_mode, loss_out, g, h, partials):
+    def kernel(x, rows, C, D, target, target_prob, weight, has_weight, weight_total, ignore_index, label_smoothing,
+               z_loss, softcap, focal_gamma, scale_ce, scale_z, z_share, go, go_mode, loss_out, g, h, partials):
         lane, lanes = (0, 1) if per_thread else (cuda.threadIdx.x, THREADS)
         first, step = (cuda.grid(1), cuda.gridsize(1)) if per_thread else (cuda.blockIdx.x, cuda.gridDim.x)
         block_loss = 0.0
@@ -60,7 +61,7 @@ def _row_kernel(dtype, grad, none, prob, softcap, focal, log_probs, hess, per_th
             t = -1
             if not prob:
                 t = target[r]
-                if t == ignore:   # the whole row is 0, its gradient too
+                if t == ignore_index:   # the whole row is 0, its gradient too
                     if none and lane == 0:
                         loss_out[r] = 0
                     if grad:
@@ -73,8 +74,8 @@ def _row_kernel(dtype, grad, none, prob, softcap, focal, log_probs, hess, per_th
             m, s, wz, wp, wpz = -math.inf, 0.0, 0.0, 0.0, 0.0
             for c in range(lane, C if not log_probs else 0, lanes):
                 z = x[base + c * D]
-                if softcap:
-                    z = R(cap) * math.tanh(z / R(cap))
+                if capped:
+                    z = R(softcap) * math.tanh(z / R(softcap))
                 if not log_probs:
                     if z > m:   # (from m = -inf: 0 * 0 + 1, or a NaN seen before stays NaN)
                         s = s * math.exp(m - z) + 1.0
@@ -83,10 +84,10 @@ def _row_kernel(dtype, grad, none, prob, softcap, focal, log_probs, hess, per_th
                         s += math.exp(R(z - m))
                 w = float64(weight[c]) if has_weight else 1.0
                 if prob:
-                    p = float64(target_prob[base + c * D]) * (1.0 - eps) + eps / C
+                    p = float64(target_prob[base + c * D]) * (1.0 - label_smoothing) + label_smoothing / C
                     wp += w * p
                     wpz += w * p * z
-                elif eps > 0:
+                elif label_smoothing > 0:
                     wz += w * z
             lse = 0.0
             if not log_probs:
@@ -97,8 +98,8 @@ def _row_kernel(dtype, grad, none, prob, softcap, focal, log_probs, hess, per_th
             if not prob:
                 w_t = float64(weight[t]) if has_weight else 1.0
                 z_t = float64(x[base + t * D])
-                if softcap:
-                    z_t = cap * math.tanh(z_t / cap)
+                if capped:
+                    z_t = softcap * math.tanh(z_t / softcap)
             # the row's loss and the gradient's coefficients: g_c = a p_c - b [c = t] - e w_c (- f w_c p'_c)
             f1 = f2 = pt = 0.0
             if prob:
@@ -109,20 +110,20 @@ def _row_kernel(dtype, grad, none, prob, softcap, focal, log_probs, hess, per_th
                 log_pt = z_t - lse
                 pt = math.exp(log_pt)
                 q = 1.0 - pt
-                qg = q ** gamma if gamma > 0 else 1.0
+                qg = q ** focal_gamma if focal_gamma > 0 else 1.0
                 loss = -w_t * qg * log_pt
-                dq = gamma * pt * q ** (gamma - 1) * log_pt if gamma > 0 else 0.0
+                dq = focal_gamma * pt * q ** (focal_gamma - 1) * log_pt if focal_gamma > 0 else 0.0
                 a = b = w_t * (qg - dq)
-                if hess:   # d(-f)/dp and d2(-f)/dp2 of f(p) = (1 - p)^gamma log p, at p_t
-                    f1 = gamma * q ** (gamma - 1) * log_pt - qg / pt
-                    f2 = -gamma * (gamma - 1) * q ** (gamma - 2) * log_pt + 2 * gamma * q ** (gamma - 1) / pt + qg / (pt * pt)
+                if hess:   # d(-f)/dp and d2(-f)/dp2 of f(p) = (1 - p)^focal_gamma log p, at p_t
+                    f1 = focal_gamma * q ** (focal_gamma - 1) * log_pt - qg / pt
+                    f2 = -focal_gamma * (focal_gamma - 1) * q ** (focal_gamma - 2) * log_pt + 2 * focal_gamma * q ** (focal_gamma - 1) / pt + qg / (pt * pt)
             else:
-                wz = row_sum(wz) if eps > 0 else 0.0
-                loss = (1 - eps) * w_t * (lse - z_t) + eps / C * (weight_total * lse - wz)
-                a, b = (1 - eps) * w_t + eps / C * weight_total, (1 - eps) * w_t
-            e = 0.0 if prob or focal else eps / C
+                wz = row_sum(wz) if label_smoothing > 0 else 0.0
+                loss = (1 - label_smoothing) * w_t * (lse - z_t) + label_smoothing / C * (weight_total * lse - wz)
+                a, b = (1 - label_smoothing) * w_t + label_smoothing / C * weight_total, (1 - label_smoothing) * w_t
+            e = 0.0 if prob or focal else label_smoothing / C
             if z_loss > 0:
-                loss += z_ratio * z_loss * lse * lse
+                loss += z_share * z_loss * lse * lse
             if none and lane == 0:
                 loss_out[r] = loss
             block_loss += loss
@@ -140,14 +141,14 @@ def _row_kernel(dtype, grad, none, prob, softcap, focal, log_probs, hess, per_th
                     i = base + c * D
                     z = x[i]
                     dcap = R(1)
-                    if softcap:
-                        th = math.tanh(z / R(cap))
-                        z, dcap = R(cap) * th, R(1) - th * th
+                    if capped:
+                        th = math.tanh(z / R(softcap))
+                        z, dcap = R(softcap) * th, R(1) - th * th
                     p = R(0) if log_probs else math.exp(R(z - lse))
                     w = float64(weight[c]) if has_weight else 1.0
                     d = a * p - e * w
                     if prob:
-                        d -= w * (float64(target_prob[i]) * (1.0 - eps) + eps / C)
+                        d -= w * (float64(target_prob[i]) * (1.0 - label_smoothing) + label_smoothing / C)
                     elif c == t:
                         d -= b
                     g[i] = R((k * d + kz * p) * dcap)
@@ -165,23 +166,26 @@ def _row_kernel(dtype, grad, none, prob, softcap, focal, log_probs, hess, per_th
     return kernel
 
 
-def rows_kernel(dev, x, rows, C, D, target, target_prob, weight, weight_total, ignore, eps, z_loss, softcap,
-                gamma, scale_ce, scale_z, z_ratio, go, loss_out, grad, log_probs=False, partials=None, hess=None):
+def rows_kernel(dev, x, rows, C, D, target, target_prob, weight, options, scale_ce, scale_z, go, loss_out, grad,
+                log_probs=False, partials=None, hess=None):
     """Launch the row kernel over device views (x flat; target (rows,) or None; target_prob
-    flat or None; weight (C,) or None; go: None, a (rows,) array, or a one-element array read
-    as a scalar; hess: the hessian's diagonal, flat, or None); returns the block partials (None
-    for 'none'). `partials`: where the blocks write them (`row_blocks` of them), else a fresh array."""
+    flat or None; weight (C,) or None; options: the spec's ClassOptions; go: None, a (rows,)
+    array, or a one-element array read as a scalar; hess: the hessian's diagonal, flat, or
+    None); returns the block partials (None for 'none'). `partials`: where the blocks write
+    them (`row_blocks` of them), else a fresh array."""
     dummy = x
     none = loss_out is not None
     blocks = partials.shape[0] if partials is not None and not none else row_blocks(rows, C, D)
     partials = dummy if none else dev.partials(blocks) if partials is None else partials
-    kernel = _row_kernel(x.dtype, grad is not None, none, target_prob is not None, bool(softcap), gamma >= 0,
+    focal = options.focal_gamma >= 0
+    kernel = _row_kernel(x.dtype, grad is not None, none, target_prob is not None, options.softcap > 0, focal,
                          log_probs, hess is not None, _thread_per_row(C, D))
     if rows:
         dev.launch(kernel, blocks, THREADS, x, rows, C, D, dummy if target is None else target,
                    dummy if target_prob is None else target_prob, dummy if weight is None else weight,
-                   weight is not None, float(weight_total), int(ignore), float(eps), float(z_loss),
-                   float(softcap or 0.0), float(max(gamma, 0.0)), float(scale_ce), float(scale_z), float(z_ratio),
+                   weight is not None, float(options.weight_total), int(options.ignore_index),
+                   float(options.label_smoothing), float(options.z_loss), float(options.softcap),
+                   float(max(options.focal_gamma, 0.0)), float(scale_ce), float(scale_z), float(options.z_share),
                    dummy if go is None else go, go_mode(go, rows, none), dummy if loss_out is None else loss_out,
                    dummy if grad is None else grad, dummy if hess is None else hess, partials)
     elif not none and partials.shape[0]:
@@ -194,64 +198,28 @@ def go_mode(go, rows, none):
     return NO_GO if go is None else ROW_GO if none and go.shape[0] == rows else SCALAR_GO
 
 
-def host_only(crit, partial=False):
-    """The mode that stays on the host: partial states (exact expansions for evaluating
-    prediction sets in slices, whose blocks the CPU kernels fix)."""
-    if partial:
-        raise NotImplementedError(f"{type(crit).__name__}: partial states are for host arrays")
-
-
-def cross_entropy(crit, arrays, want_grad, out, grad_output, hess=False, partial=False, log_probs=False):
-    """CrossEntropyLoss, SoftmaxFocalLoss (crit._focal_gamma >= 0) and NLLLoss (log_probs) on
-    device arrays. Class-index targets are checked on the host, with the CPU path's own code
-    (a bad index raises before anything is written, and 'mean' divides by the same exact sum
-    of weights): one copy of N integers and one synchronisation; the logits never leave."""
-    from .._criterion import GradHess, LossAndGrad
-    from ..losses.softmax import _class_targets, _class_weight, _layout, _weight_total
-    from ._device import Device
-    host_only(crit, partial)
-    if hess and crit.softcap:
-        raise NotImplementedError(f"{type(crit).__name__}: no hessian with softcap")
-    dev = Device(arrays)
-    _, x = dev.input(arrays[0], "input")
-    N, C, D, target_shape = _layout(x)
-    rows, dtype, none = N * D, x.dtype, crit.reduction == "none"
-    weight = _class_weight(crit.weight, C, dtype)
-    target = dev.operand(arrays[1], "target")
-    prob = not log_probs and target.dtype.kind == "f"
-    if log_probs or crit._focal_gamma >= 0 and prob:
-        from .._arrays import fail
-        if prob or target.dtype.kind not in "iub":
-            fail(TypeError, "target", "class indices of an integer dtype", f"dtype {target.dtype}")
-    if log_probs:
-        _, weights, _ = _class_targets(dev.to_host(target), target_shape, C, crit.ignore_index, weight)
-        ce_divisor = z_divisor = weights.value() if crit.reduction == "mean" else 1
-    else:
-        _, _, divisors, z_divisor = crit._targets(target if prob else dev.to_host(target), x.shape, target_shape,
-                                                  C, weight)
-        ce_divisor = divisors.value()
-    factor, go = dev.grad_output(grad_output, target_shape, none) if want_grad else (1.0, None)
-    scale_ce = factor if none else factor / ce_divisor if ce_divisor else 0.0
-    scale_z = factor if none else factor / z_divisor if z_divisor else 0.0
-    (grad_obj, grad), = dev.gradients((x.shape,), dtype, out, ("input",)) if want_grad else [(None, None)]
-    loss_obj, loss_out = dev.empty(target_shape, dtype) if none else (None, None)
+def class_rows(dev, spec, want_grad, out, grad_output, hess=False):
+    """CrossEntropyLoss, SoftmaxFocalLoss and NLLLoss (spec.log_probs) on device arrays: a
+    ClassRows spec whose class-index targets were checked on a host copy (the divisors are
+    the CPU path's exact sums); the logits never leave the device."""
+    x, red = spec.x, spec.reduction
+    dtype = x.dtype
+    factor, go = dev.grad_output(grad_output, red.loss_shape, red.none) if want_grad else (1.0, None)
+    scale_ce = factor if red.none else factor / red.divisor if red.divisor else 0.0
+    scale_z = factor if red.none else factor / spec.z_divisor if spec.z_divisor else 0.0
+    (grad_obj, grad), = dev.gradients((tuple(x.shape),), dtype, out, ("input",)) if want_grad else [(None, None)]
+    loss_obj, loss_out = dev.empty(red.loss_shape, dtype) if red.none else (None, None)
     hess_obj, hess_view = dev.empty(tuple(x.shape), dtype) if hess else (None, None)
-    weight_total = _weight_total(weight, C)
     partials = rows_kernel(
-        dev, flat(x), rows, C, D, None if prob else flat(target),
-        flat(target) if prob else None, None if weight is None else dev.upload(weight), weight_total,
-        crit.ignore_index, 0.0 if log_probs else crit.label_smoothing, 0.0 if log_probs else crit.z_loss,
-        None if log_probs else crit.softcap, -1.0 if log_probs else crit._focal_gamma, scale_ce, scale_z,
-        ce_divisor / z_divisor if z_divisor else 0.0, go,
-        None if loss_out is None else flat(loss_out),
-        None if grad is None else flat(grad), log_probs, hess=None if hess_view is None else flat(hess_view))
+        dev, flat(x), spec.rows, spec.classes, spec.positions, None if spec.target is None else flat(spec.target),
+        None if spec.target_prob is None else flat(spec.target_prob),
+        None if spec.weight is None else dev.upload(spec.weight), spec.options, scale_ce, scale_z, go,
+        None if loss_out is None else flat(loss_out), None if grad is None else flat(grad), spec.log_probs,
+        hess=None if hess_view is None else flat(hess_view))
     if hess:
         return GradHess(grad_obj, hess_obj)
-    loss = loss_obj if none else dev.finish(partials, ce_divisor, dtype)
+    loss = loss_obj if red.none else dev.finish(partials, red.divisor, dtype)
     return LossAndGrad(loss, grad_obj)
-
-
-MARGIN_LOSSES = ("multi_margin", "multilabel_margin", "multilabel_soft_margin")
 
 
 @functools.lru_cache(maxsize=None)
@@ -347,73 +315,27 @@ def _margin_kernel(dtype, loss, grad, none):
     return kernel
 
 
-@cuda.jit
-def _count_bad_multilabel(target, rows, C, partials):
-    """How many rows of MultiLabelMargin's targets hold an entry outside [0, C) before their first -1."""
-    bad = 0.0
-    for r in range(cuda.grid(1), rows, cuda.gridsize(1)):
-        for k in range(C):
-            t = target[r * C + k]
-            if t == -1:
-                break
-            if t < 0 or t >= C:
-                bad += 1.0
-                break
-    total = block_sum(bad)
-    if cuda.threadIdx.x == 0:
-        partials[cuda.blockIdx.x] = total
-
-
-def margin_rows(crit, arrays, want_grad, out, grad_output, partial=False):
-    """MultiMarginLoss, MultiLabelMarginLoss and MultiLabelSoftMarginLoss on device arrays.
-    MultiMargin's class indices are checked on the host (N integers, as cross entropy's);
-    MultiLabelMargin's (N, C) targets are counted on the device, and copied to the host only
-    to name the first bad entry."""
-    from .._arrays import fail
-    from .._criterion import LossAndGrad
-    from ..losses.softmax import _class_targets, _class_weight
-    from ._device import Device
-    host_only(crit, partial)
-    dev = Device(arrays)
-    _, x = dev.input(arrays[0], "input")
-    if x.ndim not in (1, 2):
-        fail(ValueError, "input", "shape (N, C) or (C,)", tuple(x.shape))
-    rows, C = (1, x.shape[0]) if x.ndim == 1 else tuple(x.shape)
-    loss_shape, dtype, none = tuple(x.shape[:-1]), x.dtype, crit.reduction == "none"
-    target = dev.operand(arrays[1], "target")
-    weight = None
-    if crit._margin_loss == "multi_margin":
-        weight = _class_weight(crit.weight, C, dtype)
-        _class_targets(dev.to_host(target), loss_shape, C, None, None)
-    else:
-        if tuple(target.shape) != tuple(x.shape):
-            fail(ValueError, "target", f"shape {tuple(x.shape)} (the input's)", tuple(target.shape))
-        if crit._margin_loss == "multilabel_margin":
-            if target.dtype.kind not in "iu":
-                fail(TypeError, "target", "class indices of an integer dtype", f"dtype {target.dtype}")
-            partials = dev.partials(grid(rows))
-            dev.launch(_count_bad_multilabel, grid(rows), THREADS, flat(target), rows, C, partials)
-            if dev.to_host(partials).sum():   # the CPU path's check names the entry
-                crit._check_targets(dev.to_host(target))
-        else:
-            weight = _class_weight(crit.weight, C, dtype)
-    divisor = rows if crit.reduction == "mean" else 1
-    scale, go = dev.row_scale(grad_output, loss_shape, none, divisor, want_grad)
+def margin_rows(dev, spec, want_grad, out, grad_output):
+    """MultiMarginLoss, MultiLabelMarginLoss and MultiLabelSoftMarginLoss on device arrays (a
+    MarginRows spec): a block per row."""
+    x, red, rows, C = spec.x, spec.reduction, spec.rows, spec.classes
+    dtype = x.dtype
+    scale, go = dev.row_scale(grad_output, red.loss_shape, red.none, red.divisor, want_grad)
     (grad_obj, grad), = dev.gradients((tuple(x.shape),), dtype, out, ("input",)) if want_grad else [(None, None)]
-    loss_obj, loss_out = dev.empty(loss_shape, dtype) if none else (None, None)
+    loss_obj, loss_out = dev.empty(red.loss_shape, dtype) if red.none else (None, None)
     flat_x = flat(x)
+    target = flat(spec.target if spec.target is not None else spec.target_real)
     blocks = grid(rows, 1)
-    partials = flat_x if none else dev.partials(blocks)
+    partials = flat_x if red.none else dev.partials(blocks)
     if rows and C:
-        dev.launch(_margin_kernel(dtype, crit._margin_loss, want_grad, none), blocks, THREADS, flat_x, rows, C,
-                   flat(target), flat(target),
-                   flat_x if weight is None else dev.upload(weight), weight is not None, float(getattr(crit, "margin", 0.0)),
-                   int(getattr(crit, "p", 1)), float(scale), flat_x if go is None else go, go_mode(go, rows, none),
-                   flat_x if loss_out is None else flat(loss_out),
-                   flat_x if grad is None else flat(grad), partials)
-    elif not none:
+        dev.launch(_margin_kernel(dtype, spec.loss, want_grad, red.none), blocks, THREADS, flat_x, rows, C,
+                   target, target, flat_x if spec.weight is None else dev.upload(spec.weight),
+                   spec.weight is not None, float(spec.margin), int(spec.p), float(scale),
+                   flat_x if go is None else go, go_mode(go, rows, red.none),
+                   flat_x if loss_out is None else flat(loss_out), flat_x if grad is None else flat(grad), partials)
+    elif not red.none:
         partials = dev.partials(0)
-    loss = loss_obj if none else dev.finish(partials, divisor, dtype)
+    loss = loss_obj if red.none else dev.finish(partials, red.divisor, dtype)
     return LossAndGrad(loss, grad_obj)
 
 
@@ -444,42 +366,28 @@ def _slice(pair, r0, r1):
     return pair[0][r0:r1], pair[1][r0:r1]
 
 
-def linear_cross_entropy(crit, arrays, want_grad, out, grad_output, partial=False):
-    """LinearCrossEntropyLoss on device arrays, in the CPU path's chunks: each chunk's logits
-    come from one product (cuBLAS through the caller's framework, or `_gemm`), the row kernel
-    overwrites them with their gradient, and two more products give the input's gradient and
-    add to the weight's; the bias gradient is summed per column in float64. The chunks' block
-    partials go into one array that `Device.finish` sums in order."""
-    from .._criterion import LossAndGrad
-    from ..losses.softmax import _class_weight, _linear_shapes, _weight_total
-    from ._device import Device
-    host_only(crit, partial)
-    dev = Device([a for a in arrays if a is not None])
-    x, w = dev.input(arrays[0], "input"), dev.input(arrays[1], "linear_weight")
-    bias = None if arrays[3] is None else dev.input(arrays[3], "linear_bias")
-    C, H = _linear_shapes(x[1], w[1], None if bias is None else bias[1])
-    dtype, N = x[1].dtype, 1 if x[1].ndim == 1 else x[1].shape[0]
-    target_shape = tuple(x[1].shape[:-1])
-    weight = _class_weight(crit.weight, C, dtype)
-    target = dev.operand(arrays[2], "target")
-    prob = target.dtype.kind == "f"
-    _, _, divisors, _ = crit._targets(target if prob else dev.to_host(target), target_shape + (C,), target_shape,
-                                      C, weight)
-    divisor = divisors.value()
-    none = crit.reduction == "none"
-    scale, go = dev.row_scale(grad_output, target_shape, none, divisor, want_grad)
+def linear_cross_entropy(dev, spec, want_grad, out, grad_output):
+    """LinearCrossEntropyLoss on device arrays (a LinearRows spec), in the CPU path's chunks:
+    each chunk's logits come from one product (cuBLAS through the caller's framework, or
+    `_gemm`), the row kernel overwrites them with their gradient, and two more products give
+    the input's gradient and add to the weight's; the bias gradient is summed per column in
+    float64. The chunks' block partials go into one array that `Device.finish` sums in order."""
+    x, w, bias, red = spec.x, spec.linear_weight, spec.bias, spec.reduction
+    C, H, N, dtype = spec.classes, spec.hidden, spec.N, x[1].dtype
+    scale, go = dev.row_scale(grad_output, red.loss_shape, red.none, red.divisor, want_grad)
     shapes = (tuple(x[1].shape), (C, H), None if bias is None else (C,))
-    grads = dev.gradients(shapes, dtype, out, crit.differentiable) if want_grad else [(None, None)] * 3
-    loss_obj, loss_out = dev.empty(target_shape, dtype) if none else (None, None)
-    rows = crit._chunk()
+    grads = dev.gradients(shapes, dtype, out, spec.names) if want_grad else [(None, None)] * 3
+    loss_obj, loss_out = dev.empty(red.loss_shape, dtype) if red.none else (None, None)
+    rows = spec.chunk_rows
     logits = dev.empty((min(rows, N), C), dtype)
     blocks = row_blocks(rows, C, 1)
-    partials = None if none else dev.partials(-(-N // rows) * blocks)
+    partials = None if red.none else dev.partials(-(-N // rows) * blocks)
     X = _rows_of(x, N, H)
-    flat_target = flat(target)
+    flat_target = flat(spec.target if spec.target is not None else spec.target_prob)
+    prob = spec.target_prob is not None
     flat_loss = None if loss_out is None else flat(loss_out)
-    row_go = go is not None and go_mode(go, N, none) == ROW_GO
-    weight_view = None if weight is None else dev.upload(weight)
+    row_go = go is not None and go_mode(go, N, red.none) == ROW_GO
+    weight_view = None if spec.weight is None else dev.upload(spec.weight)
     if want_grad:
         grad_x = _rows_of(grads[0], N, H)
         if N == 0:
@@ -494,8 +402,7 @@ def linear_cross_entropy(crit, arrays, want_grad, out, grad_output, partial=Fals
         if bias is not None:
             dev.launch(_add_bias, grid((r1 - r0) * C), THREADS, chunk[1], bias[1])
         rows_kernel(dev, flat(chunk[1]), r1 - r0, C, 1, None if prob else flat_target[r0:r1],
-                    flat_target[r0 * C:r1 * C] if prob else None, weight_view, _weight_total(weight, C),
-                    crit.ignore_index, crit.label_smoothing, 0.0, None, -1.0, scale, 0.0, 0.0,
+                    flat_target[r0 * C:r1 * C] if prob else None, weight_view, spec.options, scale, 0.0,
                     go[r0:r1] if row_go else go, None if flat_loss is None else flat_loss[r0:r1],
                     flat(chunk[1]) if want_grad else None,
                     partials=None if partials is None else partials[i * blocks:(i + 1) * blocks])
@@ -505,13 +412,15 @@ def linear_cross_entropy(crit, arrays, want_grad, out, grad_output, partial=Fals
             if bias is not None:
                 dev.launch(_add_column_sums, grid(C), THREADS, chunk[1], bias_sums)
     if want_grad and bias is not None:
-        dev.cast(bias_sums, grads[2][1])
-    loss = loss_obj if none else dev.finish(partials, divisor, dtype)
+        dev.copy(bias_sums, grads[2][1])
+    loss = loss_obj if red.none else dev.finish(partials, red.divisor, dtype)
     given = grads if bias is not None else grads[:2]   # one gradient per input given
     return LossAndGrad(loss, tuple(g for g, _ in given) if want_grad else None)
 
 
 # ---------------------------------------------------------------- Dice
+SOFTMAX, SIGMOID, PROBABILITIES = 0, 1, 2   # the kernels' compile-time link (DiceSpec.link by name)
+_LINKS = {"softmax": SOFTMAX, "sigmoid": SIGMOID, "probabilities": PROBABILITIES}
 # Positions q = (n, s) of an (N, C, S) input. A first kernel keeps each position's log-sum-exp
 # over the classes (multiclass from logits: O(N S) float64 scratch); the sums kernel runs a
 # class per grid row and positions across blocks, each block summing I, S, Y in float64 in its
@@ -519,17 +428,17 @@ def linear_cross_entropy(crit, arrays, want_grad, out, grad_output, partial=Fals
 # and gradient coefficients; the gradient kernel runs a thread per position over the classes.
 
 @functools.lru_cache(maxsize=None)
-def _dice_kernels(dtype, mode, index_target, has_ignore):
-    """(log-sum-exp, sums, gradient) kernels for one mode: 0 softmax over the classes, 1
-    sigmoid, 2 the input as probabilities; targets as class indices (N, S) or 0/1 (N, C, S)."""
+def _dice_kernels(dtype, link, index_target, has_ignore):
+    """(log-sum-exp, sums, gradient) kernels for one link (SOFTMAX over the classes, SIGMOID,
+    or PROBABILITIES: the input itself); targets as class indices (N, S) or 0/1 (N, C, S)."""
     R = _TYPES[dtype]
 
     @cuda.jit(device=True, inline=True)
     def probability(x, lse, i, q):
         v = x[i]
-        if mode == 0:
+        if link == SOFTMAX:
             return R(math.exp(float64(v) - lse[q]))
-        if mode == 1:
+        if link == SIGMOID:
             e = math.exp(-abs(v))
             return (R(1) if v >= 0 else e) / (R(1) + e)
         return v
@@ -578,7 +487,7 @@ def _dice_kernels(dtype, mode, index_target, has_ignore):
         for q in range(cuda.grid(1), N * S, cuda.gridsize(1)):
             n, s = q // S, q % S
             weighted = 0.0
-            if mode == 0:
+            if link == SOFTMAX:
                 for c in range(C):
                     y, mask = target_and_mask(target, ignore, n, c, s, C, S)
                     weighted += float64(probability(x, lse, (n * C + c) * S + s, q)) * mask * (
@@ -587,9 +496,9 @@ def _dice_kernels(dtype, mode, index_target, has_ignore):
                 i = (n * C + c) * S + s
                 y, mask = target_and_mask(target, ignore, n, c, s, C, S)
                 p, dp = probability(x, lse, i, q), mask * (coef_y[c] * y + coef_1[c])
-                if mode == 0:
+                if link == SOFTMAX:
                     g[i] = R(p * (dp - weighted))
-                elif mode == 1:
+                elif link == SIGMOID:
                     g[i] = R(dp * p * (R(1) - p))
                 else:
                     g[i] = R(dp)
@@ -618,49 +527,36 @@ def _dice_classes(partials, blocks, smooth, eps, factor, go, go_mode, class_loss
     coef_1[c] = has * (2.0 * inner + smooth) * (1.0 if total + smooth >= eps else 0.0) / denominator ** 2 * scale
 
 
-def dice(crit, arrays, want_grad, out, grad_output, partial=False):
-    """DiceLoss on device arrays: the per-class sums, the class losses and coefficients, and
-    the gradient, all on the device (multiclass class indices are checked on the host)."""
-    from .._arrays import fail
-    from .._criterion import LossAndGrad
-    from ..losses.softmax import _class_targets
-    from ._device import Device
-    host_only(crit, partial)
-    dev = Device(arrays)
-    _, x = dev.input(arrays[0], "input")
-    shape = tuple(x.shape)
-    (N, C, S), dtype = crit._dims(shape), x.dtype
-    target = dev.operand(arrays[1], "target")
-    index_target = crit.mode == "multiclass"
-    if index_target:
-        _class_targets(dev.to_host(target), (N,) + shape[2:], C, crit.ignore_index, None)
-    elif tuple(target.shape) != shape:
-        fail(ValueError, "target", f"shape {shape} (the input's)", tuple(target.shape))
-    mode = 2 if not crit.from_logits else (0 if index_target else 1)
-    has_ignore = crit.ignore_index is not None
-    ignore = crit.ignore_index if has_ignore else 0
-    log_sum_exp, sums, gradient = _dice_kernels(dtype, mode, index_target, has_ignore)
+def dice(dev, spec, want_grad, out, grad_output):
+    """DiceLoss on device arrays (a DiceSpec): the per-class sums, the class losses and
+    coefficients, and the gradient, all on the device."""
+    x, red, N, C, S = spec.x, spec.reduction, spec.N, spec.C, spec.S
+    shape, dtype = tuple(x.shape), x.dtype
+    index_target = spec.target_index is not None
+    link = _LINKS[spec.link]
+    has_ignore = spec.ignore_index is not None
+    ignore = spec.ignore_index if has_ignore else 0
+    log_sum_exp, sums, gradient = _dice_kernels(dtype, link, index_target, has_ignore)
     flat_x = flat(x)
-    flat_target = flat(target)
+    flat_target = flat(spec.target_index if index_target else spec.target_real)
     positions = N * S
-    lse = dev.empty((max(positions, 1) if mode == 0 else 1,), np.float64)[1]
-    if mode == 0 and positions:
+    lse = dev.empty((max(positions, 1) if link == SOFTMAX else 1,), np.float64)[1]
+    if link == SOFTMAX and positions:
         dev.launch(log_sum_exp, grid(positions), THREADS, flat_x, N, C, S, lse)
     blocks = grid(positions)
     partials = dev.partials(max(C, 1) * blocks * 3)
     if C:
         dev.launch(sums, (blocks, C), THREADS, flat_x, N, C, S, flat_target, ignore, lse, partials)
-    none = crit.reduction == "none"
-    factor, go = dev.row_scale(grad_output, (C,), none, C if crit.reduction == "mean" else 1, want_grad)
+    factor, go = dev.row_scale(grad_output, (C,), red.none, red.divisor, want_grad)
     class_losses, coef_y, coef_1 = (dev.empty((C,), np.float64)[1] for _ in range(3))
     if C:
-        dev.launch(_dice_classes, grid(C), THREADS, partials, blocks, crit.smooth, crit.eps, factor,
-                   flat_x if go is None else go, go_mode(go, C, none), class_losses, coef_y, coef_1)
-    if none:
+        dev.launch(_dice_classes, grid(C), THREADS, partials, blocks, spec.smooth, spec.eps, factor,
+                   flat_x if go is None else go, go_mode(go, C, red.none), class_losses, coef_y, coef_1)
+    if red.none:
         loss, loss_view = dev.empty((C,), dtype)
-        dev.cast(class_losses, loss_view)
+        dev.copy(class_losses, loss_view)
     else:
-        loss = dev.finish(class_losses, C if crit.reduction == "mean" else 1, dtype)
+        loss = dev.finish(class_losses, red.divisor, dtype)
     if not want_grad:
         return LossAndGrad(loss, None)
     (grad_obj, grad), = dev.gradients((shape,), dtype, out, ("input",))

@@ -6,76 +6,69 @@ float dtype; 'mean' averages the N row losses. Every input has a gradient.
 
 import numpy as np
 
-from .._arrays import (as_float_input, as_host_array, check_number, check_optional_count, contiguous, fail,
-                       ieee_quietly)
+from .._arrays import check_number, check_optional_count, contiguous, fail, ieee_quietly
 from .._criterion import Criterion, LossAndGrad, reduced
 from .._exact import exact_sum
 from .._kernels import embedding as _kernel
 from .._kernels import softmax as _softmax_kernel
 from .._kernels.memory import empty
-
-
-def _embeddings(arrays, names):
-    """The embedding arrays, float and C-contiguous, all of the first's shape and dtype."""
-    first = as_float_input(arrays[0], names[0])
-    if first.ndim not in (1, 2):
-        fail(ValueError, names[0], "shape (N, D) or (D,)", tuple(first.shape))
-    inputs = [first]
-    for name, a in zip(names[1:], arrays[1:]):
-        a = as_float_input(a, name)
-        if a.shape != first.shape:
-            fail(ValueError, name, f"shape {tuple(first.shape)} ({names[0]}'s)", tuple(a.shape))
-        if a.dtype != first.dtype:
-            fail(TypeError, name, f"dtype {first.dtype} ({names[0]}'s)", f"dtype {a.dtype}")
-        inputs.append(a)
-    return inputs
+from .._spec import NORMALIZE_EPS, ClassOptions, NTXentSpec, PairSpec, reduction
+from .._targets import embeddings, row_labels
 
 
 class _PairLoss(Criterion):
     """A loss over rows of 2 or 3 embeddings (and per-row labels), run by the embedding kernel."""
-    _kernel_loss = None   # the kernel's name in _kernel.LOSS_NAMES
+    _kernel_loss = None   # its name in PAIR_LOSSES
     _labels = False       # whether the last argument is a per-row label y
+    _partial = True
 
     def __init__(self, margin=1.0, reduction="mean"):
         super().__init__(reduction)
         self.margin = check_number("margin", margin)
 
-    def _row_labels(self, y, loss_shape):
-        y = as_host_array(y, "target")
-        if y.dtype.kind not in "biuf":
-            fail(TypeError, "target", "labels of a real or integer dtype", f"dtype {y.dtype}")
-        if y.shape != loss_shape:
-            fail(ValueError, "target", f"shape {loss_shape} (one label per row)", tuple(y.shape))
-        return contiguous(y, np.float64)
-
-    _partial = True
-
     def block_rows(self, shape):
         return _kernel.BLOCK_ROWS
 
-    def _cpu(self, arrays, want_grad, out, grad_output, partial=False):
-        inputs = _embeddings(arrays[: len(self.differentiable)], self.differentiable)
-        x = inputs[0]
-        rows, D = (1, x.shape[0]) if x.ndim == 1 else x.shape
-        loss_shape = () if x.ndim == 1 else (rows,)
-        y = self._row_labels(arrays[-1], loss_shape) if self._labels else None
-        divisor = rows if self.reduction == "mean" else 1
+    def _spec(self, take, arrays, partial=False):
+        names = self.differentiable
+        inputs = tuple(take.input(a, name) for a, name in zip(arrays, names))
+        embeddings([view for _, view in inputs], names)
+        shape = tuple(inputs[0][1].shape)
+        rows, D = (1, shape[0]) if len(shape) == 1 else shape
+        loss_shape = () if len(shape) == 1 else (rows,)
+        y = None
+        if self._labels:
+            y = take.array(arrays[-1], "target")
+            row_labels(y, loss_shape)
+            y = y if take.device else contiguous(y, np.float64)
+        p, eps = self._distance_options()
+        distance = getattr(self, "distance_function", None) if self._kernel_loss is None else None
+        return PairSpec(self._kernel_loss, inputs, y, rows, D, reduction(self.reduction, loss_shape, rows), p, eps,
+                        self.margin, getattr(self, "swap", False), distance, names)
+
+    def _distance_options(self):
+        """(p, eps) of the kernel's distance (the triplet losses' pairwise_distance)."""
+        return 2.0, 0.0
+
+    def _cpu(self, spec, want_grad, out, grad_output, partial=False):
+        if spec.distance is not None:
+            return self._callable_distance(spec, want_grad, out, grad_output)
+        inputs = tuple(view for _, view in spec.inputs)
+        x, red = inputs[0], spec.reduction
         scale, rows_grad_output, grads, loss_out = self._row_reduction(
-            want_grad, loss_shape, divisor, grad_output, (x.shape,) * len(inputs), x.dtype, out)
-        total = _kernel.pair_loss(_kernel.LOSS_NAMES.index(self._kernel_loss), tuple(inputs),
-                                  grads if want_grad else None, y, loss_out, rows_grad_output, rows, D,
-                                  *self._kernel_options(), scale, self._num_threads(), partial)
+            want_grad, red.loss_shape, red.divisor, grad_output, (x.shape,) * len(inputs), x.dtype, out)
+        total = _kernel.pair_loss(_kernel.LOSS_NAMES.index(spec.loss), inputs, grads if want_grad else None, spec.y,
+                                  loss_out, rows_grad_output, spec.rows, spec.D, scale=scale,
+                                  num_threads=self._num_threads(), partial=partial, p=spec.p, eps=spec.eps,
+                                  margin=spec.margin, swap=spec.swap)
         if partial:
-            return reduced(None, total, float(rows) if self.reduction == "mean" else None, x.dtype)
-        return LossAndGrad(reduced(loss_out, total, divisor, x.dtype), self._pack(grads))
+            return reduced(None, total, red.divisor if red.kind == "mean" else None, x.dtype)
+        return LossAndGrad(reduced(loss_out, total, red.divisor, x.dtype), self._pack(grads))
 
-    def _cuda(self, arrays, want_grad, out, grad_output, partial=False):
-        from ..cuda.embedding import pair_loss
-        return pair_loss(self, arrays, want_grad, out, grad_output, partial)
-
-    def _kernel_options(self):
-        """(p, eps, margin, swap) for the kernel."""
-        return 2.0, 0.0, self.margin, False
+    def _cuda(self, device, spec, want_grad, out, grad_output, partial=False):
+        from ..cuda import embedding
+        run = embedding.pair_loss if spec.distance is None else embedding.triplet_with_callable
+        return run(device, spec, want_grad, out, grad_output)
 
 
 class TripletMarginLoss(_PairLoss):
@@ -92,8 +85,8 @@ class TripletMarginLoss(_PairLoss):
         self.eps = check_number("eps", eps)
         self.swap = bool(swap)
 
-    def _kernel_options(self):
-        return self.p, self.eps, self.margin, self.swap
+    def _distance_options(self):
+        return self.p, self.eps
 
 
 class TripletMarginWithDistanceLoss(_PairLoss):
@@ -125,33 +118,19 @@ class TripletMarginWithDistanceLoss(_PairLoss):
             fail(ValueError, "margin", "a number > 0 (torch's condition)", repr(margin))
         self.swap = bool(swap)
 
-    def _kernel_options(self):
-        return 2.0, 1e-6, self.margin, self.swap
+    def _distance_options(self):
+        return 2.0, 1e-6
 
-    def _cpu(self, arrays, want_grad, out, grad_output, partial=False):
-        if self._kernel_loss is not None:
-            return super()._cpu(arrays, want_grad, out, grad_output, partial)
-        self._refuse_partial(partial)
-        return self._callable_distance(arrays, want_grad, out, grad_output)
-
-    def _cuda(self, arrays, want_grad, out, grad_output, partial=False):
-        if self._kernel_loss is not None:
-            return super()._cuda(arrays, want_grad, out, grad_output, partial)
-        self._refuse_partial(partial)
-        from ..cuda.embedding import triplet_with_callable
-        return triplet_with_callable(self, arrays, want_grad, out, grad_output)
-
-    @staticmethod
-    def _refuse_partial(partial):
-        if partial:
+    def _spec(self, take, arrays, partial=False):
+        if partial and self._kernel_loss is None:
             raise NotImplementedError("TripletMarginWithDistanceLoss: no partial state with a callable distance")
+        return super()._spec(take, arrays)
 
-    def _callable_distance(self, arrays, want_grad, out, grad_output):
+    def _callable_distance(self, spec, want_grad, out, grad_output):
         """The same loss around the user's (d, d_grad), in NumPy (float64 sums)."""
-        distance, distance_grad = self.distance_function
-        a, p, n = _embeddings(arrays, self.differentiable)
-        rows = 1 if a.ndim == 1 else a.shape[0]
-        loss_shape = () if a.ndim == 1 else (rows,)
+        distance, distance_grad = spec.distance
+        a, p, n = (view for _, view in spec.inputs)
+        rows, loss_shape = spec.rows, spec.reduction.loss_shape
 
         def dist(x, y, what):
             d = np.asarray(distance(x, y), dtype=np.float64)
@@ -168,7 +147,7 @@ class TripletMarginWithDistanceLoss(_PairLoss):
             w_pn = 1.0 - w_an
         pre = self.margin + d_ap - d_neg
         row_losses = np.where(pre < 0, 0.0, pre)
-        divisor = rows if self.reduction == "mean" else 1
+        divisor = spec.reduction.divisor
         scale, rows_grad_output, grads, loss_out = self._row_reduction(
             want_grad, loss_shape, divisor, grad_output, (a.shape,) * 3, a.dtype, out)
         if loss_out is not None:
@@ -239,23 +218,30 @@ class NTXentLoss(Criterion):
         self.temperature = check_number("temperature", temperature, positive=True)
         self.chunk_rows = check_optional_count("chunk_rows", chunk_rows)
 
-    def _cuda(self, arrays, want_grad, out, grad_output):
+    def _spec(self, take, arrays):
+        z = tuple(take.input(a, name) for a, name in zip(arrays, self.differentiable))
+        embeddings([view for _, view in z], self.differentiable)
+        if z[0][1].ndim != 2:
+            fail(ValueError, "z1", "shape (N, D)", tuple(z[0][1].shape))
+        N, D = tuple(z[0][1].shape)
+        return NTXentSpec(z, N, D, self.temperature, max(1, min(N, self.chunk_rows or max(256, 8 * D))),
+                          reduction(self.reduction, (2 * N,), 2 * N), self.differentiable)
+
+    def _cuda(self, device, spec, want_grad, out, grad_output):
         from ..cuda.embedding import nt_xent
-        return nt_xent(self, arrays, want_grad, out, grad_output)
+        return nt_xent(device, spec, want_grad, out, grad_output)
 
     @ieee_quietly
-    def _cpu(self, arrays, want_grad, out, grad_output):
-        views = _embeddings(arrays, self.differentiable)
-        if views[0].ndim != 2:
-            fail(ValueError, "z1", "shape (N, D)", tuple(views[0].shape))
-        (N, D), dtype = views[0].shape, views[0].dtype
-        M, root = 2 * N, self.temperature ** 0.5
+    def _cpu(self, spec, want_grad, out, grad_output):
+        views = [view for _, view in spec.z]
+        N, D, dtype = spec.N, spec.D, views[0].dtype
+        M, root = 2 * N, spec.temperature ** 0.5
         norms = [np.empty(N) for _ in views]
         v = empty((M, D), dtype)
         for h, (z, n) in enumerate(zip(views, norms)):
             _kernel.row_norms(z, n)
-            np.multiply(z, (1.0 / (np.maximum(n, _NORMALIZE_EPS) * root)).astype(dtype)[:, None], out=v[h * N:(h + 1) * N])
-        divisor = M if self.reduction == "mean" else 1
+            np.multiply(z, (1.0 / (np.maximum(n, NORMALIZE_EPS) * root)).astype(dtype)[:, None], out=v[h * N:(h + 1) * N])
+        divisor = spec.reduction.divisor
         scale, rows_grad_output, grads, loss_out = self._row_reduction(
             want_grad, (M,), divisor, grad_output, (views[0].shape,) * 2, dtype, out)
         if rows_grad_output is not None:   # the kernel then takes each row's scale from here
@@ -263,9 +249,11 @@ class NTXentLoss(Criterion):
         if want_grad:
             for g in grads:   # they hold d loss / d (normalised rows) until the last step
                 g.fill(0)
-        rows = max(1, min(N, self.chunk_rows or max(256, 8 * D)))
+        rows = spec.chunk_rows
         similarities = empty((rows, M), dtype)
         block = np.empty((rows, D), dtype)   # a chunk-by-D product before it is added
+        # the similarity rows' cross entropy: each row's target is its other view (none ignored)
+        positives = ClassOptions(ignore_index=-1, weight_total=float(M))._asdict()
         total = 0.0
         for h in range(2):
             for r0 in range(0, N, rows):
@@ -278,7 +266,7 @@ class NTXentLoss(Criterion):
                     s, k, M, 1, (np.arange(first, first + k) + N) % M, None, None, s if want_grad else None,
                     None if loss_out is None else loss_out[first:first + k],
                     None if rows_grad_output is None else rows_grad_output[first:first + k],
-                    float(M), -1, 0.0, 0.0, 0.0, scale / root, 0.0, 0.0, 1)
+                    scale_ce=scale / root, scale_z=0.0, num_threads=1, **positives)
                 if not want_grad:
                     continue
                 # s now holds G / sqrt(temperature) = d loss / d (v v^T) for these rows
@@ -291,8 +279,6 @@ class NTXentLoss(Criterion):
                         g[j0:j1] += block[:j1 - j0]
         if want_grad:
             for g, z, n in zip(grads, views, norms):
-                _kernel.normalize_backward(g, z, n, _NORMALIZE_EPS)
+                _kernel.normalize_backward(g, z, n, NORMALIZE_EPS)
         return LossAndGrad(reduced(loss_out, total, divisor, dtype), self._pack(grads))
 
-
-_NORMALIZE_EPS = 1e-12   # F.normalize's

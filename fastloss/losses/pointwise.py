@@ -16,43 +16,21 @@ import numpy as np
 from .._arrays import (as_float_input, as_host_array, as_operand, broadcast_plan, check_number,
                        check_same_shape, fail, scalar_grad_output)
 from .._criterion import Criterion, GradHess, LossAndGrad, as_dtype, reduced
+from .._spec import HOST, PointOptions, PointwiseSpec, Reduction
 from .._kernels import pointwise as _kernel
 from .._kernels.memory import empty, extents_overlap
 
 _KERNEL_INDEX = {name: i for i, name in enumerate(_kernel.LOSSES)}
-_OPTION_ORDER = ("beta", "inv_beta", "margin", "eps", "alpha", "gamma", "full")   # the GPU kernels' tuple
 _ONE = {np.dtype(t): np.ones((), t) for t in (np.float32, np.float64)}  # absent weights: read-only 1
 for _one in _ONE.values():
     _one.flags.writeable = False
 
 
-class _Host:
-    """How the CPU path takes the arrays the hooks below ask for. The GPU's `Device`
-    (fastloss/cuda/_device.py) has the same methods, so that each loss states its operands
-    and checks once, for both backends."""
-    float_input = staticmethod(as_float_input)
-    to_host = staticmethod(np.asarray)
-
-    @staticmethod
-    def operand(obj, name, dtype):
-        return as_operand(obj, name, dtype)
-
-    @staticmethod
-    def option(value, name, dtype):
-        return as_operand(value, name, dtype)
-
-    @staticmethod
-    def count_outside(arr, lo, hi, nan_is_bad):
-        return _kernel.count_outside(arr, lo, hi, nan_is_bad, Criterion._num_threads())
-
-
-_HOST = _Host()
-
-
 class PointwiseLoss(Criterion):
     """Base of the pointwise family. Subclasses set `kernel` and may override `_operands`,
     `_options`, `_validate`, `_divisor` and `_grad_a` (for a second differentiable operand).
-    The hooks take the arrays through `take` (`_HOST`, or the GPU's Device)."""
+    The hooks take the arrays through `take` (`HOST`, or the GPU's Device) and state the
+    operands and checks once, for both backends; `_spec` gathers them into a PointwiseSpec."""
 
     kernel = None
     _hessian = True             # for the kernels in HESSIAN_LOSSES (checked per call)
@@ -68,7 +46,11 @@ class PointwiseLoss(Criterion):
         return {"y": (target, "target")}
 
     def _options(self):
+        """The loss's options under the kernels' names (see PointOptions)."""
         return {}
+
+    def _kernel_name(self):
+        return self.kernel
 
     def _validate(self, x, operands, take):
         pass
@@ -114,13 +96,13 @@ class PointwiseLoss(Criterion):
             return None
         if out is not None and extents_overlap(outs, arrays):   # (a cheap look; the full check decides)
             self._check_out_overlap(arrays, out, None)
-        self._validate(x, plans, _HOST)
+        self._validate(x, plans, HOST)
         divisor = self._divisor(x)
         g_plan = broadcast_plan("grad_output", np.array(1.0 / divisor, x.dtype), x.shape)
         grads = tuple(empty(x.shape, x.dtype) if o is None else o for o in (outs if out is not None else (None,) * (1 + two)))
-        total = _kernel.pointwise(_KERNEL_INDEX[self.kernel], x, plans.get("y"), plans.get("a"), plans.get("b"),
-                                  g_plan, None, grads[0], grads[1] if two else None, 1, 1, self._num_threads(),
-                                  **self._options())
+        total = _kernel.pointwise(_KERNEL_INDEX[self._kernel_name()], x, plans.get("y"), plans.get("a"),
+                                  plans.get("b"), g_plan, None, grads[0], grads[1] if two else None, 1, 1,
+                                  self._num_threads(), **self._options())
         return LossAndGrad(as_dtype(total / divisor, x.dtype), grads if two else grads[0])
 
     def _fast_operands(self, x, rest):
@@ -133,59 +115,56 @@ class PointwiseLoss(Criterion):
         row = math.prod(shape[1:])   # elements per row; blocks are BLOCK elements from the start
         return _kernel.BLOCK_ELEMENTS // math.gcd(_kernel.BLOCK_ELEMENTS, row) if row else 1
 
-    def _cpu(self, arrays, want_grad, out, grad_output, hess=False, partial=False):
-        x = as_float_input(arrays[0], self.arguments[0])
-        if hess and self.kernel not in _kernel.HESSIAN_LOSSES:
+    def _spec(self, take, arrays, hess=False, partial=False):
+        x = take.float_input(arrays[0], self.arguments[0])
+        kernel = self._kernel_name()
+        if hess and kernel not in _kernel.HESSIAN_LOSSES:
             raise NotImplementedError(f"{type(self).__name__}: no hessian with these options "
                                       "(PoissonNLLLoss has one with log_input=True)")
+        operands = self._operands(x, arrays[1:], take)
+        self._validate(x, operands, take)
+        grad_a = None if hess else self._grad_a(x, operands)
+        return PointwiseSpec(kernel, x, {key: operands[key] for key in "yab" if key in operands},
+                             Reduction(self.reduction, tuple(x.shape), 1 if self.reduction == "none" else self._divisor(x)),
+                             PointOptions(**self._options()), grad_a, self.differentiable)
+
+    def _cpu(self, spec, want_grad, out, grad_output, hess=False, partial=False):
+        x, red = spec.x, spec.reduction
         shape, dtype = x.shape, x.dtype
-        operands = self._operands(x, arrays[1:], _HOST)
-        plans = {key: broadcast_plan(*operands[key][::-1], shape) for key in "yab" if key in operands}
-        none = self.reduction == "none"
-        divisor = 1 if none else self._divisor(x)
+        plans = {key: broadcast_plan(operand[1], operand[0], shape) for key, operand in spec.operands.items()}
         grad_x = grad_a = g_plan = None
         slab_m = slab_q = 1
         if want_grad:
-            grad_a_spec = self._grad_a(x, operands)
-            if none:
+            if red.none:
                 g = _ONE[dtype] if grad_output is None else as_operand(grad_output, "grad_output", dtype)
                 g_plan = broadcast_plan("grad_output", g, shape)
             else:
-                scale = scalar_grad_output(grad_output) / divisor if divisor else 0.0
+                scale = scalar_grad_output(grad_output) / red.divisor if red.divisor else 0.0
                 g_plan = broadcast_plan("grad_output", np.array(scale, dtype), shape)
-            shapes = (shape,) if len(self.differentiable) == 1 else (
-                shape, None if grad_a_spec is None else grad_a_spec[0])
-            grads = self._gradient_buffers(shapes, dtype, out)
+            two = len(spec.names) == 2
+            grads = self._gradient_buffers((shape,) + ((None if spec.grad_a is None else spec.grad_a[0],) if two else ()),
+                                           dtype, out)
             grad_x = grads[0]
-            if grad_a_spec is not None and not hess:
-                grad_a, (_, slab_m, slab_q) = grads[1], grad_a_spec
-        self._validate(x, operands, _HOST)
-        loss_out = empty(shape, dtype) if none else None
+            if spec.grad_a is not None:
+                grad_a, (_, slab_m, slab_q) = grads[1], spec.grad_a
+        loss_out = empty(shape, dtype) if red.none else None
         hess_x = empty(shape, dtype) if hess else None
         total = _kernel.pointwise(
-            _KERNEL_INDEX[self.kernel], x, plans.get("y"), plans.get("a"), plans.get("b"), g_plan,
+            _KERNEL_INDEX[spec.kernel], x, plans.get("y"), plans.get("a"), plans.get("b"), g_plan,
             loss_out, grad_x, grad_a, slab_m, slab_q, self._num_threads(), hess_x=hess_x, partial=partial,
-            **self._options())
+            **spec.options._asdict())
         if partial:
-            return reduced(None, total, None if self.reduction == "sum" else float(divisor), dtype)
-        loss = loss_out if none else as_dtype(total / divisor if divisor else math.nan, dtype)
+            return reduced(None, total, None if red.kind == "sum" else float(red.divisor), dtype)
+        loss = loss_out if red.none else as_dtype(total / red.divisor if red.divisor else math.nan, dtype)
         if hess:
             return GradHess(grad_x, hess_x)
         if not want_grad:
             return LossAndGrad(loss, None)
         return LossAndGrad(loss, self._pack((grad_x, grad_a)))
 
-
-    def _cuda(self, arrays, want_grad, out, grad_output, hess=False, partial=False):
-        from ..cuda.pointwise import call
-        return call(self, arrays, want_grad, out, grad_output, hess, partial)
-
-    def _option_tuple(self):
-        """The options as the GPU kernels take them, in _OPTION_ORDER."""
-        options = self._options()
-        beta = options.get("beta", 0.0)
-        options.update(inv_beta=1 / beta if beta else 0.0)
-        return tuple(float(options.get(k, 0.0)) for k in _OPTION_ORDER)
+    def _cuda(self, device, spec, want_grad, out, grad_output, hess=False, partial=False):
+        from ..cuda.pointwise import pointwise
+        return pointwise(device, spec, want_grad, out, grad_output, hess)
 
 
 def _weight_operand(value, name, x, take):
@@ -224,18 +203,9 @@ class SmoothL1Loss(PointwiseLoss):
     def _options(self):
         return {"beta": self.beta}
 
-    def _fast_operands(self, x, rest):
-        return None if self.beta == 0.0 else {"y": (rest[0], None)}
-
-    def _cpu(self, arrays, want_grad, out, grad_output, hess=False, partial=False):
-        if self.beta == 0.0:  # torch runs l1_loss: its gradient differs at |x - y| = beta = 0
-            return L1Loss(reduction=self.reduction)._cpu(arrays, want_grad, out, grad_output, hess, partial)
-        return super()._cpu(arrays, want_grad, out, grad_output, hess, partial)
-
-    def _cuda(self, arrays, want_grad, out, grad_output, hess=False, partial=False):
-        if self.beta == 0.0:
-            return L1Loss(reduction=self.reduction)._cuda(arrays, want_grad, out, grad_output, hess, partial)
-        return super()._cuda(arrays, want_grad, out, grad_output, hess, partial)
+    def _kernel_name(self):
+        # beta = 0: torch runs l1_loss, whose gradient differs at |x - y| = beta = 0
+        return "l1" if self.beta == 0.0 else self.kernel
 
 
 class HuberLoss(PointwiseLoss):

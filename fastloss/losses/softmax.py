@@ -1,34 +1,31 @@
-"""The softmax family: losses over rows of class scores.
+"""The softmax family: losses over rows of class scores, the margin losses over rows, and
+the Dice loss over the classes of each position.
 
 Shapes, as torch: input (C,) with a target of shape (); input (N, C) with target (N,);
 input (N, C, d1, ..., dk) with target (N, d1, ..., dk), read in place (the classes of a
 position lie d1 * ... * dk apart). Class-index targets may be any integer dtype;
 CrossEntropyLoss also takes probability targets of the input's shape.
+
+Each criterion checks its call once in ``_spec`` (through `HOST`, or the GPU's `Device`) and
+runs the spec on the CPU in ``_cpu`` or on the GPU in ``fastloss/cuda/softmax.py``.
 """
 import math
 from collections import namedtuple
+from typing import Literal, Optional
 
 import numpy as np
 
-from .._arrays import (as_float_input, as_host_array, as_int64_labels, as_operand, check_index_option, check_number,
-                       check_option, check_optional_count, contiguous, fail, ieee_quietly, position_of, scalar_grad_output)
-from .._criterion import Criterion, GradHess, LossAndGrad, reduced, row_grad_output as _row_grad_output
+from .._arrays import (ArrayLike, as_host_array, check_index_option, check_number, check_option,
+                       check_optional_count, fail, ieee_quietly, scalar_grad_output)
+from .._criterion import Criterion, GradHess, LossAndGrad, reduced, row_grad_output
 from .._exact import ExactSum, exact_sum
 from .._kernels import softmax as _kernel
 from .._kernels.memory import empty
+from .._spec import (ClassOptions, ClassRows, DiceSpec, LinearRows, MarginRows, Reduction, reduction)
+from .._targets import (class_layout, class_targets, class_weight, dice_dims, integer_dtype, linear_shapes,
+                        multilabel_targets, same_shape, weight_total)
 
-
-def _layout(x):
-    """(samples N, classes C, positions per sample D, the target's shape)."""
-    if x.ndim == 0:
-        fail(ValueError, "input", "at least 1 dimension (C,) or (N, C, ...)", "a 0-d array")
-    if x.ndim == 1:
-        return 1, x.shape[0], 1, ()
-    return x.shape[0], x.shape[1], math.prod(x.shape[2:]), (x.shape[0],) + x.shape[2:]
-
-
-def _round_up(n, multiple):
-    return -(-n // multiple) * multiple
+Reductions = Literal["none", "mean", "sum"]
 
 
 def _block_rows(shape):
@@ -37,56 +34,127 @@ def _block_rows(shape):
     return _kernel.BLOCK_ROWS // math.gcd(_kernel.BLOCK_ROWS, positions) if positions else 1
 
 
-def _expected_classes(classes, ignore_index):
-    return f"class indices in [0, {classes})" + ("" if ignore_index is None else f" or ignore_index {ignore_index}")
-
-
-def _class_targets(target, target_shape, classes, ignore_index, weight):
-    """int64 targets after the checks; (targets, the exact sum of the target weights, an
-    ExactSum, kept rows). ignore_index None: every target must be a class."""
-    if target.dtype.kind in "iub" and target.shape != target_shape:
-        fail(ValueError, "target", f"shape {target_shape}", tuple(target.shape))
-    if target.dtype != np.int64 or not target.flags.carray:
-        target = as_int64_labels(target, "target", lambda: _expected_classes(classes, ignore_index))
-    bad, value, weights, kept = _kernel.check_targets(
-        target, classes, ignore_index, None if weight is None else contiguous(weight, np.float64))
-    if bad >= 0:
-        raise IndexError(f"target: expected {_expected_classes(classes, ignore_index)}, got {value} "
-                         f"at position {position_of(bad, target_shape)}")
-    return target, ExactSum.of_int(kept) if weights is None else ExactSum(*weights), kept
-
-
-def _weight_total(weight, classes):
-    """The sum of the class weights, as the kernel's label smoothing uses it (C without weights)."""
-    return float(classes) if weight is None else float(weight.sum(dtype=np.float64))
-
-
-def _class_weight(weight, classes, dtype):
-    if weight is None:
-        return None
-    if weight.dtype.kind not in "biuf":
-        fail(TypeError, "weight", "real class weights", f"dtype {weight.dtype}")
-    if weight.shape != (classes,):
-        fail(ValueError, "weight", f"shape ({classes},) (one per class)", tuple(weight.shape))
-    return contiguous(weight, dtype)
-
-
-class CrossEntropyLoss(Criterion):
-    """Cross entropy of logits against class indices or class probabilities, as torch's
-    (log_softmax and NLL fused). For logits z, class index t, weights w:
-    ``l = (1 - eps) w_t (logsumexp(z) - z_t) + eps / C sum_c w_c (logsumexp(z) - z_c)``
-    (eps = label_smoothing); 'mean' divides by the sum of w_t over the rows that are not
-    ignore_index (by the number of rows for probability targets).
-
-    Beyond torch: ``z_loss`` adds z_loss * logsumexp(z)^2 per row that is not ignored ('mean'
-    divides that part by the number of such rows), and ``softcap`` c first maps the logits to
-    c tanh(x / c) (the gradient is still with respect to x). grad: d(loss)/d(input).
-    """
-    arguments = ("input", "target")
+class _ClassRowLoss(Criterion):
+    """The criteria run by the class-row kernel: CrossEntropyLoss, SoftmaxFocalLoss, NLLLoss."""
     _focal_gamma = -1.0   # SoftmaxFocalLoss runs the same kernel with gamma >= 0
+    _log_probs = False    # NLLLoss: the input holds log-probabilities
+    _probabilities = True   # whether float targets are class probabilities (else a TypeError)
+    _partial = True
 
-    def __init__(self, weight=None, *, ignore_index=-100, reduction="mean", label_smoothing=0.0,
-                 z_loss=0.0, softcap=None):
+    def block_rows(self, shape):
+        return _block_rows(shape)
+
+    def _class_targets(self, take, target, input_shape, classes, target_shape, weight, dtype):
+        """(class indices or None, probabilities or None, the exact 'mean' divisor of the
+        cross-entropy part, the z-loss part's), after the checks. Class indices: host int64
+        on the CPU path, the caller's device array on the GPU (checked on a host copy)."""
+        target = take.array(target, "target")
+        mean = self.reduction == "mean"
+        if target.dtype.kind == "f" and self._probabilities:   # probabilities, one per class
+            if tuple(target.shape) != tuple(input_shape):
+                fail(ValueError, "target", f"class probabilities of the input's shape {tuple(input_shape)} "
+                     f"or class indices of shape {target_shape}", tuple(target.shape))
+            rows = math.prod(target_shape) if mean else 1
+            return None, take.cast(target, dtype), ExactSum.of_int(rows), rows
+        integer_dtype(target)
+        host, weights, kept = class_targets(take.to_host(target), target_shape, classes, self.ignore_index,
+                                            weight)
+        target = target if take.device else host
+        return (target, None) + ((weights, kept) if mean else (ExactSum.of_int(1), 1))
+
+    def _spec(self, take, arrays, hess=False, partial=False):
+        x = take.float_input(arrays[0], "input")
+        N, C, D, target_shape = class_layout(x.shape)
+        if hess and getattr(self, "softcap", None):
+            raise NotImplementedError(f"{type(self).__name__}: no hessian with softcap")
+        weight = class_weight(self.weight, C, x.dtype)
+        target, target_prob, divisors, z_divisor = self._class_targets(take, arrays[1], x.shape, C, target_shape,
+                                                                       weight, x.dtype)
+        divisor = divisors.value()
+        z_loss = getattr(self, "z_loss", 0.0)
+        if partial and z_loss and divisor != z_divisor:
+            # the weighted 'mean' with z_loss: two sums over two divisors, not one state
+            raise NotImplementedError(f"{type(self).__name__}: no partial state with z_loss and class weights "
+                                      "under 'mean' (two means)")
+        options = ClassOptions(ignore_index=self.ignore_index, label_smoothing=getattr(self, "label_smoothing", 0.0),
+                               z_loss=z_loss, softcap=getattr(self, "softcap", None) or 0.0,
+                               focal_gamma=self._focal_gamma, weight_total=weight_total(weight, C),
+                               z_share=divisor / z_divisor if z_divisor else 0.0)
+        return ClassRows(x, target, target_prob, weight, N * D, C, D, Reduction(self.reduction, target_shape, divisor),
+                         divisors, z_divisor, options, self._log_probs)
+
+    def _cpu(self, spec, want_grad, out, grad_output, hess=False, partial=False):
+        x, red = spec.x, spec.reduction
+        dtype = x.dtype
+        grad = rows_grad_output = None
+        scale_ce = scale_z = 0.0
+        if want_grad:
+            if red.none:
+                if grad_output is not None:
+                    rows_grad_output = row_grad_output(grad_output, red.loss_shape, dtype)
+                scale_ce = scale_z = 1.0
+            else:
+                go = scalar_grad_output(grad_output)
+                scale_ce = go / red.divisor if red.divisor else 0.0
+                scale_z = go / spec.z_divisor if spec.z_divisor else 0.0
+            grad = self._gradient_buffers((x.shape,), dtype, out)[0]
+        loss_out = empty(red.loss_shape, dtype) if red.none else None
+        hess_x = empty(x.shape, dtype) if hess else None
+        arrays = (x, spec.rows, spec.classes, spec.positions, spec.target)
+        if spec.log_probs:
+            total = _kernel.nll(*arrays, spec.weight, grad, loss_out, rows_grad_output, scale=scale_ce,
+                                num_threads=self._num_threads(), partial=partial,
+                                ignore_index=spec.options.ignore_index)
+        else:
+            total = _kernel.cross_entropy(*arrays, spec.target_prob, spec.weight, grad, loss_out, rows_grad_output,
+                                          scale_ce=scale_ce, scale_z=scale_z, num_threads=self._num_threads(),
+                                          hess=hess_x, partial=partial, **spec.options._asdict())
+        if hess:
+            return GradHess(grad, hess_x)
+        if partial:
+            return reduced(None, total, None if red.kind == "sum" else spec.divisors, dtype)
+        return LossAndGrad(reduced(loss_out, total, red.divisor, dtype), grad)
+
+    def _cuda(self, device, spec, want_grad, out, grad_output, hess=False, partial=False):
+        from ..cuda.softmax import class_rows
+        return class_rows(device, spec, want_grad, out, grad_output, hess)
+
+
+class CrossEntropyLoss(_ClassRowLoss):
+    r"""Cross entropy of logits against class indices or class probabilities, as torch's
+    (log_softmax and NLL fused).
+
+    For logits z of a row, its class index t and class weights w:
+    ``l = (1 - eps) w_t (logsumexp(z) - z_t) + eps / C sum_c w_c (logsumexp(z) - z_c)``
+    with eps = label_smoothing. Beyond torch, ``z_loss`` adds ``z_loss * logsumexp(z)^2`` per
+    row that is not ignored, and ``softcap`` c first maps the logits to ``c tanh(z / c)``.
+
+    Args:
+      weight: class weights (C,), or None for 1.
+      ignore_index: a target value whose rows count nothing (loss and gradient 0). Default -100.
+      reduction: 'none' (one loss per row), 'mean' (divided by the sum of w_t over the rows
+        that are not ignored; by the number of rows for probability targets) or 'sum'.
+      label_smoothing: eps in [0, 1]. Default 0.
+      z_loss: >= 0; its 'mean' divides by the number of rows that are not ignored. Default 0.
+      softcap: > 0, or None (default) for none.
+
+    Shapes:
+      input (C,), (N, C) or (N, C, d1, ..., dk); target (), (N,) or (N, d1, ..., dk) of class
+      indices (any integer dtype), or class probabilities of the input's shape.
+
+    Returns:
+      ``crit(input, target)`` -> LossAndGrad(loss, d loss / d input), the gradient with respect
+      to the logits x even under softcap; ``grad_hess`` (not with softcap) also gives the exact
+      diagonal of the hessian.
+
+    References:
+      torch.nn.CrossEntropyLoss; z-loss: Chowdhery et al., "PaLM" (2022); logit soft-capping:
+      Gemma 2 (2024).
+    """
+
+    def __init__(self, weight: Optional[ArrayLike] = None, *, ignore_index: int = -100,
+                 reduction: Reductions = "mean", label_smoothing: float = 0.0, z_loss: float = 0.0,
+                 softcap: Optional[float] = None):
         super().__init__(reduction)
         self.weight = None if weight is None else as_host_array(weight, "weight")
         self.ignore_index = check_index_option("ignore_index", ignore_index)
@@ -96,116 +164,66 @@ class CrossEntropyLoss(Criterion):
         self.z_loss = check_number("z_loss", z_loss, nonnegative=True)
         self.softcap = None if softcap is None else check_number("softcap", softcap, positive=True)
 
-    def _targets(self, target, input_shape, target_shape, C, weight):
-        """(class indices or None, probabilities or None, the 'mean' divisors of the
-        cross-entropy part as an ExactSum and of the z-loss part), after the checks. target:
-        an array (probabilities: the GPU path's device array; class indices on the host)."""
-        if target.dtype.kind == "f":  # probabilities, one per class
-            if target.shape != input_shape:
-                fail(ValueError, "target", f"class probabilities of the input's shape {input_shape} "
-                     f"or class indices of shape {target_shape}", tuple(target.shape))
-            rows = math.prod(target_shape) if self.reduction == "mean" else 1
-            return None, target, ExactSum.of_int(rows), rows
-        target, weights, kept = _class_targets(target, target_shape, C, self.ignore_index, weight)
-        return (target, None) + ((weights, kept) if self.reduction == "mean" else (ExactSum.of_int(1), 1))
-
     _hessian = True
-    _partial = True
-
-    def block_rows(self, shape):
-        return _block_rows(shape)
-
-    def _cpu(self, arrays, want_grad, out, grad_output, hess=False, partial=False):
-        x = as_float_input(arrays[0], "input")
-        N, C, D, target_shape = _layout(x)
-        rows, dtype = N * D, x.dtype
-        if hess and self.softcap:
-            raise NotImplementedError(f"{type(self).__name__}: no hessian with softcap")
-        weight = _class_weight(self.weight, C, dtype)
-        target, target_prob, ce_divisors, z_divisor = self._targets(as_host_array(arrays[1], "target"), x.shape,
-                                                                    target_shape, C, weight)
-        ce_divisor = ce_divisors.value()
-        if partial and self.z_loss and ce_divisor != z_divisor:
-            # the weighted 'mean' with z_loss: two sums over two divisors, not one state
-            raise NotImplementedError(f"{type(self).__name__}: no partial state with z_loss and class weights "
-                                      "under 'mean' (two means)")
-        target_prob = None if target_prob is None else contiguous(target_prob, dtype)
-        none = self.reduction == "none"
-        grad = row_grad_output = None
-        scale_ce = scale_z = 0.0
-        if want_grad:
-            if none:
-                if grad_output is not None:
-                    row_grad_output = _row_grad_output(grad_output, target_shape, dtype)
-                scale_ce = scale_z = 1.0
-            else:
-                go = scalar_grad_output(grad_output)
-                scale_ce = go / ce_divisor if ce_divisor else 0.0
-                scale_z = go / z_divisor if z_divisor else 0.0
-            grad = self._gradient_buffers((x.shape,), dtype, out)[0]
-        loss_out = empty(target_shape, dtype) if none else None
-        hess_x = empty(x.shape, dtype) if hess else None
-        total = _kernel.cross_entropy(
-            x, rows, C, D, target, target_prob, weight, grad, loss_out, row_grad_output,
-            _weight_total(weight, C), self.ignore_index,
-            self.label_smoothing, self.z_loss, self.softcap or 0.0, scale_ce, scale_z,
-            ce_divisor / z_divisor if z_divisor else 0.0, self._num_threads(), self._focal_gamma, hess_x, partial)
-        if hess:
-            return GradHess(grad, hess_x)
-        if partial:
-            return reduced(None, total, None if self.reduction == "sum" else ce_divisors, dtype)
-        return LossAndGrad(reduced(loss_out, total, ce_divisor, dtype), grad)
-
-    def _cuda(self, arrays, want_grad, out, grad_output, hess=False, partial=False):
-        from ..cuda.softmax import cross_entropy
-        return cross_entropy(self, arrays, want_grad, out, grad_output, hess, partial)
 
 
-class NLLLoss(Criterion):
-    """Negative log likelihood of log-probabilities: ``l = -w_t x_t`` for class index t;
-    'mean' divides by the sum of w_t over the rows that are not ignore_index.
-    grad: d(loss)/d(input), -w_t (times the reduction's scale) at each row's target."""
-    arguments = ("input", "target")
+class NLLLoss(_ClassRowLoss):
+    r"""Negative log likelihood of log-probabilities, as torch's: ``l = -w_t x_t`` for the
+    row's class index t.
 
-    def __init__(self, weight=None, *, ignore_index=-100, reduction="mean"):
+    Args:
+      weight: class weights (C,), or None for 1.
+      ignore_index: a target value whose rows count nothing. Default -100.
+      reduction: 'none', 'mean' (divided by the sum of w_t over the rows that are not
+        ignored) or 'sum'.
+
+    Shapes:
+      input (C,), (N, C) or (N, C, d1, ..., dk) of log-probabilities; target (), (N,) or
+      (N, d1, ..., dk) of class indices (any integer dtype).
+
+    Returns:
+      LossAndGrad(loss, d loss / d input): -w_t (times the reduction's scale) at each row's
+      target, 0 elsewhere.
+
+    References:
+      torch.nn.NLLLoss.
+    """
+    _log_probs = True
+    _probabilities = False
+
+    def __init__(self, weight: Optional[ArrayLike] = None, *, ignore_index: int = -100,
+                 reduction: Reductions = "mean"):
         super().__init__(reduction)
         self.weight = None if weight is None else as_host_array(weight, "weight")
         self.ignore_index = check_index_option("ignore_index", ignore_index)
 
-    _partial = True
-
-    def block_rows(self, shape):
-        return _block_rows(shape)
-
-    def _cpu(self, arrays, want_grad, out, grad_output, partial=False):
-        x = as_float_input(arrays[0], "input")
-        N, C, D, target_shape = _layout(x)
-        dtype = x.dtype
-        weight = _class_weight(self.weight, C, dtype)
-        target, weights, _ = _class_targets(as_host_array(arrays[1], "target"), target_shape, C,
-                                            self.ignore_index, weight)
-        divisor = weights.value() if self.reduction == "mean" else 1
-        scale, row_grad_output, (grad,), loss_out = self._row_reduction(want_grad, target_shape, divisor,
-                                                                        grad_output, (x.shape,), dtype, out)
-        total = _kernel.nll(x, N * D, C, D, target, weight, grad, loss_out, row_grad_output,
-                            self.ignore_index, scale, self._num_threads(), partial)
-        if partial:
-            return reduced(None, total, weights if self.reduction == "mean" else None, dtype)
-        return LossAndGrad(reduced(loss_out, total, divisor, dtype), grad)
-
-    def _cuda(self, arrays, want_grad, out, grad_output, partial=False):
-        from ..cuda.softmax import cross_entropy
-        return cross_entropy(self, arrays, want_grad, out, grad_output, partial=partial, log_probs=True)
-
 
 class SoftmaxFocalLoss(CrossEntropyLoss):
-    """Multi-class focal loss on logits (Lin et al. 2017): with p = softmax(x),
-    ``l = -w_t (1 - p_t)^gamma log p_t`` per row; shapes and targets as CrossEntropyLoss with
-    class indices; 'mean' divides by the sum of w_t over the rows that are not ignore_index
-    (all ignored: nan, as torch's cross entropy). gamma = 0 is CrossEntropyLoss.
-    grad: d(loss)/d(input) = K (p - onehot(t)), K = w_t ((1 - p_t)^gamma - gamma p_t (1 - p_t)^(gamma - 1) log p_t)."""
+    r"""Multi-class focal loss on logits: with p = softmax(x),
+    ``l = -w_t (1 - p_t)^gamma log p_t`` per row (gamma = 0 is CrossEntropyLoss).
 
-    def __init__(self, gamma=2.0, weight=None, *, ignore_index=-100, reduction="mean"):
+    Args:
+      gamma: the focusing exponent, >= 0. Default 2.
+      weight: class weights (C,), or None for 1.
+      ignore_index: a target value whose rows count nothing. Default -100.
+      reduction: 'none', 'mean' (divided by the sum of w_t over the rows that are not
+        ignored; nan when all are, as torch's cross entropy) or 'sum'.
+
+    Shapes:
+      as CrossEntropyLoss with class-index targets (a float target is a TypeError).
+
+    Returns:
+      LossAndGrad(loss, d loss / d input) with d loss / d x = K (p - onehot(t)),
+      ``K = w_t ((1 - p_t)^gamma - gamma p_t (1 - p_t)^(gamma - 1) log p_t)``; ``grad_hess``
+      gives the hessian's diagonal too.
+
+    References:
+      Lin et al., "Focal Loss for Dense Object Detection" (2017).
+    """
+    _probabilities = False
+
+    def __init__(self, gamma: float = 2.0, weight: Optional[ArrayLike] = None, *, ignore_index: int = -100,
+                 reduction: Reductions = "mean"):
         super().__init__(weight, ignore_index=ignore_index, reduction=reduction)
         self.gamma = check_number("gamma", gamma, nonnegative=True)
         self._focal_gamma = self.gamma
@@ -213,12 +231,6 @@ class SoftmaxFocalLoss(CrossEntropyLoss):
     def _options_for_repr(self):
         return {k: v for k, v in super()._options_for_repr().items()
                 if k not in ("label_smoothing", "z_loss", "softcap")}
-
-    def _cpu(self, arrays, want_grad, out, grad_output, hess=False, partial=False):
-        target = as_host_array(arrays[1], "target")
-        if target.dtype.kind == "f":
-            fail(TypeError, "target", "class indices of an integer dtype", f"dtype {target.dtype}")
-        return super()._cpu((arrays[0], target), want_grad, out, grad_output, hess, partial)
 
 
 # rows per chunk of logits by default: the weight gradient's product sums over a chunk's rows,
@@ -230,27 +242,39 @@ _CHUNK_ROWS = 512
 
 
 class LinearCrossEntropyLoss(CrossEntropyLoss):
-    """Cross entropy of a linear layer's logits, fused and chunked: exactly
+    r"""Cross entropy of a linear layer's logits, fused and chunked: exactly
     ``cross_entropy(input @ linear_weight.T + linear_bias, target, ...)`` (torch 2.13's
     F.linear_cross_entropy), without ever holding the (N, C) logits.
 
-    ``crit(input, linear_weight, target, linear_bias=None)``: input (N, H) or (H,),
-    linear_weight (C, H), linear_bias (C,); targets, weight, ignore_index, label_smoothing and
-    reductions as CrossEntropyLoss. Rows go in chunks of `chunk_rows` (512 by default, deep
-    enough for BLAS): each chunk's logits come from one matrix product,
-    the cross-entropy kernel overwrites them with their gradient, and two more products give the gradients of
-    the input and of linear_weight (accumulated over chunks). grad: (d/d input,
-    d/d linear_weight, d/d linear_bias), the last only when a bias is given. Matrix products run in
-    NumPy's BLAS, with its own threads.
+    Rows go in chunks: each chunk's logits come from one matrix product, the cross-entropy
+    kernel overwrites them with their gradient, and two more products give the gradients of
+    the input and of linear_weight (accumulated over chunks). Matrix products run in NumPy's
+    BLAS (cuBLAS on the GPU), with its own threads.
+
+    Args:
+      weight, ignore_index, reduction, label_smoothing: as CrossEntropyLoss.
+      chunk_rows: rows per chunk (a positive int), or None for 512 (deep enough for BLAS).
+
+    Shapes:
+      ``crit(input, linear_weight, target, linear_bias=None)``: input (N, H) or (H,),
+      linear_weight (C, H), target (N,) or () of class indices or (N, C) probabilities,
+      linear_bias (C,).
+
+    Returns:
+      LossAndGrad(loss, (d/d input, d/d linear_weight[, d/d linear_bias])), the last only
+      when a bias is given.
+
+    References:
+      Wijmans et al., "Cut Your Losses in Large-Vocabulary Language Models" (2024); Liger-Kernel's
+      fused linear cross entropy.
     """
     arguments = ("input", "linear_weight", "target", "linear_bias")
     differentiable = ("input", "linear_weight", "linear_bias")
     _hessian = False
-    _partial = True
     row_axes = (0, None, 0, None)   # linear_weight and linear_bias are the classes', whole in every slice
 
-    def __init__(self, weight=None, *, ignore_index=-100, reduction="mean", label_smoothing=0.0,
-                 chunk_rows=None):
+    def __init__(self, weight: Optional[ArrayLike] = None, *, ignore_index: int = -100,
+                 reduction: Reductions = "mean", label_smoothing: float = 0.0, chunk_rows: Optional[int] = None):
         super().__init__(weight, ignore_index=ignore_index, reduction=reduction, label_smoothing=label_smoothing)
         self.chunk_rows = check_optional_count("chunk_rows", chunk_rows)
 
@@ -267,42 +291,46 @@ class LinearCrossEntropyLoss(CrossEntropyLoss):
         return super().partial(input, linear_weight, target, linear_bias)
 
     def block_rows(self, shape):
-        return self._chunk()
-
-    def _chunk(self):
-        """Rows per chunk of logits: chunk_rows, or _CHUNK_ROWS. Slices of a partial state start
-        on multiples of it, so they run the same products as one call."""
+        """Rows per chunk: slices of a partial state start on multiples of it, so they run the
+        same products as one call."""
         return self.chunk_rows or _CHUNK_ROWS
 
-    def _cuda(self, arrays, want_grad, out, grad_output, partial=False):
+    def _spec(self, take, arrays, partial=False):
+        x, linear_weight = take.input(arrays[0], "input"), take.input(arrays[1], "linear_weight")
+        bias = None if arrays[3] is None else take.input(arrays[3], "linear_bias")
+        C, H = linear_shapes(x[1], linear_weight[1], None if bias is None else bias[1])
+        dtype = x[1].dtype
+        logits_shape = (C,) if x[1].ndim == 1 else (x[1].shape[0], C)
+        target_shape = logits_shape[:-1]
+        weight = class_weight(self.weight, C, dtype)
+        target, target_prob, divisors, _ = self._class_targets(take, arrays[2], logits_shape, C, target_shape,
+                                                               weight, dtype)
+        options = ClassOptions(ignore_index=self.ignore_index, label_smoothing=self.label_smoothing,
+                               weight_total=weight_total(weight, C))
+        return LinearRows(x, linear_weight, bias, target, target_prob, weight, math.prod(target_shape), C, H,
+                          Reduction(self.reduction, target_shape, divisors.value()), divisors, self.block_rows(None),
+                          options, self.differentiable)
+
+    def _cuda(self, device, spec, want_grad, out, grad_output, partial=False):
         from ..cuda.softmax import linear_cross_entropy
-        return linear_cross_entropy(self, arrays, want_grad, out, grad_output, partial)
+        return linear_cross_entropy(device, spec, want_grad, out, grad_output)
 
     @ieee_quietly
-    def _cpu(self, arrays, want_grad, out, grad_output, partial=False):
-        x = as_float_input(arrays[0], "input")
-        dtype = x.dtype
-        linear_weight = as_float_input(arrays[1], "linear_weight")
-        bias = None if arrays[3] is None else as_float_input(arrays[3], "linear_bias")
-        C, H = _linear_shapes(x, linear_weight, bias)
-        logits_shape = (C,) if x.ndim == 1 else (x.shape[0], C)
-        target_shape = logits_shape[:-1]
-        weight = _class_weight(self.weight, C, dtype)
-        target, target_prob, divisors, _ = self._targets(as_host_array(arrays[2], "target"), logits_shape,
-                                                         target_shape, C, weight)
-        divisor = divisors.value()
-        target_prob = None if target_prob is None else contiguous(target_prob, dtype).reshape(-1, C)
-        target = None if target is None else target.reshape(-1)
+    def _cpu(self, spec, want_grad, out, grad_output, partial=False):
+        x, linear_weight = spec.x[1], spec.linear_weight[1]
+        bias = None if spec.bias is None else spec.bias[1]
+        C, H, N, red, dtype = spec.classes, spec.hidden, spec.N, spec.reduction, x.dtype
+        target_prob = None if spec.target_prob is None else spec.target_prob.reshape(-1, C)
+        target = None if spec.target is None else spec.target.reshape(-1)
         X = x.reshape(-1, H)
-        N = X.shape[0]
+        rows = spec.chunk_rows
         # slices of the weight gradient about the input's size: memory stays far under the logits
-        rows = self._chunk()
         classes = max(1, min(C, N))
-        scale, row_grad_output, grads, loss_out = self._row_reduction(
-            want_grad, target_shape, divisor, grad_output,
+        scale, rows_grad_output, grads, loss_out = self._row_reduction(
+            want_grad, red.loss_shape, red.divisor, grad_output,
             (x.shape, linear_weight.shape, None if bias is None else bias.shape), dtype, out)
-        if row_grad_output is not None:
-            row_grad_output = row_grad_output.reshape(-1)
+        if rows_grad_output is not None:
+            rows_grad_output = rows_grad_output.reshape(-1)
         if want_grad:
             grad_x = grads[0].reshape(-1, H)
             if N == 0:
@@ -311,7 +339,6 @@ class LinearCrossEntropyLoss(CrossEntropyLoss):
         logits = empty((min(rows, N), C), dtype)   # from the buffer cache: its pages stay mapped
         # a slice of the weight gradient, for the chunks after the first
         weight_slice = np.empty((classes, H), dtype) if want_grad and rows < N else None
-        weight_total = _weight_total(weight, C)
         total = exact_sum(())   # the exact sum of the chunks' losses
         for r0 in range(0, N, rows):
             r1 = min(N, r0 + rows)
@@ -324,10 +351,10 @@ class LinearCrossEntropyLoss(CrossEntropyLoss):
             # the kernel several times slower (1.4 ms alone, 9 ms right after a product, at 512x8000)
             total = total + ExactSum(*_kernel.cross_entropy(
                 chunk, r1 - r0, C, 1, None if target is None else target[r0:r1],
-                None if target_prob is None else target_prob[r0:r1], weight, chunk if want_grad else None,
+                None if target_prob is None else target_prob[r0:r1], spec.weight, chunk if want_grad else None,
                 None if loss_out is None else loss_out.reshape(-1)[r0:r1],
-                None if row_grad_output is None else row_grad_output[r0:r1], weight_total,
-                self.ignore_index, self.label_smoothing, 0.0, 0.0, scale, 0.0, 0.0, 1, partial=True))
+                None if rows_grad_output is None else rows_grad_output[r0:r1],
+                scale_ce=scale, scale_z=0.0, num_threads=1, partial=True, **spec.options._asdict()))
             if want_grad:  # chunk now holds d loss / d logits
                 np.matmul(chunk, linear_weight, out=grad_x[r0:r1])
                 if r0 == 0:   # the first chunk writes the weight gradient, the others add to it
@@ -341,156 +368,182 @@ class LinearCrossEntropyLoss(CrossEntropyLoss):
         if want_grad and bias is not None:
             grads[2][...] = bias_sum
         if partial:
-            return reduced(None, total, None if self.reduction == "sum" else divisors, dtype)
+            return reduced(None, total, None if red.kind == "sum" else spec.divisors, dtype)
         grads = grads if bias is not None else grads[:2]   # one gradient per input given
-        return LossAndGrad(reduced(loss_out, total.value(), divisor, dtype), grads if want_grad else None)
-
-
-def _linear_shapes(x, linear_weight, bias):
-    """(C, H) of LinearCrossEntropyLoss's arrays (host arrays or device views) after the checks."""
-    shape, weight_shape = tuple(x.shape), tuple(linear_weight.shape)
-    if len(shape) not in (1, 2):
-        fail(ValueError, "input", "shape (N, H) or (H,)", shape)
-    if len(weight_shape) != 2 or weight_shape[1] != shape[-1]:
-        fail(ValueError, "linear_weight", f"shape (C, {shape[-1]})", weight_shape)
-    C, H = weight_shape
-    if bias is not None and tuple(bias.shape) != (C,):
-        fail(ValueError, "linear_bias", f"shape ({C},)", tuple(bias.shape))
-    for name, arr in (("linear_weight", linear_weight), ("linear_bias", bias)):
-        if arr is not None and arr.dtype != x.dtype:
-            fail(TypeError, name, f"dtype {x.dtype} (the input's)", f"dtype {arr.dtype}")
-    return C, H
+        return LossAndGrad(reduced(loss_out, total.value(), red.divisor, dtype), grads if want_grad else None)
 
 
 class _RowLoss(Criterion):
     """Losses with one value per row of an (N, C) or (C,) input; 'mean' averages the rows."""
-    _margin_loss = None   # the kernel's name in _kernel.MARGIN_LOSSES
+    _margin_loss = None   # its name in MARGIN_LOSSES
     _partial = True
+    _zero_d = True   # torch takes a 0-d input as one class (MultiLabelSoftMarginLoss does not)
 
     def block_rows(self, shape):
         return _kernel.BLOCK_ROWS
 
-    def _rows(self, arrays, want_grad, out, grad_output, partial, target=None, target_real=None, weight=None,
-              margin=0.0, p=1):
-        x = arrays[0]
-        rows, C = (1, 1) if x.ndim == 0 else (1, x.shape[0]) if x.ndim == 1 else x.shape   # 0-d: one class, as torch
-        loss_shape = () if x.ndim < 2 else (rows,)
-        dtype = x.dtype
-        divisor = rows if self.reduction == "mean" else 1
-        scale, row_grad_output, (grad,), loss_out = self._row_reduction(want_grad, loss_shape, divisor,
-                                                                        grad_output, (x.shape,), dtype, out)
-        total = _kernel.margin_loss(_kernel.MARGIN_LOSSES.index(self._margin_loss), x, rows, C, target,
-                                    target_real, weight, grad, loss_out, row_grad_output, scale, margin, p,
-                                    self._num_threads(), partial)
-        if partial:
-            return reduced(None, total, float(rows) if self.reduction == "mean" else None, dtype)
-        return LossAndGrad(reduced(loss_out, total, divisor, dtype), grad)
-
-    def _cuda(self, arrays, want_grad, out, grad_output, partial=False):
-        from ..cuda.softmax import margin_rows
-        return margin_rows(self, arrays, want_grad, out, grad_output, partial)
-
-    _zero_d = True   # torch takes a 0-d input as one class (MultiLabelSoftMarginLoss does not)
-
-    def _input(self, arrays):
-        x = as_float_input(arrays[0], "input")
+    def _spec(self, take, arrays, partial=False):
+        x = take.float_input(arrays[0], "input")
         if x.ndim not in ((0, 1, 2) if self._zero_d else (1, 2)):
             fail(ValueError, "input", "shape (N, C) or (C,)", tuple(x.shape))
-        return x
+        rows, C = (1, 1) if x.ndim == 0 else (1, x.shape[0]) if x.ndim == 1 else tuple(x.shape)  # 0-d: one class
+        target, target_real, weight = self._targets(take, arrays[1], x, C)
+        return MarginRows(self._margin_loss, x, target, target_real, weight, rows, C,
+                          reduction(self.reduction, () if x.ndim < 2 else (rows,), rows),
+                          getattr(self, "margin", 0.0), getattr(self, "p", 1))
+
+    def _cpu(self, spec, want_grad, out, grad_output, partial=False):
+        x, red = spec.x, spec.reduction
+        scale, rows_grad_output, (grad,), loss_out = self._row_reduction(want_grad, red.loss_shape, red.divisor,
+                                                                         grad_output, (x.shape,), x.dtype, out)
+        total = _kernel.margin_loss(_kernel.MARGIN_LOSSES.index(spec.loss), x, spec.rows, spec.classes, spec.target,
+                                    spec.target_real, spec.weight, grad, loss_out, rows_grad_output, scale=scale,
+                                    num_threads=self._num_threads(), partial=partial, margin=spec.margin, p=spec.p)
+        if partial:
+            return reduced(None, total, red.divisor if red.kind == "mean" else None, x.dtype)
+        return LossAndGrad(reduced(loss_out, total, red.divisor, x.dtype), grad)
+
+    def _cuda(self, device, spec, want_grad, out, grad_output, partial=False):
+        from ..cuda.softmax import margin_rows
+        return margin_rows(device, spec, want_grad, out, grad_output)
 
 
 class MultiMarginLoss(_RowLoss):
-    """Multi-class hinge loss, as torch's: for class index t,
-    ``l = w_t / C sum_{c != t} max(0, margin - x_t + x_c)^p`` with p = 1 or 2; 'mean' averages
-    the rows. input (N, C), (C,) or () (one class, as torch); target (N,) or ().
-    grad: d(loss)/d(input)."""
+    r"""Multi-class hinge loss, as torch's: for the row's class index t,
+    ``l = w_t / C sum_{c != t} max(0, margin - x_t + x_c)^p``.
+
+    Args:
+      p: 1 or 2. Default 1.
+      margin: the margin. Default 1.
+      weight: class weights (C,), or None for 1.
+      reduction: 'none', 'mean' (over the rows) or 'sum'.
+
+    Shapes:
+      input (N, C), (C,) or () (one class, as torch); target (N,) or () of class indices.
+
+    Returns:
+      LossAndGrad(loss, d loss / d input).
+
+    References:
+      torch.nn.MultiMarginLoss; Weston and Watkins, "Multi-class Support Vector Machines" (1998).
+    """
     _margin_loss = "multi_margin"
 
-    def __init__(self, p=1, margin=1.0, weight=None, *, reduction="mean"):
+    def __init__(self, p: int = 1, margin: float = 1.0, weight: Optional[ArrayLike] = None, *,
+                 reduction: Reductions = "mean"):
         super().__init__(reduction)
         if p not in (1, 2) or isinstance(p, bool):
             fail(ValueError, "p", "1 or 2", repr(p))
         self.p, self.margin = int(p), check_number("margin", margin)
         self.weight = None if weight is None else as_host_array(weight, "weight")
 
-    def _cpu(self, arrays, want_grad, out, grad_output, partial=False):
-        x = self._input(arrays)
-        C = x.shape[-1] if x.ndim else 1
-        weight = _class_weight(self.weight, C, x.dtype)
-        target, _, _ = _class_targets(as_host_array(arrays[1], "target"), x.shape[:-1], C, None, None)
-        return self._rows((x,), want_grad, out, grad_output, partial, target=target, weight=weight,
-                          margin=self.margin, p=self.p)
+    def _targets(self, take, target, x, C):
+        weight = class_weight(self.weight, C, x.dtype)
+        target = take.array(target, "target")
+        host, _, _ = class_targets(take.to_host(target), tuple(x.shape)[:-1], C, None, None)
+        return (target if take.device else host), None, weight
 
 
 class MultiLabelMarginLoss(_RowLoss):
-    """Multi-label hinge loss, as torch's: each target row lists class indices, ended by the
-    first -1 (set T); ``l = 1 / C sum_{j in T} sum_{c not in T} max(0, 1 - (x_j - x_c))``.
-    input (N, C), (C,) or () (one class, as torch); target of the input's shape, integers.
-    grad: d(loss)/d(input)."""
+    r"""Multi-label hinge loss, as torch's: each target row lists class indices, ended by the
+    first -1 (the set T); ``l = 1 / C sum_{j in T} sum_{c not in T} max(0, 1 - (x_j - x_c))``.
+
+    Args:
+      reduction: 'none', 'mean' (over the rows) or 'sum'.
+
+    Shapes:
+      input (N, C), (C,) or () (one class, as torch); target of the input's shape, integers.
+
+    Returns:
+      LossAndGrad(loss, d loss / d input).
+
+    References:
+      torch.nn.MultiLabelMarginLoss.
+    """
     _margin_loss = "multilabel_margin"
 
-    def __init__(self, *, reduction="mean"):
+    def __init__(self, *, reduction: Reductions = "mean"):
         super().__init__(reduction)
 
-    def _cpu(self, arrays, want_grad, out, grad_output, partial=False):
-        x = self._input(arrays)
-        target = as_host_array(arrays[1], "target")
+    def _targets(self, take, target, x, C):
+        target = take.array(target, "target")
         if target.dtype.kind not in "iu":
             fail(TypeError, "target", "class indices of an integer dtype", f"dtype {target.dtype}")
-        if target.shape != x.shape:
-            fail(ValueError, "target", f"shape {x.shape} (the input's)", tuple(target.shape))
-        target = self._check_targets(target)
-        return self._rows((x,), want_grad, out, grad_output, partial, target=target)
-
-    @staticmethod
-    def _check_targets(target):
-        """target (host, the input's shape) as int64, after the check: the entries before each
-        row's first -1 are class indices (an IndexError names the first one that is not)."""
-        C = target.shape[-1] if target.ndim else 1
-        target = as_int64_labels(target, "target", f"class indices in [0, {C}) or -1")
-        bad, value = _kernel.check_multilabel_targets(target, C)
-        if bad >= 0:
-            position = position_of(bad, target.shape)
-            raise IndexError(f"target: expected class indices in [0, {C}) before each row's "
-                             f"first -1, got {value} at position {position}")
-        return target
+        same_shape("target", target, x.shape)
+        if not take.device:
+            target = multilabel_targets(target)
+        elif take.count_bad_multilabel(target, C):
+            multilabel_targets(take.to_host(target))   # names the first bad entry
+        return target, None, None
 
 
 class MultiLabelSoftMarginLoss(_RowLoss):
-    """Multi-label logistic loss, as torch's: ``l = -1 / C sum_c w_c (y_c log sigmoid(x_c) +
-    (1 - y_c) log sigmoid(-x_c))`` per row; 'mean' averages the rows. input (N, C) or (C,);
-    target of the input's shape (0/1 or probabilities); weight (C,). grad: d(loss)/d(input)."""
+    r"""Multi-label logistic loss, as torch's:
+    ``l = -1 / C sum_c w_c (y_c log sigmoid(x_c) + (1 - y_c) log sigmoid(-x_c))`` per row.
+
+    Args:
+      weight: class weights (C,), or None for 1.
+      reduction: 'none', 'mean' (over the rows) or 'sum'.
+
+    Shapes:
+      input (N, C) or (C,); target of the input's shape (0/1 or probabilities).
+
+    Returns:
+      LossAndGrad(loss, d loss / d input) = w_c (sigmoid(x_c) - y_c) / C per row.
+
+    References:
+      torch.nn.MultiLabelSoftMarginLoss.
+    """
     _margin_loss = "multilabel_soft_margin"
     _zero_d = False
 
-    def __init__(self, weight=None, *, reduction="mean"):
+    def __init__(self, weight: Optional[ArrayLike] = None, *, reduction: Reductions = "mean"):
         super().__init__(reduction)
         self.weight = None if weight is None else as_host_array(weight, "weight")
 
-    def _cpu(self, arrays, want_grad, out, grad_output, partial=False):
-        x = self._input(arrays)
-        target = as_operand(arrays[1], "target", x.dtype)
-        if target.shape != x.shape:
-            fail(ValueError, "target", f"shape {x.shape} (the input's)", tuple(target.shape))
-        weight = _class_weight(self.weight, x.shape[-1], x.dtype)
-        return self._rows((x,), want_grad, out, grad_output, partial, target_real=target, weight=weight)
+    def _targets(self, take, target, x, C):
+        target = take.operand(target, "target", x.dtype)
+        same_shape("target", target, x.shape)
+        return None, target, class_weight(self.weight, C, x.dtype)
 
 
 class DiceLoss(Criterion):
-    """Soft Dice loss for segmentation (the formula of segmentation_models_pytorch up to 0.3).
+    r"""Soft Dice loss for segmentation (the formula of segmentation_models_pytorch up to 0.3).
 
-    input (N, C, *) scores (binary: C = 1); p = softmax over C (mode 'multiclass') or sigmoid
-    ('binary', 'multilabel') when from_logits, else p = input. Targets are hard: class indices
-    of shape (N, *) for 'multiclass' (one-hot inside), 0/1 of the input's shape otherwise.
-    Positions whose target equals ignore_index are masked out of p and the target. Per class,
-    over batch and space: I_c = sum p y, S_c = sum (p + y);
-    ``dice_c = (2 I_c + smooth) / max(S_c + smooth, eps)``, ``loss_c = (1 - dice_c) [sum y_c > 0]``;
-    'mean' averages the C classes (absent ones count 0), 'sum' adds them, 'none' gives (C,).
-    grad: d(loss)/d(input), through the softmax or sigmoid when from_logits.
+    p = softmax over the classes (mode 'multiclass') or sigmoid ('binary', 'multilabel') of
+    the input when from_logits, else the input itself. Targets are hard: one-hot of the class
+    indices for 'multiclass', 0/1 otherwise. Positions whose target equals ignore_index are
+    masked out of p and the target. Per class, over the batch and space,
+    ``I_c = sum p y``, ``S_c = sum (p + y)``,
+    ``dice_c = (2 I_c + smooth) / max(S_c + smooth, eps)`` and
+    ``loss_c = (1 - dice_c) [sum y_c > 0]``.
+
+    Args:
+      mode: 'binary', 'multiclass' or 'multilabel'.
+      from_logits: whether the input holds logits (True, default) or probabilities.
+      smooth: >= 0, added to the numerator and the denominator. Default 0.
+      eps: >= 0, the denominator's floor. Default 1e-7.
+      ignore_index: a target value to mask out, or None (default).
+      reduction: 'mean' (over the C classes; absent ones count 0), 'sum', or 'none' (C,).
+
+    Shapes:
+      input (N, C, *) (binary: (N, *) or (N, 1, *)); target (N, *) of class indices for
+      'multiclass', else 0/1 of the input's shape.
+
+    Returns:
+      LossAndGrad(loss, d loss / d input), through the softmax or sigmoid when from_logits.
+
+    References:
+      Milletari et al., "V-Net" (2016); segmentation_models_pytorch's DiceLoss.
     """
     arguments = ("input", "target")
+    _partial = True             # per-class sums: see _DicePartial
+    _partial_of_none = True     # ('none' is per class, not per sample)
+    _chunked_gradient = False   # each chunk's gradient needs the whole's per-class sums
 
-    def __init__(self, mode, *, from_logits=True, smooth=0.0, eps=1e-7, ignore_index=None, reduction="mean"):
+    def __init__(self, mode: Literal["binary", "multiclass", "multilabel"], *, from_logits: bool = True,
+                 smooth: float = 0.0, eps: float = 1e-7, ignore_index: Optional[int] = None,
+                 reduction: Reductions = "mean"):
         super().__init__(reduction)
         check_option("mode", mode, ("binary", "multiclass", "multilabel"))
         self.mode, self.from_logits = mode, bool(from_logits)
@@ -498,26 +551,24 @@ class DiceLoss(Criterion):
         self.eps = check_number("eps", eps, nonnegative=True)
         self.ignore_index = check_index_option("ignore_index", ignore_index, optional=True)
 
-    _partial = True             # per-class sums: see _DicePartial
-    _partial_of_none = True     # ('none' is per class, not per sample)
-    _chunked_gradient = False   # each chunk's gradient needs the whole's per-class sums
-
     def block_rows(self, shape):
-        S = self._dims(shape)[2]   # blocks are runs of DICE_BLOCK_POSITIONS of the N S positions
+        S = dice_dims(shape, self.mode == "binary")[2]   # blocks are runs of DICE_BLOCK_POSITIONS of the N S positions
         return _kernel.DICE_BLOCK_POSITIONS // math.gcd(_kernel.DICE_BLOCK_POSITIONS, S) if S else 1
 
-    def _dims(self, shape):
-        """(N, C, S) of an input of `shape`: (N, C, *) with S the product of *; 'binary' takes
-        (N, *) or (N, 1, *) alike, as one channel over every position (as
-        segmentation_models_pytorch flattens it)."""
-        shape = tuple(shape)
-        if self.mode == "binary":
-            if len(shape) < 1:
-                fail(ValueError, "input", "shape (N, *) or (N, 1, *) for mode 'binary'", shape)
-            return shape[0], 1, math.prod(shape[1:])
-        if len(shape) < 2:
-            fail(ValueError, "input", "shape (N, C, ...)", shape)
-        return shape[0], shape[1], math.prod(shape[2:])
+    def _spec(self, take, arrays, partial=False):
+        x = take.float_input(arrays[0], "input")
+        N, C, S = dice_dims(x.shape, self.mode == "binary")
+        target_index = target_real = None
+        if self.mode == "multiclass":
+            target = take.array(arrays[1], "target")
+            host, _, _ = class_targets(take.to_host(target), (N,) + tuple(x.shape)[2:], C, self.ignore_index, None)
+            target_index = target if take.device else host
+        else:
+            target_real = take.operand(arrays[1], "target", x.dtype)
+            same_shape("target", target_real, x.shape)
+        link = "probabilities" if not self.from_logits else ("softmax" if self.mode == "multiclass" else "sigmoid")
+        return DiceSpec(x, target_index, target_real, N, C, S, link, self.smooth, self.eps, self.ignore_index,
+                        reduction(self.reduction, (C,), C))
 
     def _loss_from_sums(self, sums, dtype):
         """(loss, I, S, present, denominator) from the per-class sums (C, 3) of I, S and Y."""
@@ -531,43 +582,31 @@ class DiceLoss(Criterion):
             loss = dtype.type(losses.sum() / C if self.reduction == "mean" else losses.sum())
         return loss, inner, total, present, denominator
 
-    def _cuda(self, arrays, want_grad, out, grad_output, partial=False):
+    def _cuda(self, device, spec, want_grad, out, grad_output, partial=False):
         from ..cuda.softmax import dice
-        return dice(self, arrays, want_grad, out, grad_output, partial)
+        return dice(device, spec, want_grad, out, grad_output)
 
-    def _cpu(self, arrays, want_grad, out, grad_output, partial=False):
-        x = as_float_input(arrays[0], "input")
-        N, C, S = self._dims(x.shape)
-        dtype = x.dtype
-        target_index = target_real = None
-        if self.mode == "multiclass":
-            target_index, _, _ = _class_targets(as_host_array(arrays[1], "target"), (N,) + x.shape[2:], C,
-                                                self.ignore_index, None)
-        else:
-            target_real = as_operand(arrays[1], "target", dtype)
-            if target_real.shape != x.shape:
-                fail(ValueError, "target", f"shape {x.shape} (the input's)", tuple(target_real.shape))
-        link = "probabilities" if not self.from_logits else ("softmax" if self.mode == "multiclass" else "sigmoid")
-        mode = _kernel.DICE_MODES[link]
-        threads = self._num_threads()
-        sums = _kernel.dice(x, N, C, S, target_index, target_real, self.ignore_index, mode, None, None, None, threads,
-                            partial)
+    def _cpu(self, spec, want_grad, out, grad_output, partial=False):
+        x, C, dtype = spec.x, spec.C, spec.x.dtype
+        run = dict(ignore_index=spec.ignore_index, mode=_kernel.DICE_MODES[spec.link], num_threads=self._num_threads())
+        sums = _kernel.dice(x, spec.N, C, spec.S, spec.target_index, spec.target_real, partial=partial, **run)
         if partial:
             return _DicePartial(tuple(ExactSum(*state) for state in sums), self, dtype)
         loss, inner, total, present, denominator = self._loss_from_sums(sums, dtype)
         if not want_grad:
             return LossAndGrad(loss, None)
-        if self.reduction == "none":
-            scale = np.ones(C) if grad_output is None else _row_grad_output(grad_output, (C,), np.float64)
+        if spec.reduction.none:
+            scale = np.ones(C) if grad_output is None else row_grad_output(grad_output, (C,), np.float64)
         else:
-            scale = scalar_grad_output(grad_output) / (C if self.reduction == "mean" else 1)
+            scale = scalar_grad_output(grad_output) / spec.reduction.divisor
         # d loss_c / d p = m (coef_y y + coef_1): the numerator's 2 y / D and the denominator's
         # -(2 I + smooth) / D^2 (zero where the eps clamp holds)
         coef_y = np.ascontiguousarray(-2.0 * present / denominator * scale)
         coef_1 = np.ascontiguousarray(present * (2 * inner + self.smooth) * (total + self.smooth >= self.eps)
                                       / denominator ** 2 * scale)
         grad = self._gradient_buffers((x.shape,), dtype, out)[0]
-        _kernel.dice(x, N, C, S, target_index, target_real, self.ignore_index, mode, grad, coef_y, coef_1, threads)
+        _kernel.dice(x, spec.N, C, spec.S, spec.target_index, spec.target_real, grad=grad, coef_y=coef_y,
+                     coef_1=coef_1, **run)
         return LossAndGrad(loss, grad)
 
 
