@@ -121,6 +121,7 @@ def dask_report(gigabytes, print_fn=print):
         print_fn("(dask/distributed not installed: no Dask row; pip install 'fastloss[dask]')")
         return None
     import fastloss.dask as fd
+
     from .harness import best_time
     rows = int(gigabytes * 1e9) // (4 * CLASSES)
     rng = np.random.default_rng(1)
@@ -128,8 +129,8 @@ def dask_report(gigabytes, print_fn=print):
     t = rng.integers(0, CLASSES, rows)
     crit = fl.CrossEntropyLoss()
     local = best_time(lambda: crit.loss(x, t), 1.0, repeats=3)
-    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
-            distributed.Client(cluster) as client:
+    cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None)
+    with cluster, distributed.Client(cluster) as client:
         client.run(fl.set_num_threads, 1)   # one core per worker process, as 2 threads in process
         chunk = -(-rows // 4 // 64) * 64   # two chunks per worker, whole row blocks: no rechunking
         X = da.from_array(x, chunks=(chunk, CLASSES)).persist()

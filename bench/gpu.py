@@ -104,7 +104,8 @@ def report(quick=False, print_fn=print):
         rows.append(dict(loss=case.name, size=size, **times, vs_torch=ratio, gbs=gbs, copy=copy))
         label = "x".join(map(str, size)) if isinstance(size, tuple) else str(size)
         torch_cell = format_time(times["torch CUDA"]) if "torch CUDA" in times else f"{'-':>11s}"
-        bandwidth = f"{gbs:7.0f} {gbs / copy:6.0%} {gbs_out / copy:9.0%}" if pointwise_case else f"{'':7s} {'':6s} {'':9s}"
+        blank = f"{'':7s} {'':6s} {'':9s}"
+        bandwidth = f"{gbs:7.0f} {gbs / copy:6.0%} {gbs_out / copy:9.0%}" if pointwise_case else blank
         print_fn(f"{case.name:24s} {label:>16s} {format_time(ours)} {format_time(times['fastloss out='])} "
                  f"{torch_cell} {ratio:7.2f}x {bandwidth}")
     return rows

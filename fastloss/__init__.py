@@ -1,21 +1,81 @@
 """fastloss: loss functions and their gradients in one fused kernel, with torch.nn semantics."""
+
 from . import functional
 from ._criterion import Criterion, GradHess, LossAndGrad, Partial
-from .evaluate import Evaluation, evaluate
 from ._kernels import build_info
 from ._kernels.memory import empty_cache
 from ._threads import get_num_threads, set_num_threads, threads
-from .losses import (CTCLoss, ContrastiveLoss, CosineEmbeddingLoss, NTXentLoss, TripletMarginLoss, TripletMarginWithDistanceLoss,
-                     CrossEntropyLoss, DiceLoss, LinearCrossEntropyLoss, MultiLabelMarginLoss, MultiLabelSoftMarginLoss,
-                     MultiMarginLoss, NLLLoss, SoftmaxFocalLoss, BCELoss, BCEWithLogitsLoss, GaussianNLLLoss, HingeEmbeddingLoss, HuberLoss,
-                     KLDivLoss, L1Loss, MarginRankingLoss, MSELoss, PoissonNLLLoss, SigmoidFocalLoss,
-                     SmoothL1Loss, SoftMarginLoss)
+from ._version import __version__
+from .evaluate import Evaluation, evaluate
+from .losses import (
+    BCELoss,
+    BCEWithLogitsLoss,
+    ContrastiveLoss,
+    CosineEmbeddingLoss,
+    CrossEntropyLoss,
+    CTCLoss,
+    DiceLoss,
+    GaussianNLLLoss,
+    HingeEmbeddingLoss,
+    HuberLoss,
+    KLDivLoss,
+    L1Loss,
+    LinearCrossEntropyLoss,
+    MarginRankingLoss,
+    MSELoss,
+    MultiLabelMarginLoss,
+    MultiLabelSoftMarginLoss,
+    MultiMarginLoss,
+    NLLLoss,
+    NTXentLoss,
+    PoissonNLLLoss,
+    SigmoidFocalLoss,
+    SmoothL1Loss,
+    SoftMarginLoss,
+    SoftmaxFocalLoss,
+    TripletMarginLoss,
+    TripletMarginWithDistanceLoss,
+)
 
-__version__ = "0.1.0"
 __all__ = [
-    "BCELoss", "BCEWithLogitsLoss", "CTCLoss", "ContrastiveLoss", "CosineEmbeddingLoss", "Criterion", "CrossEntropyLoss", "DiceLoss", "Evaluation", "build_info", "GradHess", "Partial", "evaluate", "NLLLoss", "GaussianNLLLoss", "HingeEmbeddingLoss", "HuberLoss",
-    "KLDivLoss", "LinearCrossEntropyLoss", "MultiLabelMarginLoss", "MultiLabelSoftMarginLoss",
-    "MultiMarginLoss", "NTXentLoss", "empty_cache", "L1Loss", "LossAndGrad", "MSELoss", "MarginRankingLoss", "PoissonNLLLoss",
-    "SigmoidFocalLoss", "SmoothL1Loss", "SoftmaxFocalLoss", "SoftMarginLoss", "TripletMarginLoss", "TripletMarginWithDistanceLoss", "functional", "get_num_threads",
-    "set_num_threads", "threads",
+    "BCELoss",
+    "BCEWithLogitsLoss",
+    "CTCLoss",
+    "ContrastiveLoss",
+    "CosineEmbeddingLoss",
+    "Criterion",
+    "CrossEntropyLoss",
+    "DiceLoss",
+    "Evaluation",
+    "GaussianNLLLoss",
+    "GradHess",
+    "HingeEmbeddingLoss",
+    "HuberLoss",
+    "KLDivLoss",
+    "L1Loss",
+    "LinearCrossEntropyLoss",
+    "LossAndGrad",
+    "MSELoss",
+    "MarginRankingLoss",
+    "MultiLabelMarginLoss",
+    "MultiLabelSoftMarginLoss",
+    "MultiMarginLoss",
+    "NLLLoss",
+    "NTXentLoss",
+    "Partial",
+    "PoissonNLLLoss",
+    "SigmoidFocalLoss",
+    "SmoothL1Loss",
+    "SoftMarginLoss",
+    "SoftmaxFocalLoss",
+    "TripletMarginLoss",
+    "TripletMarginWithDistanceLoss",
+    "__version__",
+    "build_info",
+    "empty_cache",
+    "evaluate",
+    "functional",
+    "get_num_threads",
+    "set_num_threads",
+    "threads",
 ]

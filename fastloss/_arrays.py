@@ -2,8 +2,8 @@
 ``input: expected shape (N, C), got (3, 4)``.
 """
 import functools
-from typing import Any
 from math import prod
+from typing import Any
 
 import numpy as np
 
@@ -210,7 +210,8 @@ def check_out(out, shapes, dtypes, names):
         if buf.dtype != dtype:
             fail(TypeError, label, f"dtype {dtype}", f"dtype {buf.dtype}")
         if not buf.flags.c_contiguous or not buf.flags.writeable or not buf.flags.aligned:
-            fail(ValueError, label, "a writeable, aligned C-contiguous array", "a non-contiguous, read-only or misaligned one")
+            fail(ValueError, label, "a writeable, aligned C-contiguous array",
+                 "a non-contiguous, read-only or misaligned one")
     return out
 
 

@@ -153,11 +153,8 @@ class LinearRows(NamedTuple):
     names: tuple
 
 
-MARGIN_LOSSES = ("multi_margin", "multilabel_margin", "multilabel_soft_margin")
-
-
 class MarginRows(NamedTuple):
-    """One of MARGIN_LOSSES over rows of x (N, C): class-index `target` (MultiMargin: (N,),
+    """One of the kernels' MARGIN_LOSSES over rows of x (N, C): class-index `target` (MultiMargin: (N,),
     MultiLabelMargin: (N, C)) or real `target_real` (N, C); `weight` (C,) or None."""
     loss: str
     x: object
@@ -171,12 +168,9 @@ class MarginRows(NamedTuple):
     p: int = 1
 
 
-DICE_LINKS = ("softmax", "sigmoid", "probabilities")   # how DiceLoss makes probabilities of the input
-
-
 class DiceSpec(NamedTuple):
     """DiceLoss over x (N, C, S positions): class-index `target_index` (N, S) or 0/1
-    `target_real` of x's shape; `link` one of DICE_LINKS."""
+    `target_real` of x's shape; `link` how p comes from x: 'softmax', 'sigmoid' or 'probabilities'."""
     x: object
     target_index: object
     target_real: object
@@ -191,11 +185,8 @@ class DiceSpec(NamedTuple):
 
 
 # ------------------------------------------------------------------ the embedding family
-PAIR_LOSSES = ("triplet_norm", "triplet_cosine", "cosine_embedding", "contrastive")
-
-
 class PairSpec(NamedTuple):
-    """One of PAIR_LOSSES over rows of 2 or 3 embeddings (`inputs`: (array, view) pairs of one
+    """One of the embedding kernels' LOSS_NAMES over rows of 2 or 3 embeddings (`inputs`: (array, view) pairs of one
     shape, (N, D) or (D,)), with per-row labels `y` or None. `distance`: a TripletMarginWith-
     DistanceLoss's callable pair (d, d_grad), in place of the kernel's distance."""
     loss: Optional[str]

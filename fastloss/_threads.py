@@ -107,7 +107,7 @@ def _register_threadpoolctl():
             self.dynlib.fastloss_pool_set_num_threads(num_threads)
 
         def get_version(self):
-            from . import __version__
+            from ._version import __version__
             return __version__
 
     threadpoolctl.register(FastlossController)

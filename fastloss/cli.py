@@ -16,10 +16,7 @@ def main(argv=None):
                    "eval: a loss over .npy files larger than memory; info: build and thread information")
     args, rest = p.parse_known_args(argv[:1])
     if args.command == "bench":
-        try:
-            from fastloss.bench import cli  # installed: bench/ ships as fastloss.bench
-        except ImportError:
-            from bench import cli  # a source checkout
+        from fastloss.bench import cli  # bench/ ships as fastloss.bench (python -m bench in a checkout)
         cli.main(argv[1:], prog="fastloss bench")
     elif args.command == "eval":
         from fastloss import eval_cli

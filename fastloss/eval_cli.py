@@ -29,7 +29,8 @@ def parser(prog="fastloss eval"):
                                 "(memory-mapped, read ahead of the computation), bitwise equal to one call.")
     p.add_argument("--loss", help="the criterion: a functional name (cross_entropy, mse_loss, ...) or a class name")
     p.add_argument("--input", help=".npy file of predictions (logits, scores, ...)")
-    p.add_argument("--target", nargs="+", default=[], help=".npy file(s) of the other arrays of the call, in torch's order")
+    p.add_argument("--target", nargs="+", default=[],
+                   help=".npy file(s) of the other arrays of the call, in torch's order")
     p.add_argument("--reduction", choices=["mean", "sum"], default="mean")
     p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
                    help="a criterion option, e.g. label_smoothing=0.1 (repeatable; values as Python literals, "
@@ -42,7 +43,8 @@ def parser(prog="fastloss eval"):
     p.add_argument("--json", action="store_true", help="print one JSON object instead of text")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--example", action="store_true",
-                   help="write a small example set (cross entropy logits and labels) to ./fastloss-example and evaluate it")
+                   help="write a small example set (cross entropy logits and labels) to ./fastloss-example "
+                   "and evaluate it")
     return p
 
 
@@ -84,7 +86,8 @@ def _open(path, what):
 
 def _one_line(error):
     text = " ".join(str(error).split()) or type(error).__name__
-    return text if isinstance(error, (ValueError, TypeError, IndexError, OSError)) else f"{type(error).__name__}: {text}"
+    plain = isinstance(error, (ValueError, TypeError, IndexError, OSError))
+    return text if plain else f"{type(error).__name__}: {text}"
 
 
 def _finite_or_none(value):

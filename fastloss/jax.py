@@ -9,8 +9,8 @@ gradient in one fused call and the backward only scales the gradient; with reduc
 the backward makes one more call with the incoming gradient as ``grad_output``. Float64
 needs JAX's x64 mode, as for any JAX code.
 """
-import numpy as np
 import jax
+import numpy as np
 
 __all__ = ["wrap"]
 

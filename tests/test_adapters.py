@@ -2,9 +2,9 @@
 criterion, and jax.grad against JAX's autodiff of the same formula."""
 import numpy as np
 import pytest
+from conftest import torch
 
 import fastloss as fl
-from conftest import torch
 
 F = torch.nn.functional
 ft = pytest.importorskip("fastloss.torch")
@@ -132,7 +132,9 @@ def jax_cases():
         return jnp.mean(-(1 - eps) * jnp.take_along_axis(logp, t[:, None], 1)[:, 0] - eps * logp.mean(1))
 
     def triplet(a, p, n, margin=1.0):
-        d = lambda u, v: jnp.linalg.norm(u - v + 1e-6, axis=1)
+        def d(u, v):
+            return jnp.linalg.norm(u - v + 1e-6, axis=1)
+
         return jnp.mean(jnp.maximum(margin + d(a, p) - d(a, n), 0))
 
     yield fl.MSELoss(reduction="sum"), lambda x, y: jnp.sum((x - y) ** 2), [x, y], (0,)

@@ -10,14 +10,15 @@ import tracemalloc
 
 import numpy as np
 import pytest
+import cases
+from conftest import parallel, torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from test_pointwise import CASES, IDS, build
 
 import fastloss as fl
 from fastloss._kernels import memory, pool
 from fastloss._threads import usable_cores
-from conftest import parallel, torch
-from test_pointwise import CASES, IDS, build
 
 F = torch.nn.functional
 RNG = np.random.default_rng(11)
@@ -454,3 +455,101 @@ def test_the_fast_call_still_checks_bce_input():
         fl.BCELoss()(np.array([0.5, 1.5]), np.array([0.0, 1.0]))
     with pytest.raises(ValueError, match="var: expected non-negative entries"):
         fl.GaussianNLLLoss()(np.zeros(3), np.zeros(3), np.array([1.0, -1.0, 1.0]))
+
+
+# ---------------------------------------------------------------- every criterion (tests/cases.py)
+def _grads(grad):
+    return grad if isinstance(grad, tuple) else (grad,)
+
+
+def _registry(case, reduction="sum", dtype=np.float64):
+    crit, arrays, _ = cases.build(case, reduction, dtype)
+    return crit, arrays
+
+
+@pytest.mark.parametrize("case", cases.CASES, ids=cases.IDS)
+def test_every_criterion_writes_out_and_scales_by_grad_output(case):
+    crit, arrays = _registry(case)
+    loss, grad = crit(*arrays)
+    assert np.isfinite(loss) and loss.dtype == np.float64
+    bufs = tuple(None if g is None else np.full_like(g, np.nan) for g in _grads(grad))
+    loss_out, grad_out = crit(*arrays, out=bufs if isinstance(grad, tuple) else bufs[0])
+    assert loss_out == loss
+    for g, g_out, buf in zip(_grads(grad), _grads(grad_out), bufs):
+        if g is not None:
+            assert g_out is buf   # written in place and returned
+            np.testing.assert_array_equal(g_out, g)
+    _, grad_twice = crit(*arrays, grad_output=np.float64(2.0))
+    for g, g2 in zip(_grads(grad), _grads(grad_twice)):
+        if g is not None:
+            np.testing.assert_allclose(g2, 2 * g, rtol=1e-12, atol=1e-300)
+    assert crit.loss(*arrays) == loss
+
+
+@pytest.mark.parametrize("case", cases.CASES, ids=cases.IDS)
+def test_every_criterion_none_reduction_with_grad_output_of_ones(case):
+    crit, arrays = _registry(case, "none")
+    loss, grad = crit(*arrays)
+    _, grad_ones = crit(*arrays, grad_output=np.ones(np.shape(loss)))
+    for g, g1 in zip(_grads(grad), _grads(grad_ones)):
+        if g is not None:
+            np.testing.assert_array_equal(g1, g)
+    total = fl.__dict__[type(crit).__name__].__new__(type(crit))
+    total.__dict__.update(crit.__dict__, reduction="sum")
+    np.testing.assert_allclose(np.sum(loss, dtype=np.float64), total.loss(*arrays), rtol=1e-12)
+
+
+@pytest.mark.parametrize("case", cases.CASES, ids=cases.IDS)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_every_criterion_is_bitwise_identical_for_any_thread_count(case, dtype):
+    crit, arrays = _registry(case, "mean", dtype)
+    with fl.threads(1):
+        one = crit(*arrays)
+    with parallel(2):
+        two = crit(*arrays)
+    assert one.loss.tobytes() == two.loss.tobytes()
+    for a, b in zip(_grads(one.grad), _grads(two.grad)):
+        assert (a is None) == (b is None) and (a is None or a.tobytes() == b.tobytes())
+
+
+@pytest.mark.parametrize("case", cases.CASES, ids=cases.IDS)
+def test_every_criterion_names_its_arguments_in_errors(case):
+    crit, arrays = _registry(case)
+    with pytest.raises(TypeError, match=f"expected {len(crit.arguments)} arrays|missing 2 required positional"):
+        crit(*arrays[:1])
+    first = crit.arguments[0]
+    with pytest.raises(TypeError, match=rf"^{first}: expected a float32 or float64 array, got dtype int64"):
+        crit(np.ones(np.shape(arrays[0]), np.int64), *arrays[1:])
+    shape = np.shape(arrays[0])
+    out = tuple(None if g is None else np.zeros(shape + (2,)) for g in _grads(crit(*arrays).grad))
+    with pytest.raises(ValueError, match=rf"out \({first}\): expected shape"):
+        crit(*arrays, out=out if len(crit.differentiable) > 1 else out[0])
+
+
+def _empty(crit, arrays):
+    """The arrays with no rows: each sliced to 0 along its row axis where it has the input's rows."""
+    rows = np.shape(arrays[0])[crit.row_axes[0]]
+    sliced = []
+    for a, axis in zip(arrays, crit.row_axes):
+        if isinstance(a, np.ndarray) and axis is not None and a.ndim > axis and a.shape[axis] == rows:
+            a = np.take(a, np.arange(0), axis=axis)
+        elif isinstance(a, np.ndarray) and a.ndim == 1 and len(arrays) == 4 and axis == 0:
+            a = a[:0]   # CTC's lengths (and its concatenated targets)
+        sliced.append(a)
+    return sliced
+
+
+@pytest.mark.parametrize("case", [c for c in cases.CASES if np.ndim(c[2](np.random.default_rng(0), None)[0]) >= 2],
+                         ids=[c[0] for c in cases.CASES if np.ndim(c[2](np.random.default_rng(0), None)[0]) >= 2])
+def test_every_criterion_takes_an_empty_batch(case):
+    crit, arrays = _registry(case)
+    empty = _empty(crit, arrays)
+    loss, grad = crit(*empty)
+    assert loss == 0   # 'sum' over no rows
+    for g, name in zip(_grads(grad), crit.differentiable):
+        a = empty[crit.arguments.index(name)]
+        if g is not None and isinstance(a, np.ndarray):
+            assert g.shape == a.shape and not np.any(g)
+    mean = crit._with_reduction("mean")
+    if not isinstance(crit, fl.DiceLoss):   # (Dice's mean is over the classes, which remain)
+        assert np.isnan(mean.loss(*empty))

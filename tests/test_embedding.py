@@ -2,9 +2,9 @@
 its formula), finite differences on our float64 gradients, determinism and bad input."""
 import numpy as np
 import pytest
+from conftest import DTYPES, REDUCTIONS, assert_close, central_differences, parallel, torch, torch_oracle
 
 import fastloss as fl
-from conftest import DTYPES, REDUCTIONS, assert_close, central_differences, parallel, torch, torch_oracle
 
 F = torch.nn.functional
 

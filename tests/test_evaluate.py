@@ -4,9 +4,9 @@ import json
 
 import numpy as np
 import pytest
+from conftest import prediction_files, run_cli
 
 import fastloss as fl
-from conftest import prediction_files, run_cli
 
 
 def families(dtype):

@@ -2,9 +2,9 @@
 torch.autograd.functional.hessian (float64) and central differences of our own gradient."""
 import numpy as np
 import pytest
+from conftest import REDUCTIONS, assert_close, torch
 
 import fastloss as fl
-from conftest import REDUCTIONS, assert_close, torch
 
 F = torch.nn.functional
 R = np.random.default_rng(21)

@@ -9,9 +9,9 @@ import threading
 
 import numpy as np
 import pytest
+from conftest import fastloss_env, parallel
 
 import fastloss as fl
-from conftest import fastloss_env, parallel
 from fastloss import _kernels
 from fastloss._kernels import pool
 

@@ -6,11 +6,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pytest
+from conftest import DTYPES, REDUCTIONS, assert_close, central_differences, parallel, torch, torch_oracle
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import fastloss as fl
-from conftest import DTYPES, REDUCTIONS, assert_close, central_differences, parallel, torch, torch_oracle
 
 F = torch.nn.functional
 

@@ -11,13 +11,13 @@ import sys
 import textwrap
 from fractions import Fraction
 
+import conftest
 import numpy as np
 import pytest
+from adversarial import hostile, hostile_blocks, most_partials
+from conftest import assert_close, prediction_files, torch
 
 import fastloss as fl
-from adversarial import hostile, hostile_blocks, most_partials
-import conftest
-from conftest import assert_close, prediction_files, torch
 from fastloss._exact import exact_sum
 
 F = torch.nn.functional

@@ -3,9 +3,9 @@ unbatched targets, repeated labels, impossible alignments; finite differences th
 log_softmax (the gradient torch reports is the one with respect to the logits); bad input."""
 import numpy as np
 import pytest
+from conftest import DTYPES, REDUCTIONS, assert_close, central_differences, parallel, torch
 
 import fastloss as fl
-from conftest import DTYPES, REDUCTIONS, assert_close, central_differences, parallel, torch
 
 F = torch.nn.functional
 

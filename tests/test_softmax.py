@@ -4,9 +4,9 @@ import itertools
 
 import numpy as np
 import pytest
+from conftest import DTYPES, REDUCTIONS, assert_close, central_differences, parallel, torch
 
 import fastloss as fl
-from conftest import DTYPES, REDUCTIONS, assert_close, central_differences, parallel, torch
 
 F = torch.nn.functional
 

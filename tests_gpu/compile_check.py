@@ -19,13 +19,14 @@ import numpy as np
 if os.environ.get("NUMBA_ENABLE_CUDASIM", "0") != "0":
     sys.exit("compile_check: unset NUMBA_ENABLE_CUDASIM (it compiles for the real GPU target)")
 
-import numba   # noqa: E402
-import numba.cuda.dispatcher as dispatcher   # noqa: E402
-from numba import cuda   # noqa: E402
+import numba  # noqa: E402
+import numba.cuda.dispatcher as dispatcher  # noqa: E402
+from numba import cuda  # noqa: E402
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import cases   # noqa: E402
-from fastloss.cuda import _device   # noqa: E402
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tests"))
+import cases  # noqa: E402
+
+from fastloss.cuda import _device  # noqa: E402
 
 CC = (9, 0)
 # device functions compile for the current device's compute capability: there is none here

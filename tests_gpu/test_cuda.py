@@ -9,6 +9,7 @@ interop with torch CUDA tensors and CuPy arrays and the parity with torch CUDA i
 (test_torch_cuda.py)."""
 import atexit
 import os
+import pathlib
 import subprocess
 import sys
 
@@ -18,8 +19,9 @@ from numba import config, cuda
 
 import fastloss as fl
 
-import cases
-from cases import CASES, IDS, S, build, dev, host, labels, normal, unit
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent / "tests"))   # the case registry
+import cases  # noqa: E402
+from cases import CASES, IDS, S, build, dev, host, labels, normal, unit  # noqa: E402
 
 SIMULATOR = bool(config.ENABLE_CUDASIM)
 if not SIMULATOR and not cuda.is_available():

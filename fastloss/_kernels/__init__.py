@@ -47,8 +47,8 @@ def _choose(built, supported, forced):
                               f"levels it can run: {', '.join(runnable) or 'none'}")
         return forced
     if not runnable:
-        raise ImportError(f"fastloss: no kernels for this CPU (x86-64 {supported}); built: {', '.join(built) or 'none'}. "
-                          "Reinstall fastloss from source on this machine.")
+        raise ImportError(f"fastloss: no kernels for this CPU (x86-64 {supported}); "
+                          f"built: {', '.join(built) or 'none'}. Reinstall fastloss from source on this machine.")
     return runnable[0]
 
 
@@ -70,6 +70,6 @@ def build_info():
     support ("cpu_supports", None off x86-64), FASTLOSS_CPU if it chose ("forced"), the
     level's compiler target flags ("target"), its widest SIMD ("simd"), whether libmvec's
     vector exp/log/log1p are in ("libmvec"), and whether the worker pool has threads ("pool")."""
-    from . import pool
+    from . import pool, stream
     return {"level": LEVEL, "levels_built": list(LEVELS_BUILT), "cpu_supports": CPU_SUPPORTS, "forced": FORCED,
             **stream.build_info(), "pool": pool.THREADED}

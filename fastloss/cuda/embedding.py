@@ -127,10 +127,12 @@ def _pair_kernel(dtype, loss, grad, none):
                 for q in range(pairs):
                     if loss == "triplet_cosine":   # d = 1 - c: the pair's coefficient g gives
                         g = f[q]                  # -g / (nx ny), g c / nx^2, g c / ny^2
-                        fb[q, 0], fb[q, 1], fb[q, 2] = -g / (nx[q] * ny[q]), g * d[q] / (nx[q] * nx[q]), g * d[q] / (ny[q] * ny[q])
+                        fb[q, 0] = -g / (nx[q] * ny[q])
+                        fb[q, 1], fb[q, 2] = g * d[q] / (nx[q] * nx[q]), g * d[q] / (ny[q] * ny[q])
                     elif loss == "cosine_embedding":
                         g = f[q]
-                        fb[q, 0], fb[q, 1], fb[q, 2] = g / math.sqrt(nx[q] * ny[q]), -g * d[q] / nx[q], -g * d[q] / ny[q]
+                        fb[q, 0] = g / math.sqrt(nx[q] * ny[q])
+                        fb[q, 1], fb[q, 2] = -g * d[q] / nx[q], -g * d[q] / ny[q]
                     else:
                         fb[q, 0] = 0.0 if d[q] == 0 else (f[q] / d[q] if p == 2.0 else f[q] / d[q] ** (p - 1))
                         fb[q, 1] = fb[q, 2] = 0.0

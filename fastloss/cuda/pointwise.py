@@ -98,13 +98,13 @@ def _points(R):
         def point(x, y, a, b, o):
             if log_input:
                 ex = math.exp(x)
-                l, dx = ex - y * x, ex - y
+                loss, dx = ex - y * x, ex - y
             else:
                 eps = R(o[OPTION_EPS])
-                l, dx = x - y * math.log(x + eps), one - y / (x + eps)
+                loss, dx = x - y * math.log(x + eps), one - y / (x + eps)
             if full and y > one:
-                l += y * math.log(y) - y + (log_2pi + math.log(y)) / two
-            return l, dx, zero, dx + y
+                loss += y * math.log(y) - y + (log_2pi + math.log(y)) / two
+            return loss, dx, zero, dx + y
         return point
 
     @jit
@@ -200,12 +200,12 @@ def _kernel(name, dtype, grad, none, hess, grad_a):
     def kernel(n, x, y, a, b, g, plan, c, o, loss_out, gx, ga, hx, partials):
         acc = 0.0
         for i in range(cuda.grid(1), n, cuda.gridsize(1)):
-            l, dx, da, dh = point(x[i], R(_at(y, plan, 0, c[0], i)), R(_at(a, plan, 1, c[1], i)),
+            loss, dx, da, dh = point(x[i], R(_at(y, plan, 0, c[0], i)), R(_at(a, plan, 1, c[1], i)),
                                   R(_at(b, plan, 2, c[2], i)), o)
             if none:
-                loss_out[i] = l
+                loss_out[i] = loss
             else:
-                acc += l
+                acc += loss
             if grad:
                 s = R(_at(g, plan, 3, c[3], i))
                 gx[i] = dx * s
@@ -233,7 +233,7 @@ def _slab_kernel(name, dtype):
             acc = 0.0
             for k in range(slab_m):
                 i = first + k * slab_q
-                l, dx, da, dh = point(x[i], R(_at(y, plan, 0, c[0], i)), R(_at(a, plan, 1, c[1], i)),
+                loss, dx, da, dh = point(x[i], R(_at(y, plan, 0, c[0], i)), R(_at(a, plan, 1, c[1], i)),
                                       R(_at(b, plan, 2, c[2], i)), o)
                 acc += da * R(_at(g, plan, 3, c[3], i))
             ga[j] = acc
@@ -302,7 +302,8 @@ def pointwise(dev, spec, want_grad, out, grad_output, hess):
         else:
             factor, on_device = dev.grad_output(grad_output, (), False)
             factor = factor / red.divisor if red.divisor else 0.0
-            g = (np.full((), factor, dtype) if on_device is None else dev.scaled(on_device, factor, dtype), "grad_output")
+            scaled = np.full((), factor, dtype) if on_device is None else dev.scaled(on_device, factor, dtype)
+            g = (scaled, "grad_output")
         two = len(spec.names) == 2
         shapes = (shape,) + ((None if spec.grad_a is None else spec.grad_a[0],) if two else ())
         grads = dev.gradients(shapes, dtype, out, spec.names) + [(None, None)]

@@ -56,7 +56,8 @@ def _ctc_kernel(dtype, grad_wanted):
                         A[t - 1, s], A[t - 1, s - 1] if s >= 1 else -math.inf, A[t - 1, s - 2] if skip else -math.inf)
                     skip = s % 2 == 1 and s + 2 < S and c != _label(targets, off, blank, s + 2)
                     B[u, s] = float64(lp[u, b, c]) + _logsumexp3(
-                        B[u + 1, s], B[u + 1, s + 1] if s + 1 < S else -math.inf, B[u + 1, s + 2] if skip else -math.inf)
+                        B[u + 1, s], B[u + 1, s + 1] if s + 1 < S else -math.inf,
+                        B[u + 1, s + 2] if skip else -math.inf)
                 cuda.syncthreads()
             if Tb > 0:
                 last = A[Tb - 1, S - 1]

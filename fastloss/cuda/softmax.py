@@ -116,7 +116,8 @@ def _row_kernel(dtype, grad, none, prob, capped, focal, log_probs, hess, per_thr
                 a = b = w_t * (qg - dq)
                 if hess:   # d(-f)/dp and d2(-f)/dp2 of f(p) = (1 - p)^focal_gamma log p, at p_t
                     f1 = focal_gamma * q ** (focal_gamma - 1) * log_pt - qg / pt
-                    f2 = -focal_gamma * (focal_gamma - 1) * q ** (focal_gamma - 2) * log_pt + 2 * focal_gamma * q ** (focal_gamma - 1) / pt + qg / (pt * pt)
+                    f2 = (-focal_gamma * (focal_gamma - 1) * q ** (focal_gamma - 2) * log_pt
+                          + 2 * focal_gamma * q ** (focal_gamma - 1) / pt + qg / (pt * pt))
             else:
                 wz = row_sum(wz) if label_smoothing > 0 else 0.0
                 loss = (1 - label_smoothing) * w_t * (lse - z_t) + label_smoothing / C * (weight_total * lse - wz)

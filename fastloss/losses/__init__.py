@@ -1,11 +1,37 @@
 """The criterion classes, one module per family."""
+from .embedding import (
+                      ContrastiveLoss,
+                      CosineEmbeddingLoss,
+                      NTXentLoss,
+                      TripletMarginLoss,
+                      TripletMarginWithDistanceLoss,
+)
+from .pointwise import (
+                      BCELoss,
+                      BCEWithLogitsLoss,
+                      GaussianNLLLoss,
+                      HingeEmbeddingLoss,
+                      HuberLoss,
+                      KLDivLoss,
+                      L1Loss,
+                      MarginRankingLoss,
+                      MSELoss,
+                      PoissonNLLLoss,
+                      SigmoidFocalLoss,
+                      SmoothL1Loss,
+                      SoftMarginLoss,
+)
 from .sequence import CTCLoss
-from .embedding import ContrastiveLoss, CosineEmbeddingLoss, NTXentLoss, TripletMarginLoss, TripletMarginWithDistanceLoss
-from .softmax import (CrossEntropyLoss, DiceLoss, LinearCrossEntropyLoss, MultiLabelMarginLoss, MultiLabelSoftMarginLoss,
-                      MultiMarginLoss, NLLLoss, SoftmaxFocalLoss)
-from .pointwise import (BCELoss, BCEWithLogitsLoss, GaussianNLLLoss, HingeEmbeddingLoss, HuberLoss,
-                        KLDivLoss, L1Loss, MarginRankingLoss, MSELoss, PoissonNLLLoss, SigmoidFocalLoss,
-                        SmoothL1Loss, SoftMarginLoss)
+from .softmax import (
+                      CrossEntropyLoss,
+                      DiceLoss,
+                      LinearCrossEntropyLoss,
+                      MultiLabelMarginLoss,
+                      MultiLabelSoftMarginLoss,
+                      MultiMarginLoss,
+                      NLLLoss,
+                      SoftmaxFocalLoss,
+)
 
 # criterion class -> the name of its function in fastloss.functional (torch's where torch has one)
 FUNCTIONAL_NAMES = {

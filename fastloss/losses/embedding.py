@@ -130,7 +130,7 @@ class TripletMarginWithDistanceLoss(_PairLoss):
         """The same loss around the user's (d, d_grad), in NumPy (float64 sums)."""
         distance, distance_grad = spec.distance
         a, p, n = (view for _, view in spec.inputs)
-        rows, loss_shape = spec.rows, spec.reduction.loss_shape
+        loss_shape = spec.reduction.loss_shape
 
         def dist(x, y, what):
             d = np.asarray(distance(x, y), dtype=np.float64)
@@ -240,7 +240,8 @@ class NTXentLoss(Criterion):
         v = empty((M, D), dtype)
         for h, (z, n) in enumerate(zip(views, norms)):
             _kernel.row_norms(z, n)
-            np.multiply(z, (1.0 / (np.maximum(n, NORMALIZE_EPS) * root)).astype(dtype)[:, None], out=v[h * N:(h + 1) * N])
+            factor = (1.0 / (np.maximum(n, NORMALIZE_EPS) * root)).astype(dtype)
+            np.multiply(z, factor[:, None], out=v[h * N:(h + 1) * N])
         divisor = spec.reduction.divisor
         scale, rows_grad_output, grads, loss_out = self._row_reduction(
             want_grad, (M,), divisor, grad_output, (views[0].shape,) * 2, dtype, out)

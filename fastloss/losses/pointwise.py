@@ -13,12 +13,19 @@ import math
 
 import numpy as np
 
-from .._arrays import (as_float_input, as_host_array, as_operand, broadcast_plan, check_number,
-                       check_same_shape, fail, scalar_grad_output)
+from .._arrays import (
+    as_host_array,
+    as_operand,
+    broadcast_plan,
+    check_number,
+    check_same_shape,
+    fail,
+    scalar_grad_output,
+)
 from .._criterion import Criterion, GradHess, LossAndGrad, as_dtype, reduced
-from .._spec import HOST, PointOptions, PointwiseSpec, Reduction
 from .._kernels import pointwise as _kernel
 from .._kernels.memory import empty, extents_overlap
+from .._spec import HOST, PointOptions, PointwiseSpec, Reduction
 
 _KERNEL_INDEX = {name: i for i, name in enumerate(_kernel.LOSSES)}
 _ONE = {np.dtype(t): np.ones((), t) for t in (np.float32, np.float64)}  # absent weights: read-only 1
@@ -99,7 +106,8 @@ class PointwiseLoss(Criterion):
         self._validate(x, plans, HOST)
         divisor = self._divisor(x)
         g_plan = broadcast_plan("grad_output", np.array(1.0 / divisor, x.dtype), x.shape)
-        grads = tuple(empty(x.shape, x.dtype) if o is None else o for o in (outs if out is not None else (None,) * (1 + two)))
+        given = outs if out is not None else (None,) * (1 + two)
+        grads = tuple(empty(x.shape, x.dtype) if o is None else o for o in given)
         total = _kernel.pointwise(_KERNEL_INDEX[self._kernel_name()], x, plans.get("y"), plans.get("a"),
                                   plans.get("b"), g_plan, None, grads[0], grads[1] if two else None, 1, 1,
                                   self._num_threads(), **self._options())
@@ -124,9 +132,10 @@ class PointwiseLoss(Criterion):
         operands = self._operands(x, arrays[1:], take)
         self._validate(x, operands, take)
         grad_a = None if hess else self._grad_a(x, operands)
+        divisor = 1 if self.reduction == "none" else self._divisor(x)
         return PointwiseSpec(kernel, x, {key: operands[key] for key in "yab" if key in operands},
-                             Reduction(self.reduction, tuple(x.shape), 1 if self.reduction == "none" else self._divisor(x)),
-                             PointOptions(**self._options()), grad_a, self.differentiable)
+                             Reduction(self.reduction, tuple(x.shape), divisor), PointOptions(**self._options()),
+                             grad_a, self.differentiable)
 
     def _cpu(self, spec, want_grad, out, grad_output, hess=False, partial=False):
         x, red = spec.x, spec.reduction
@@ -142,13 +151,15 @@ class PointwiseLoss(Criterion):
                 scale = scalar_grad_output(grad_output) / red.divisor if red.divisor else 0.0
                 g_plan = broadcast_plan("grad_output", np.array(scale, dtype), shape)
             two = len(spec.names) == 2
-            grads = self._gradient_buffers((shape,) + ((None if spec.grad_a is None else spec.grad_a[0],) if two else ()),
-                                           dtype, out)
+            grad_a_shape = None if spec.grad_a is None else spec.grad_a[0]
+            grads = self._gradient_buffers((shape,) + ((grad_a_shape,) if two else ()), dtype, out)
             grad_x = grads[0]
             if spec.grad_a is not None:
                 grad_a, (_, slab_m, slab_q) = grads[1], spec.grad_a
         loss_out = empty(shape, dtype) if red.none else None
         hess_x = empty(shape, dtype) if hess else None
+        if grad_a is not None and not x.size:
+            grad_a.fill(0)   # a broadcast operand's gradient sums over no elements (no block runs)
         total = _kernel.pointwise(
             _KERNEL_INDEX[spec.kernel], x, plans.get("y"), plans.get("a"), plans.get("b"), g_plan,
             loss_out, grad_x, grad_a, slab_m, slab_q, self._num_threads(), hess_x=hess_x, partial=partial,

@@ -1,5 +1,4 @@
 """The sequence family: the CTC loss."""
-from typing import Literal
 
 import numpy as np
 

@@ -15,15 +15,33 @@ from typing import Literal, Optional
 
 import numpy as np
 
-from .._arrays import (ArrayLike, as_host_array, check_index_option, check_number, check_option,
-                       check_optional_count, fail, ieee_quietly, scalar_grad_output)
+from .._arrays import (
+    ArrayLike,
+    as_host_array,
+    check_index_option,
+    check_number,
+    check_option,
+    check_optional_count,
+    fail,
+    ieee_quietly,
+    scalar_grad_output,
+)
 from .._criterion import Criterion, GradHess, LossAndGrad, reduced, row_grad_output
 from .._exact import ExactSum, exact_sum
 from .._kernels import softmax as _kernel
 from .._kernels.memory import empty
-from .._spec import (ClassOptions, ClassRows, DiceSpec, LinearRows, MarginRows, Reduction, reduction)
-from .._targets import (class_layout, class_targets, class_weight, dice_dims, integer_dtype, linear_shapes,
-                        multilabel_targets, same_shape, weight_total)
+from .._spec import ClassOptions, ClassRows, DiceSpec, LinearRows, MarginRows, Reduction, reduction
+from .._targets import (
+    class_layout,
+    class_targets,
+    class_weight,
+    dice_dims,
+    integer_dtype,
+    linear_shapes,
+    multilabel_targets,
+    same_shape,
+    weight_total,
+)
 
 Reductions = Literal["none", "mean", "sum"]
 

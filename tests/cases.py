@@ -1,7 +1,10 @@
-"""The GPU tests' table of cases, shared by test_cuda.py (the simulator or a GPU) and
-compile_check.py (every kernel compiled for the GPU with numba's CUDA compiler, no GPU needed).
+"""The one registry of cases: every criterion with the options that pick its kernel variants,
+and a maker of its arrays. The contract tests (tests/test_contract.py: out=, grad_output=,
+loss(), errors, empty inputs, determinism over every criterion), the GPU tests
+(tests_gpu/test_cuda.py, on the simulator or a GPU) and the GPU compile check
+(tests_gpu/compile_check.py) all draw from CASES; a new criterion adds rows here.
 `dev` puts a NumPy array where the kernels read it: `TO_DEVICE` (numba's `cuda.to_device`, or
-the compile check's stand-in)."""
+the compile check's stand-in), set by a GPU test module."""
 import numpy as np
 
 import fastloss as fl
@@ -141,6 +144,11 @@ def build(case, reduction, dtype, seed=0):
     rng = np.random.default_rng(seed)
     arrays = make(rng, dtype)
     arrays = [a.astype(dtype) if isinstance(a, np.ndarray) and a.dtype.kind == "f" else a for a in arrays]
+    if TO_DEVICE is None:
+        return crit, arrays, None
     on_device = [a if a is None or isinstance(a, float) or name in HOST_ARGUMENTS else dev(a)
                  for a, name in zip(arrays, crit.arguments)]
     return crit, arrays, on_device
+
+
+CRITERIA = {type(case[1]).__name__ for case in CASES}   # every criterion the registry covers
