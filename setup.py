@@ -218,7 +218,7 @@ cythonized = cythonize(
 setup(
     packages=["fastloss", "fastloss.losses", "fastloss._kernels", "fastloss.cuda", "fastloss.bench"],
     package_dir={"fastloss.bench": "bench"},
-    package_data={"fastloss._kernels": ["*.pxd", "*.h", "*.pyx.tp"]},
+    package_data={"fastloss": ["py.typed"], "fastloss._kernels": ["*.pxd", "*.h", "*.pyx.tp"]},
     exclude_package_data={"fastloss._kernels": ["*.c"]},
     ext_modules=[e for kernel in cythonized for e in
                  (level_extensions(kernel) if kernel.name.split(".")[-1] in KERNELS else [kernel])],

@@ -8,9 +8,9 @@ import threading
 import time
 import tracemalloc
 
+import cases
 import numpy as np
 import pytest
-import cases
 from conftest import parallel, torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
