@@ -11,14 +11,26 @@ import copy
 import importlib.util
 import math
 from collections import namedtuple
+from typing import Any, Literal
 
 import numpy as np
 
-from ._arrays import as_operand, check_no_overlap, check_option, check_out, fail, is_device_array, scalar_grad_output
+from ._arrays import (
+    ArrayLike,
+    as_operand,
+    check_no_overlap,
+    check_option,
+    check_out,
+    fail,
+    is_device_array,
+    scalar_grad_output,
+)
 from ._exact import ExactSum, exact_sum
 from ._kernels.memory import empty, extents_overlap
 from ._spec import HOST
 from ._threads import get_num_threads
+
+Reductions = Literal["none", "mean", "sum"]   # the reductions every criterion takes
 
 LossAndGrad = namedtuple("LossAndGrad", ["loss", "grad"])
 LossAndGrad.__doc__ = """(loss, grad): grad is one array, or a tuple with one per differentiable input."""
@@ -121,20 +133,20 @@ class Criterion:
     _partial_of_none = False   # a partial state for reduction='none' (DiceLoss: per-class losses)
     _host_arguments = ()       # arguments that may stay on the host in a GPU call (CTC's lengths)
 
-    def __init__(self, reduction="mean"):
+    def __init__(self, reduction: str = "mean"):
         check_option("reduction", reduction, self.reductions)
         self.reduction = reduction
 
-    def __call__(self, *arrays, out=None, grad_output=None):
+    def __call__(self, *arrays: ArrayLike, out: Any = None, grad_output: Any = None) -> LossAndGrad:
         """Loss and gradient. `out`: gradient buffer(s) to write into; `grad_output`: the
         incoming gradient (a scalar for reduced losses, the loss's shape for 'none')."""
         return self._dispatch(arrays, True, out, grad_output)
 
-    def loss(self, *arrays):
+    def loss(self, *arrays: ArrayLike) -> Any:
         """The loss alone: no gradient is computed and no gradient memory is taken."""
         return self._dispatch(arrays, False, None, None).loss
 
-    def grad_hess(self, *arrays, grad_output=None):
+    def grad_hess(self, *arrays: ArrayLike, grad_output: Any = None) -> GradHess:
         """The gradient with respect to the input and the exact diagonal of the hessian,
         from the same fused pass (as gradient boosting uses them), as `GradHess`. The
         criteria that have one: MSELoss, L1Loss, HuberLoss, SmoothL1Loss, SoftMarginLoss,
@@ -142,7 +154,7 @@ class Criterion:
         CrossEntropyLoss (any targets and options but softcap) and SoftmaxFocalLoss."""
         return self._dispatch(arrays, True, None, grad_output, hess=True)
 
-    def partial(self, *arrays):
+    def partial(self, *arrays: ArrayLike) -> Partial:
         """The exact partial state (`Partial`) of the loss over these arrays, a slice of the
         rows of a larger evaluation: partial states of slices combine with ``+`` to the one-call
         loss, bitwise, when each slice starts on a multiple of `block_rows` rows (the kernels'

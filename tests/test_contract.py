@@ -553,3 +553,16 @@ def test_every_criterion_takes_an_empty_batch(case):
     mean = crit._with_reduction("mean")
     if not isinstance(crit, fl.DiceLoss):   # (Dice's mean is over the classes, which remain)
         assert np.isnan(mean.loss(*empty))
+
+
+@pytest.mark.parametrize("name", sorted(cases.CRITERIA))
+def test_every_criterion_documents_its_arguments_shapes_result_and_references(name):
+    doc = getattr(fl, name).__doc__
+    for section in ("Args:", "Shapes:", "Returns:", "References:"):
+        assert f"\n    {section}\n" in doc, f"{name}: no {section} section"
+
+
+def test_the_registry_covers_every_criterion():
+    public = {name for name in fl.__all__ if isinstance(getattr(fl, name), type)
+              and issubclass(getattr(fl, name), fl.Criterion) and name != "Criterion"}
+    assert cases.CRITERIA == public

@@ -2,12 +2,20 @@
 
 Inputs are (N, D) rows or one (D,) row (the loss is then 0-d), all of one shape and one
 float dtype; 'mean' averages the N row losses. Every input has a gradient.
+
+NTXentLoss, how: with v_i = z_i / (max(||z_i||, 1e-12) sqrt(temperature)), s = v v^T. The
+similarities go through NumPy's BLAS (cuBLAS on the GPU) in chunks of rows: the softmax
+family's row kernel overwrites each chunk (its diagonal masked) with G = d loss / d s, two
+more products per chunk add G v and G^T v_chunk to the gradient buffers (d loss / d v =
+(G + G^T) v), and one pass at the end takes that through the normalisation. Scratch: v (the
+input's size), one chunk of similarities and a chunk-by-D block.
 """
+from typing import Callable, Optional, Tuple, Union
 
 import numpy as np
 
 from .._arrays import check_number, check_optional_count, contiguous, fail, ieee_quietly
-from .._criterion import Criterion, LossAndGrad, reduced
+from .._criterion import Criterion, LossAndGrad, Reductions, reduced
 from .._exact import exact_sum
 from .._kernels import embedding as _kernel
 from .._kernels import softmax as _softmax_kernel
@@ -72,14 +80,32 @@ class _PairLoss(Criterion):
 
 
 class TripletMarginLoss(_PairLoss):
-    """torch's TripletMarginLoss: ``l = max(0, margin + d(a, p) - d(a, n))`` with
-    d(x, y) = ||x - y + eps||_p (torch's pairwise_distance); with swap, d(a, n) becomes
-    min(d(a, n), d(p, n)). grad: (d/d anchor, d/d positive, d/d negative)."""
+    r"""Triplet margin loss, as torch's: ``l = max(0, margin + d(a, p) - d(a, n))`` with
+    ``d(x, y) = ||x - y + eps||_p`` (torch's pairwise_distance).
+
+    Args:
+      margin: the margin. Default 1.
+      p: the norm's degree, > 0. Default 2.
+      eps: added to the difference inside the norm. Default 1e-6.
+      swap: use min(d(a, n), d(p, n)) for the negative distance (the distance swap). Default False.
+      reduction: 'none' (N,), 'mean' (over the rows) or 'sum'.
+
+    Shapes:
+      anchor, positive, negative: (N, D) rows or one (D,) row (the loss is then 0-d), one shape and float dtype.
+
+    Returns:
+      LossAndGrad(loss, (d/d anchor, d/d positive, d/d negative)).
+
+    References:
+      torch.nn.TripletMarginLoss; Balntas et al., "Learning local feature descriptors with
+      triplets and shallow convolutional neural networks" (2016).
+    """
     arguments = ("anchor", "positive", "negative")
     differentiable = ("anchor", "positive", "negative")
     _kernel_loss = "triplet_norm"
 
-    def __init__(self, margin=1.0, p=2.0, eps=1e-6, swap=False, reduction="mean"):
+    def __init__(self, margin: float = 1.0, p: float = 2.0, eps: float = 1e-6, swap: bool = False,
+                 reduction: Reductions = "mean"):
         super().__init__(margin, reduction)
         self.p = check_number("p", p, positive=True)
         self.eps = check_number("eps", eps)
@@ -90,22 +116,34 @@ class TripletMarginLoss(_PairLoss):
 
 
 class TripletMarginWithDistanceLoss(_PairLoss):
-    """torch's TripletMarginWithDistanceLoss: ``l = max(0, margin + d(a, p) - d(a, n))``
-    (with swap, d(a, n) becomes min(d(a, n), d(p, n))) for a distance d given as
-    `distance_function`:
+    r"""Triplet margin loss with a chosen distance, as torch's:
+    ``l = max(0, margin + d(a, p) - d(a, n))``.
 
-    - None or 'euclidean': torch's default, pairwise_distance (p = 2, eps = 1e-6);
-    - 'cosine': 1 - cosine_similarity(x, y) (norms clamped below at 1e-8, as torch);
-    - a pair of callables ``(d, d_grad)``: ``d(x, y)`` returns the (N,) distances of rows of
-      NumPy arrays and ``d_grad(x, y, g)`` returns ``(gx, gy)``, the gradients of
-      ``sum(g * d(x, y))``. The two built-in distances run in the fused kernel; a callable
-      pair runs in NumPy around the user's functions.
-    grad: (d/d anchor, d/d positive, d/d negative).
+    Args:
+      distance_function: None or 'euclidean' (torch's default, pairwise_distance with p = 2,
+        eps = 1e-6); 'cosine' (1 - cosine_similarity, norms clamped below at 1e-8, as torch);
+        or a pair of callables ``(d, d_grad)``: ``d(x, y)`` returns the (N,) distances of
+        rows and ``d_grad(x, y, g)`` returns ``(gx, gy)``, the gradients of
+        ``sum(g * d(x, y))`` (NumPy arrays on the CPU, the caller's kind on the GPU). The
+        built-in distances run in the fused kernel; a callable pair around the user's functions.
+      margin: the margin, > 0 (torch's condition). Default 1.
+      swap: use min(d(a, n), d(p, n)) for the negative distance. Default False.
+      reduction: 'none' (N,), 'mean' (over the rows) or 'sum'.
+
+    Shapes:
+      anchor, positive, negative: (N, D) rows or one (D,) row (the loss is then 0-d), one shape and float dtype.
+
+    Returns:
+      LossAndGrad(loss, (d/d anchor, d/d positive, d/d negative)).
+
+    References:
+      torch.nn.TripletMarginWithDistanceLoss.
     """
     arguments = ("anchor", "positive", "negative")
     differentiable = ("anchor", "positive", "negative")
 
-    def __init__(self, *, distance_function=None, margin=1.0, swap=False, reduction="mean"):
+    def __init__(self, *, distance_function: Union[None, str, Tuple[Callable, Callable]] = None,
+                 margin: float = 1.0, swap: bool = False, reduction: Reductions = "mean"):
         super().__init__(margin, reduction)
         if distance_function is None or distance_function in ("euclidean", "cosine"):
             self._kernel_loss = "triplet_cosine" if distance_function == "cosine" else "triplet_norm"
@@ -166,54 +204,85 @@ class TripletMarginWithDistanceLoss(_PairLoss):
 
 
 class CosineEmbeddingLoss(_PairLoss):
-    """torch's CosineEmbeddingLoss, ``crit(x1, x2, target)`` with target 1 or -1 per row:
-    c = x1.x2 / sqrt((|x1|^2 + 1e-12)(|x2|^2 + 1e-12)); l = 1 - c where target = 1,
-    max(0, c - margin) where target = -1 (0 for any other label, as torch).
-    grad: (d/d x1, d/d x2)."""
+    r"""Cosine embedding loss, as torch's: with
+    ``c = x1.x2 / sqrt((|x1|^2 + 1e-12)(|x2|^2 + 1e-12))``, ``l = 1 - c`` where the target is 1,
+    ``max(0, c - margin)`` where it is -1 (0 for any other label, as torch).
+
+    Args:
+      margin: the margin, usually in [-1, 1]. Default 0.
+      reduction: 'none' (N,), 'mean' (over the rows) or 'sum'.
+
+    Shapes:
+      ``crit(input1, input2, target)``: input1 and input2 (N, D) or (D,); target (N,) or ().
+
+    Returns:
+      LossAndGrad(loss, (d/d input1, d/d input2)).
+
+    References:
+      torch.nn.CosineEmbeddingLoss.
+    """
     arguments = ("input1", "input2", "target")
     differentiable = ("input1", "input2")
     _kernel_loss = "cosine_embedding"
     _labels = True
 
-    def __init__(self, margin=0.0, reduction="mean"):
+    def __init__(self, margin: float = 0.0, reduction: Reductions = "mean"):
         super().__init__(margin, reduction)
 
 
 class ContrastiveLoss(_PairLoss):
-    """The contrastive loss of pairs (Hadsell, Chopra and LeCun, 2006), ``crit(x1, x2, y)``
-    with y = 1 for similar and 0 for dissimilar pairs (any int, bool or float dtype; values
-    between weight both terms): d = ||x1 - x2||_2 (no eps),
-    ``l = y d^2 + (1 - y) max(0, margin - d)^2``; at d = 0 the second term's gradient is
-    taken as 0. grad: (d/d x1, d/d x2)."""
+    r"""The contrastive loss of pairs: with ``d = ||x1 - x2||_2`` (no eps),
+    ``l = y d^2 + (1 - y) max(0, margin - d)^2``; at d = 0 the second term's gradient is taken as 0.
+
+    Args:
+      margin: the dissimilar pairs' margin. Default 1.
+      reduction: 'none' (N,), 'mean' (over the rows) or 'sum'.
+
+    Shapes:
+      ``crit(x1, x2, target)``: x1 and x2 (N, D) or (D,); target (N,) or (), 1 for similar and
+      0 for dissimilar pairs (any int, bool or float dtype; values between weight both terms).
+
+    Returns:
+      LossAndGrad(loss, (d/d x1, d/d x2)).
+
+    References:
+      Hadsell, Chopra and LeCun, "Dimensionality Reduction by Learning an Invariant Mapping" (2006).
+    """
     arguments = ("x1", "x2", "target")
     differentiable = ("x1", "x2")
     _kernel_loss = "contrastive"
     _labels = True
 
+    def __init__(self, margin: float = 1.0, reduction: Reductions = "mean"):
+        super().__init__(margin, reduction)
+
 
 class NTXentLoss(Criterion):
-    """NT-Xent, the normalised-temperature cross entropy of SimCLR (Chen et al., 2020, "A Simple
-    Framework for Contrastive Learning of Visual Representations"; in-batch InfoNCE),
-    ``crit(z1, z2)`` with z1, z2 (N, D) two views of the same N items. Rows are L2-normalised
-    as F.normalize does (z / max(||z||, 1e-12)) and stacked, z = [z1; z2] (2N rows);
-    s_ij = z_i . z_j / temperature; the positive of row i is its other view, and
+    r"""NT-Xent, SimCLR's normalised-temperature cross entropy (in-batch InfoNCE) over
+    two views of N items. Rows are L2-normalised as F.normalize does (z / max(||z||, 1e-12))
+    and stacked, z = [z1; z2] (2N rows); ``s_ij = z_i . z_j / temperature``; the positive of
+    row i is its other view, and ``l_i = -s_i,pos + log sum_{k != i} exp(s_ik)``.
 
-        l_i = -s_i,pos + log sum_{k != i} exp(s_ik),
+    Args:
+      temperature: > 0. Default 0.5.
+      reduction: 'none' (2N,), 'mean' (over the 2N rows) or 'sum'.
+      chunk_rows: similarity rows per chunk (a positive int), or None for about 8 D (at least
+        256): the (2N, 2N) matrix never exists (see the module's notes).
 
-    'mean' over the 2N rows, 'sum' their sum, 'none' gives (2N,). grad: (d/d z1, d/d z2).
+    Shapes:
+      ``crit(z1, z2)``: z1, z2 (N, D) of one dtype.
 
-    With v_i = z_i / (max(||z_i||, 1e-12) sqrt(temperature)), s = v v^T. The similarities go
-    through NumPy's BLAS in chunks of rows (about 8 D rows of 2N similarities, at least 256):
-    the softmax family's row kernel overwrites each chunk (its diagonal masked) with
-    G = d loss / d s, two more products per chunk add G v and G^T v_chunk to the gradient
-    buffers (d loss / d v = (G + G^T) v), and one pass at the end takes that through the
-    normalisation. Scratch: v (the input's size), one chunk of similarities and a chunk-by-D
-    block; the (2N, 2N) matrix never exists.
+    Returns:
+      LossAndGrad(loss, (d/d z1, d/d z2)).
+
+    References:
+      Chen et al., "A Simple Framework for Contrastive Learning of Visual Representations" (2020).
     """
     arguments = ("z1", "z2")
     differentiable = ("z1", "z2")
 
-    def __init__(self, temperature=0.5, reduction="mean", *, chunk_rows=None):
+    def __init__(self, temperature: float = 0.5, reduction: Reductions = "mean", *,
+                 chunk_rows: Optional[int] = None):
         super().__init__(reduction)
         self.temperature = check_number("temperature", temperature, positive=True)
         self.chunk_rows = check_optional_count("chunk_rows", chunk_rows)

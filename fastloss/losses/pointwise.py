@@ -10,10 +10,12 @@ pos_weight, var, grad_output for 'none') must broadcast to the input's shape; br
 operands are read in place, never expanded to the input's size.
 """
 import math
+from typing import Literal, Optional
 
 import numpy as np
 
 from .._arrays import (
+    ArrayLike,
     as_host_array,
     as_operand,
     broadcast_plan,
@@ -22,7 +24,7 @@ from .._arrays import (
     fail,
     scalar_grad_output,
 )
-from .._criterion import Criterion, GradHess, LossAndGrad, as_dtype, reduced
+from .._criterion import Criterion, GradHess, LossAndGrad, Reductions, as_dtype, reduced
 from .._kernels import pointwise as _kernel
 from .._kernels.memory import empty, extents_overlap
 from .._spec import HOST, PointOptions, PointwiseSpec, Reduction
@@ -183,31 +185,69 @@ def _weight_operand(value, name, x, take):
 
 
 class L1Loss(PointwiseLoss):
-    """Mean absolute error: ``l = |x - y|``, gradient ``sgn(x - y)`` (0 at 0, as torch).
+    r"""Mean absolute error: ``l = |x - y|``.
 
-    input: any shape; target: broadcastable to it. grad: d(loss)/d(input)."""
+    Args:
+      reduction: 'none' (the input's shape), 'mean' (over the elements) or 'sum'.
+
+    Shapes:
+      input any shape (0-d included); target broadcastable to it (read in place, never expanded).
+
+    Returns:
+      LossAndGrad(loss, d loss / d input) with d l / d x = sgn(x - y) (0 at 0, as torch);
+      ``grad_hess`` gives a hessian of 0.
+
+    References:
+      torch.nn.L1Loss.
+    """
     kernel = "l1"
 
-    def __init__(self, *, reduction="mean"):
+    def __init__(self, *, reduction: Reductions = "mean"):
         super().__init__(reduction)
 
 
 class MSELoss(PointwiseLoss):
-    """Mean squared error: ``l = (x - y)^2``, gradient ``2 (x - y)``.
+    r"""Mean squared error: ``l = (x - y)^2``.
 
-    input: any shape; target: broadcastable to it. grad: d(loss)/d(input)."""
+    Args:
+      reduction: 'none' (the input's shape), 'mean' (over the elements) or 'sum'.
+
+    Shapes:
+      input any shape (0-d included); target broadcastable to it (read in place, never expanded).
+
+    Returns:
+      LossAndGrad(loss, d loss / d input) with d l / d x = 2 (x - y); ``grad_hess`` gives the
+      hessian 2 too.
+
+    References:
+      torch.nn.MSELoss.
+    """
     kernel = "mse"
 
-    def __init__(self, *, reduction="mean"):
+    def __init__(self, *, reduction: Reductions = "mean"):
         super().__init__(reduction)
 
 
 class SmoothL1Loss(PointwiseLoss):
-    """``l = (x - y)^2 / (2 beta)`` where ``|x - y| < beta``, else ``|x - y| - beta / 2``
-    (beta = 0 is L1Loss). input: any shape; target: broadcastable to it."""
+    r"""Smooth L1: ``l = (x - y)^2 / (2 beta)`` where ``|x - y| < beta``, else
+    ``|x - y| - beta / 2``.
+
+    Args:
+      reduction: 'none' (the input's shape), 'mean' (over the elements) or 'sum'.
+      beta: the switch point, >= 0 (0 is L1Loss, as torch). Default 1.
+
+    Shapes:
+      input any shape (0-d included); target broadcastable to it (read in place, never expanded).
+
+    Returns:
+      LossAndGrad(loss, d loss / d input); ``grad_hess`` gives the hessian diagonal too.
+
+    References:
+      torch.nn.SmoothL1Loss; Girshick, "Fast R-CNN" (2015).
+    """
     kernel = "smooth_l1"
 
-    def __init__(self, *, reduction="mean", beta=1.0):
+    def __init__(self, *, reduction: Reductions = "mean", beta: float = 1.0):
         super().__init__(reduction)
         self.beta = check_number("beta", beta, nonnegative=True)
 
@@ -220,11 +260,25 @@ class SmoothL1Loss(PointwiseLoss):
 
 
 class HuberLoss(PointwiseLoss):
-    """``l = (x - y)^2 / 2`` where ``|x - y| <= delta``, else ``delta (|x - y| - delta / 2)``.
-    input: any shape; target: broadcastable to it."""
+    r"""Huber loss: ``l = (x - y)^2 / 2`` where ``|x - y| <= delta``, else
+    ``delta (|x - y| - delta / 2)``.
+
+    Args:
+      reduction: 'none' (the input's shape), 'mean' (over the elements) or 'sum'.
+      delta: the switch point, > 0. Default 1.
+
+    Shapes:
+      input any shape (0-d included); target broadcastable to it (read in place, never expanded).
+
+    Returns:
+      LossAndGrad(loss, d loss / d input); ``grad_hess`` gives the hessian diagonal too.
+
+    References:
+      torch.nn.HuberLoss; Huber, "Robust Estimation of a Location Parameter" (1964).
+    """
     kernel = "huber"
 
-    def __init__(self, *, reduction="mean", delta=1.0):
+    def __init__(self, *, reduction: Reductions = "mean", delta: float = 1.0):
         super().__init__(reduction)
         self.delta = check_number("delta", delta, positive=True)
 
@@ -233,25 +287,50 @@ class HuberLoss(PointwiseLoss):
 
 
 class SoftMarginLoss(PointwiseLoss):
-    """Two-class logistic loss ``l = log(1 + exp(-y x))``, y in {-1, 1}; gradient
-    ``-y sigmoid(-y x)``. Computed stably where torch's form overflows."""
+    r"""Two-class logistic loss: ``l = log(1 + exp(-y x))`` for y in {-1, 1},
+    computed stably where torch's form overflows.
+
+    Args:
+      reduction: 'none' (the input's shape), 'mean' (over the elements) or 'sum'.
+
+    Shapes:
+      input any shape (0-d included); target broadcastable to it (read in place, never expanded).
+
+    Returns:
+      LossAndGrad(loss, d loss / d input) with d l / d x = -y sigmoid(-y x); ``grad_hess``
+      gives the hessian diagonal too.
+
+    References:
+      torch.nn.SoftMarginLoss.
+    """
     kernel = "soft_margin"
 
-    def __init__(self, *, reduction="mean"):
+    def __init__(self, *, reduction: Reductions = "mean"):
         super().__init__(reduction)
 
 
 class BCELoss(PointwiseLoss):
-    """Binary cross entropy on probabilities:
-    ``l = -w (y log x + (1 - y) log(1 - x))``, each log clamped at -100 as torch;
-    gradient ``w (x - y) / max(x (1 - x), 1e-12)``.
+    r"""Binary cross entropy on probabilities:
+    ``l = -w (y log x + (1 - y) log(1 - x))``, each log clamped at -100 as torch.
 
-    input: probabilities in [0, 1] (anything else, NaN included, is a ValueError, as torch);
-    target: the input's shape; weight: broadcastable to the input."""
+    Args:
+      weight: per-element weights broadcastable to the input, or None for 1.
+      reduction: 'none' (the input's shape), 'mean' (over the elements) or 'sum'.
+
+    Shapes:
+      input: probabilities in [0, 1], any shape (anything else, NaN included, is a
+      ValueError, as torch); target: the input's shape.
+
+    Returns:
+      LossAndGrad(loss, d loss / d input) with d l / d x = w (x - y) / max(x (1 - x), 1e-12).
+
+    References:
+      torch.nn.BCELoss.
+    """
     kernel = "bce"
     target_same_shape = True
 
-    def __init__(self, weight=None, *, reduction="mean"):
+    def __init__(self, weight: Optional[ArrayLike] = None, *, reduction: Reductions = "mean"):
         super().__init__(reduction)
         self.weight = None if weight is None else as_host_array(weight, "weight")
 
@@ -275,16 +354,30 @@ class BCELoss(PointwiseLoss):
 
 
 class BCEWithLogitsLoss(PointwiseLoss):
-    """Binary cross entropy on logits, with a sigmoid fused in:
-    ``l = w ((1 - y) x + (1 + (p - 1) y) log(1 + exp(-x)))``, p = pos_weight;
-    gradient ``w ((1 + (p - 1) y) sigmoid(x) - p y)``.
+    r"""Binary cross entropy on logits, the sigmoid fused in:
+    ``l = w ((1 - y) x + (1 + (p - 1) y) log(1 + exp(-x)))`` with p = pos_weight.
 
-    input: logits, any shape; target: the input's shape; weight and pos_weight (the latter
-    usually (C,), one per class along the last dimension): broadcastable to the input."""
+    Args:
+      weight: per-element weights broadcastable to the input, or None for 1.
+      reduction: 'none' (the input's shape), 'mean' (over the elements) or 'sum'.
+      pos_weight: weights of the positive term broadcastable to the input (usually (C,), one
+        per class along the last axis), or None for 1.
+
+    Shapes:
+      input: logits, any shape; target: the input's shape.
+
+    Returns:
+      LossAndGrad(loss, d loss / d input) with d l / d x = w ((1 + (p - 1) y) sigmoid(x) - p y);
+      ``grad_hess`` gives the hessian diagonal too.
+
+    References:
+      torch.nn.BCEWithLogitsLoss.
+    """
     kernel = "bce_with_logits"
     target_same_shape = True
 
-    def __init__(self, weight=None, *, reduction="mean", pos_weight=None):
+    def __init__(self, weight: Optional[ArrayLike] = None, *, reduction: Reductions = "mean",
+                 pos_weight: Optional[ArrayLike] = None):
         super().__init__(reduction)
         self.weight = None if weight is None else as_host_array(weight, "weight")
         self.pos_weight = None if pos_weight is None else as_host_array(pos_weight, "pos_weight")
@@ -304,12 +397,29 @@ class BCEWithLogitsLoss(PointwiseLoss):
 
 
 class PoissonNLLLoss(PointwiseLoss):
-    """Poisson negative log likelihood. log_input: ``l = exp(x) - y x``; else
-    ``l = x - y log(x + eps)``. full adds Stirling's ``y log y - y + log(2 pi y) / 2`` where
-    y > 1. input: any shape (the rate or its log); target: broadcastable to it."""
+    r"""Poisson negative log likelihood: ``l = exp(x) - y x`` (log_input), else
+    ``l = x - y log(x + eps)``; full adds Stirling's ``y log y - y + log(2 pi y) / 2`` where y > 1.
+
+    Args:
+      log_input: whether the input is the log of the rate (default) or the rate.
+      full: whether to add Stirling's term. Default False.
+      eps: added to the rate inside the log when not log_input. Default 1e-8.
+      reduction: 'none' (the input's shape), 'mean' (over the elements) or 'sum'.
+
+    Shapes:
+      input any shape (0-d included); target broadcastable to it (read in place, never expanded).
+
+    Returns:
+      LossAndGrad(loss, d loss / d input); ``grad_hess`` (log_input only) gives the hessian
+      diagonal too.
+
+    References:
+      torch.nn.PoissonNLLLoss.
+    """
     kernel = "poisson_nll"
 
-    def __init__(self, log_input=True, full=False, *, eps=1e-8, reduction="mean"):
+    def __init__(self, log_input: bool = True, full: bool = False, *, eps: float = 1e-8,
+                 reduction: Reductions = "mean"):
         super().__init__(reduction)
         self.log_input, self.full = bool(log_input), bool(full)
         self.eps = check_number("eps", eps)
@@ -320,19 +430,33 @@ class PoissonNLLLoss(PointwiseLoss):
 
 
 class GaussianNLLLoss(PointwiseLoss):
-    """Gaussian negative log likelihood with predicted variance:
-    ``l = (log v + (x - y)^2 / v) / 2 [+ log(2 pi) / 2]``, v = max(var, eps) (the clamp
+    r"""Gaussian negative log likelihood with a predicted variance:
+    ``l = (log v + (x - y)^2 / v) / 2 [+ log(2 pi) / 2]`` with v = max(var, eps) (the clamp
     carries no gradient mask, as torch).
 
-    ``crit(input, target, var)``: var has the input's shape, or its shape without the last
-    dimension, or its shape with one dimension of size 1 (one variance shared along it), or
-    is a float. grad: (d/d input, d/d var); the second has var's shape (None for a float var).
-    A negative var is a ValueError."""
+    Args:
+      full: whether to add the constant log(2 pi) / 2. Default False.
+      eps: the variance's floor. Default 1e-6.
+      reduction: 'none' (the input's shape), 'mean' (over the elements) or 'sum'.
+
+    Shapes:
+      ``crit(input, target, var)``: target broadcastable to the input; var the input's shape,
+      its shape without the last axis, its shape with one axis of size 1 (one variance shared
+      along it), or a float. A negative var is a ValueError.
+
+    Returns:
+      LossAndGrad(loss, (d/d input, d/d var)), the second of var's shape (None for a float);
+      ``grad_hess`` gives the input's hessian diagonal.
+
+    References:
+      torch.nn.GaussianNLLLoss; Nix and Weigend, "Estimating the mean and variance of the
+      target probability distribution" (1994).
+    """
     kernel = "gaussian_nll"
     arguments = ("input", "target", "var")
     differentiable = ("input", "var")
 
-    def __init__(self, *, full=False, eps=1e-6, reduction="mean"):
+    def __init__(self, *, full: bool = False, eps: float = 1e-6, reduction: Reductions = "mean"):
         super().__init__(reduction)
         self.full = bool(full)
         self.eps = check_number("eps", eps)
@@ -384,14 +508,28 @@ class GaussianNLLLoss(PointwiseLoss):
 
 
 class KLDivLoss(PointwiseLoss):
-    """Kullback-Leibler divergence with log-probability input x:
+    r"""Kullback-Leibler divergence with a log-probability input x:
     ``l = y (log y - x)`` (0 where y = 0), or with log_target ``l = exp(y) (y - x)``.
-    'batchmean' divides the sum by the input's first dimension (the KL divergence proper);
-    'mean' by the number of elements, as torch."""
+
+    Args:
+      reduction: 'none', 'mean' (over the elements, as torch), 'sum' or 'batchmean' (the sum
+        over the input's first dimension: the KL divergence proper).
+      log_target: whether the target holds log-probabilities. Default False.
+
+    Shapes:
+      input any shape (0-d included); target broadcastable to it (read in place, never expanded).
+
+    Returns:
+      LossAndGrad(loss, d loss / d input) = -y (or -exp(y)).
+
+    References:
+      torch.nn.KLDivLoss.
+    """
     kernel = "kl_div"
     reductions = ("none", "mean", "sum", "batchmean")
 
-    def __init__(self, *, reduction="mean", log_target=False):
+    def __init__(self, *, reduction: Literal["none", "mean", "sum", "batchmean"] = "mean",
+                 log_target: bool = False):
         super().__init__(reduction)
         self.log_target = bool(log_target)
         self.kernel = "kl_div_log_target" if self.log_target else "kl_div"
@@ -403,11 +541,25 @@ class KLDivLoss(PointwiseLoss):
 
 
 class HingeEmbeddingLoss(PointwiseLoss):
-    """``l = x`` where y = 1, ``max(0, margin - x)`` where y = -1 (both terms for other y,
-    as torch). input: any shape (usually distances); target: broadcastable, values +-1."""
+    r"""Hinge embedding loss: ``l = x`` where y = 1, ``max(0, margin - x)`` where
+    y = -1 (both terms for other y, as torch).
+
+    Args:
+      margin: the margin. Default 1.
+      reduction: 'none' (the input's shape), 'mean' (over the elements) or 'sum'.
+
+    Shapes:
+      input any shape (usually distances); target broadcastable, values +-1.
+
+    Returns:
+      LossAndGrad(loss, d loss / d input).
+
+    References:
+      torch.nn.HingeEmbeddingLoss.
+    """
     kernel = "hinge_embedding"
 
-    def __init__(self, margin=1.0, *, reduction="mean"):
+    def __init__(self, margin: float = 1.0, *, reduction: Reductions = "mean"):
         super().__init__(reduction)
         self.margin = check_number("margin", margin)
 
@@ -416,15 +568,27 @@ class HingeEmbeddingLoss(PointwiseLoss):
 
 
 class MarginRankingLoss(PointwiseLoss):
-    """``l = max(0, -y (x1 - x2) + margin)``, y in {-1, 1}.
+    r"""Margin ranking loss: ``l = max(0, -y (x1 - x2) + margin)`` for y in {-1, 1}.
 
-    ``crit(input1, input2, target)``: input1 and input2 of one shape, target broadcastable
-    to it with the same number of dimensions (as torch). grad: (d/d input1, d/d input2)."""
+    Args:
+      margin: the margin. Default 0.
+      reduction: 'none' (the input's shape), 'mean' (over the elements) or 'sum'.
+
+    Shapes:
+      ``crit(input1, input2, target)``: input1 and input2 of one shape; target broadcastable
+      to it with the same number of dimensions (as torch).
+
+    Returns:
+      LossAndGrad(loss, (d/d input1, d/d input2)).
+
+    References:
+      torch.nn.MarginRankingLoss.
+    """
     kernel = "margin_ranking"
     arguments = ("input1", "input2", "target")
     differentiable = ("input1", "input2")
 
-    def __init__(self, margin=0.0, *, reduction="mean"):
+    def __init__(self, margin: float = 0.0, *, reduction: Reductions = "mean"):
         super().__init__(reduction)
         self.margin = check_number("margin", margin)
 
@@ -449,14 +613,29 @@ class MarginRankingLoss(PointwiseLoss):
 
 
 class SigmoidFocalLoss(PointwiseLoss):
-    """Focal loss on logits (Lin et al. 2017, torchvision's sigmoid_focal_loss):
-    p = sigmoid(x), ce = BCEWithLogits(x, y), p_t = p y + (1 - p)(1 - y),
-    ``l = alpha_t ce (1 - p_t)^gamma`` with alpha_t = alpha y + (1 - alpha)(1 - y), or
-    without alpha_t when alpha < 0. input: logits, any shape; target: broadcastable to it.
-    The default reduction is 'mean', like every criterion here (torchvision's is 'none')."""
+    r"""Focal loss on logits, torchvision's sigmoid_focal_loss: with p = sigmoid(x),
+    ce = BCEWithLogits(x, y), p_t = p y + (1 - p)(1 - y) and
+    alpha_t = alpha y + (1 - alpha)(1 - y): ``l = alpha_t ce (1 - p_t)^gamma`` (no alpha_t
+    when alpha < 0).
+
+    Args:
+      alpha: the positives' weight in [0, 1], or < 0 for none. Default 0.25.
+      gamma: the focusing exponent, >= 0. Default 2.
+      reduction: 'none', 'mean' (the default here, as every criterion; torchvision's is
+        'none') or 'sum'.
+
+    Shapes:
+      input: logits, any shape; target broadcastable to it.
+
+    Returns:
+      LossAndGrad(loss, d loss / d input).
+
+    References:
+      Lin et al., "Focal Loss for Dense Object Detection" (2017); torchvision.ops.sigmoid_focal_loss.
+    """
     kernel = "sigmoid_focal"
 
-    def __init__(self, alpha=0.25, gamma=2.0, *, reduction="mean"):
+    def __init__(self, alpha: float = 0.25, gamma: float = 2.0, *, reduction: Reductions = "mean"):
         super().__init__(reduction)
         self.alpha = check_number("alpha", alpha)
         self.gamma = check_number("gamma", gamma, nonnegative=True)

@@ -3,7 +3,7 @@
 import numpy as np
 
 from .._arrays import as_host_array, contiguous, fail, is_device_array
-from .._criterion import Criterion, LossAndGrad, reduced
+from .._criterion import Criterion, LossAndGrad, Reductions, reduced
 from .._exact import exact_sum
 from .._kernels import sequence as _kernel
 from .._spec import HOST, CTCSpec, reduction
@@ -11,21 +11,34 @@ from .._targets import at_most, ctc_targets, lengths
 
 
 class CTCLoss(Criterion):
-    """torch's CTCLoss (Connectionist Temporal Classification), ``crit(log_probs, targets,
-    input_lengths, target_lengths)``: log_probs (T, N, C) (or (T, C) for one sequence) of
-    log-probabilities over C classes, targets padded (N, S) or concatenated
-    (sum(target_lengths),), lengths (N,) (ints, lists or arrays). Per element the negative
-    log-likelihood of all alignments of its target with its first input_lengths[b] frames;
-    'mean' divides each by max(target length, 1) and averages over the batch (torch's
-    definition), 'sum' adds, 'none' gives (N,). An impossible alignment gives inf, or 0 (and a
-    zero gradient) with zero_infinity. grad: d/d log_probs as torch reports it for a leaf
-    log_probs, exp(lp) - exp(log(sum of alpha beta at the class) + nll - lp), i.e. the gradient
-    through a log_softmax of the logits (see fastloss/_kernels/sequence.pyx).
+    r"""Connectionist Temporal Classification, as torch's CTCLoss: per batch element the
+    negative log-likelihood of all alignments of its target with its first input_lengths[b]
+    frames of log-probabilities. An impossible alignment gives inf (or 0, and a zero
+    gradient, with zero_infinity).
+
+    Args:
+      blank: the blank class, an index >= 0 (below C). Default 0.
+      reduction: 'none' (N,), 'mean' (each element divided by max(target length, 1), then
+        averaged over the batch: torch's definition) or 'sum'.
+      zero_infinity: whether impossible alignments count 0. Default False.
+
+    Shapes:
+      ``crit(log_probs, targets, input_lengths, target_lengths)``: log_probs (T, N, C) (or
+      (T, C) for one sequence); targets padded (N, S) or concatenated (sum(target_lengths),);
+      lengths (N,) of ints (lists or arrays; host arrays on the GPU path too).
+
+    Returns:
+      LossAndGrad(loss, d/d log_probs) as torch reports it for a leaf log_probs:
+      exp(lp) - exp(log(sum of alpha beta at the class) + nll - lp), i.e. the gradient through
+      a log_softmax of the logits (see fastloss/_kernels/sequence.pyx).
+
+    References:
+      Graves et al., "Connectionist Temporal Classification" (2006); torch.nn.CTCLoss.
     """
     arguments = ("log_probs", "targets", "input_lengths", "target_lengths")
     differentiable = ("log_probs",)
 
-    def __init__(self, blank=0, reduction="mean", zero_infinity=False):
+    def __init__(self, blank: int = 0, reduction: Reductions = "mean", zero_infinity: bool = False):
         super().__init__(reduction)
         if isinstance(blank, bool) or not isinstance(blank, (int, np.integer)) or blank < 0:
             fail(ValueError, "blank", "a class index >= 0", repr(blank))

@@ -26,7 +26,7 @@ from .._arrays import (
     ieee_quietly,
     scalar_grad_output,
 )
-from .._criterion import Criterion, GradHess, LossAndGrad, reduced, row_grad_output
+from .._criterion import Criterion, GradHess, LossAndGrad, Reductions, reduced, row_grad_output
 from .._exact import ExactSum, exact_sum
 from .._kernels import softmax as _kernel
 from .._kernels.memory import empty
@@ -42,8 +42,6 @@ from .._targets import (
     same_shape,
     weight_total,
 )
-
-Reductions = Literal["none", "mean", "sum"]
 
 
 def _block_rows(shape):
