@@ -152,3 +152,175 @@ def build(case, reduction, dtype, seed=0):
 
 
 CRITERIA = {type(case[1]).__name__ for case in CASES}   # every criterion the registry covers
+
+
+# ---------------------------------------------------------------- torch float64 references
+# ORACLES[id](*tensors, reduction) -> the torch loss of that case: float arrays arrive as
+# float64 tensors (the differentiable ones requiring grad), integer arrays as int64 tensors,
+# None and floats as they are. The family test files run their cases against these (see
+# conftest.registry_parity); losses torch lacks are written out from their definitions.
+def _torch():
+    import torch
+    return torch, torch.nn.functional
+
+
+def _reduce(loss, reduction, divisor=None):
+    if reduction == "none":
+        return loss
+    total = loss.sum()
+    return total if reduction == "sum" else total / (loss.numel() if divisor is None else divisor)
+
+
+def sigmoid_focal_reference(x, y, alpha, gamma, reduction):
+    """torchvision.ops.sigmoid_focal_loss, written out (torchvision is not a test dependency)."""
+    torch, F = _torch()
+    p = torch.sigmoid(x)
+    ce = F.binary_cross_entropy_with_logits(x, y, reduction="none")
+    p_t = p * y + (1 - p) * (1 - y)
+    loss = ce * ((1 - p_t) ** gamma)
+    if alpha >= 0:
+        loss = (alpha * y + (1 - alpha) * (1 - y)) * loss
+    return _reduce(loss, reduction)
+
+
+def _z_loss_softcap(x, t, reduction, z_loss, softcap):
+    torch, F = _torch()
+    z = softcap * torch.tanh(x / softcap)
+    kept = (t != -100)
+    ce = F.cross_entropy(z, t, reduction="none")
+    zl = z_loss * torch.logsumexp(z, dim=1) ** 2 * kept
+    if reduction == "none":
+        return ce + zl
+    if reduction == "sum":
+        return ce.sum() + zl.sum()
+    return ce.sum() / kept.sum() + zl.sum() / kept.sum()
+
+
+def _softmax_focal(x, t, reduction, gamma, weight):
+    torch, F = _torch()
+    kept = t != -100
+    safe = t.clamp(min=0)
+    log_pt = F.log_softmax(x, dim=1).gather(1, safe[:, None])[:, 0]
+    w_t = weight[safe] * kept
+    loss = -w_t * (1 - log_pt.exp()) ** gamma * log_pt
+    return _reduce(loss, reduction, w_t.sum())
+
+
+def _dice(x, target, reduction, mode, from_logits=True, smooth=0.0, eps=1e-7, ignore_index=None):
+    torch, F = _torch()
+    if mode == "multiclass":
+        p = x.softmax(dim=1) if from_logits else x
+        mask = (target != ignore_index) if ignore_index is not None else torch.ones_like(target, dtype=torch.bool)
+        y = F.one_hot(target.clamp(min=0), x.shape[1]).movedim(-1, 1).to(x.dtype)
+        mask = mask[:, None].to(x.dtype)
+    else:
+        p = x.sigmoid() if from_logits else x
+        y = target.to(x.dtype)
+        mask = (y != ignore_index).to(x.dtype) if ignore_index is not None else torch.ones_like(y)
+    p, y = (p * mask).transpose(0, 1).reshape(x.shape[1], -1), (y * mask).transpose(0, 1).reshape(x.shape[1], -1)
+    inner, total = (p * y).sum(1), (p + y).sum(1)
+    dice = (2 * inner + smooth) / (total + smooth).clamp_min(eps)
+    return _reduce((1 - dice) * (y.sum(1) > 0), reduction)
+
+
+def _nt_xent(z1, z2, reduction, temperature):
+    torch, F = _torch()
+    z = torch.cat([F.normalize(z1, dim=1), F.normalize(z2, dim=1)])
+    s = z @ z.T / temperature
+    M = z.shape[0]
+    s = s.masked_fill(torch.eye(M, dtype=torch.bool), -torch.inf)
+    positives = (torch.arange(M) + M // 2) % M
+    return _reduce(-s[torch.arange(M), positives] + torch.logsumexp(s, dim=1), reduction)
+
+
+def _contrastive(x1, x2, y, reduction, margin):
+    d = (x1 - x2).norm(dim=1)
+    y = y.to(x1.dtype)
+    return _reduce(y * d ** 2 + (1 - y) * (margin - d).clamp_min(0) ** 2, reduction)
+
+
+def _soft_distance_torch(x, y):
+    return (((x - y) ** 2).sum(-1) + 1e-3).sqrt()
+
+
+def _oracles():
+    torch, F = _torch()
+    W5, W4 = torch.tensor(np.linspace(0.5, 2, 5)), torch.tensor(np.linspace(0.5, 2, 4))
+    P5 = torch.tensor(np.linspace(1, 3, 5))
+    return {
+        "l1": lambda x, y, reduction: F.l1_loss(x, y, reduction=reduction),
+        "mse-broadcast": lambda x, y, reduction: F.mse_loss(x, y.expand_as(x), reduction=reduction),
+        "mse-int-target": lambda x, y, reduction: F.mse_loss(x, y.double(), reduction=reduction),
+        "smooth_l1": lambda x, y, reduction: F.smooth_l1_loss(x, y.expand_as(x), reduction=reduction, beta=0.5),
+        "smooth_l1-beta0": lambda x, y, reduction: F.smooth_l1_loss(x, y, reduction=reduction, beta=0.0),
+        "huber": lambda x, y, reduction: F.huber_loss(x, y, reduction=reduction, delta=0.3),
+        "soft_margin": lambda x, y, reduction: F.soft_margin_loss(x, y, reduction=reduction),
+        "bce-weight": lambda x, y, reduction: F.binary_cross_entropy(x, y, weight=W5, reduction=reduction),
+        "bce_with_logits": lambda x, y, reduction: F.binary_cross_entropy_with_logits(
+            x, y, weight=W5, pos_weight=P5, reduction=reduction),
+        "poisson": lambda x, y, reduction: F.poisson_nll_loss(x, y, reduction=reduction),
+        "poisson-rate-full": lambda x, y, reduction: F.poisson_nll_loss(x, y, log_input=False, full=True,
+                                                                        reduction=reduction),
+        "gaussian-var-full": lambda x, y, v, reduction: F.gaussian_nll_loss(x, y, v, full=True, reduction=reduction),
+        "gaussian-var-rows": lambda x, y, v, reduction: F.gaussian_nll_loss(x, y, v, reduction=reduction),
+        "gaussian-var-slab": lambda x, y, v, reduction: F.gaussian_nll_loss(x, y, v, eps=0.1, reduction=reduction),
+        "gaussian-var-float": lambda x, y, v, reduction: F.gaussian_nll_loss(x, y, torch.full_like(x, v),
+                                                                             reduction=reduction),
+        "kl_div": lambda x, y, reduction: F.kl_div(x, y, reduction=reduction),
+        "kl_div-log_target": lambda x, y, reduction: F.kl_div(x, y, reduction=reduction, log_target=True),
+        "hinge_embedding": lambda x, y, reduction: F.hinge_embedding_loss(x, y, margin=0.5, reduction=reduction),
+        "margin_ranking": lambda a, b, y, reduction: F.margin_ranking_loss(a, b, y, margin=0.2, reduction=reduction),
+        "sigmoid_focal": lambda x, y, reduction: sigmoid_focal_reference(x, y, 0.25, 2.0, reduction),
+        "sigmoid_focal-gamma": lambda x, y, reduction: sigmoid_focal_reference(x, y, -1, 1.5, reduction),
+        "ce": lambda x, t, reduction: F.cross_entropy(x, t, reduction=reduction),
+        "ce-weight-smoothing": lambda x, t, reduction: F.cross_entropy(x, t, weight=W5, label_smoothing=0.1,
+                                                                       reduction=reduction),
+        "ce-kdim-zloss-softcap": lambda x, t, reduction: _z_loss_softcap(x, t, reduction, 1e-2, 2.0),
+        "ce-probabilities": lambda x, p, reduction: F.cross_entropy(x, p, weight=W5, label_smoothing=0.2,
+                                                                    reduction=reduction),
+        "ce-one-row": lambda x, t, reduction: F.cross_entropy(x, t, reduction=reduction),
+        "ce-narrow-rows": lambda x, t, reduction: F.cross_entropy(x, t, label_smoothing=0.3, reduction=reduction),
+        "softmax_focal": lambda x, t, reduction: _softmax_focal(x, t, reduction, 1.5, W5),
+        "nll": lambda x, t, reduction: F.nll_loss(x, t, weight=W5, reduction=reduction),
+        "multi_margin-p2-weight": lambda x, t, reduction: F.multi_margin_loss(x, t, p=2, margin=0.7, weight=W5,
+                                                                              reduction=reduction),
+        "multilabel_margin": lambda x, t, reduction: F.multilabel_margin_loss(x, t, reduction=reduction),
+        "multilabel_soft_margin": lambda x, y, reduction: F.multilabel_soft_margin_loss(x, y, weight=W5,
+                                                                                        reduction=reduction),
+        "dice-multiclass-ignore": lambda x, t, reduction: _dice(x, t, reduction, "multiclass", smooth=0.5,
+                                                                ignore_index=-100),
+        "dice-multilabel": lambda x, y, reduction: _dice(x, y, reduction, "multilabel"),
+        "dice-binary-probabilities": lambda x, y, reduction: _dice(x, y, reduction, "binary", from_logits=False),
+        "linear_ce-bias-chunks": lambda x, w, t, b, reduction: F.cross_entropy(x @ w.T + b, t, label_smoothing=0.1,
+                                                                               reduction=reduction),
+        "linear_ce-probabilities": lambda x, w, p, b, reduction: F.cross_entropy(x @ w.T, p, weight=W4,
+                                                                                 reduction=reduction),
+        "nt_xent-chunks": lambda z1, z2, reduction: _nt_xent(z1, z2, reduction, 0.3),
+        "triplet-callable-swap": lambda a, p, n, reduction: F.triplet_margin_with_distance_loss(
+            a, p, n, distance_function=_soft_distance_torch, margin=1.5, swap=True, reduction=reduction),
+        "triplet": lambda a, p, n, reduction: F.triplet_margin_loss(a, p, n, margin=2.0, reduction=reduction),
+        "triplet-p-swap": lambda a, p, n, reduction: F.triplet_margin_loss(a, p, n, p=1.5, swap=True, margin=2.0,
+                                                                           reduction=reduction),
+        "triplet-cosine": lambda a, p, n, reduction: F.triplet_margin_with_distance_loss(
+            a, p, n, distance_function=lambda x, y: 1 - F.cosine_similarity(x, y), swap=True, reduction=reduction),
+        "cosine_embedding": lambda a, b, y, reduction: F.cosine_embedding_loss(a, b, y, margin=0.1,
+                                                                               reduction=reduction),
+        "contrastive": lambda a, b, y, reduction: _contrastive(a, b, y, reduction, 4.0),
+        "ctc-padded": lambda lp, t, il, tl, reduction: F.ctc_loss(lp, t, il, tl, reduction=reduction),
+        "ctc-concatenated-zero_infinity": lambda lp, t, il, tl, reduction: F.ctc_loss(
+            lp, t, il, tl, blank=4, zero_infinity=True, reduction=reduction),
+    }
+
+
+def oracle(case_id):
+    """The torch reference of a case (see _oracles)."""
+    return _oracles()[case_id]
+
+
+def family(case):
+    """The family a case's criterion belongs to: 'pointwise', 'softmax', 'embedding' or 'sequence'."""
+    return type(case[1]).__module__.rsplit(".", 1)[-1]
+
+
+def of_family(name):
+    return [case for case in CASES if family(case) == name]

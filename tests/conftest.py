@@ -109,3 +109,31 @@ def prediction_files(folder, seed, rows=3000, classes=20):
     np.save(folder / "p.npy", x)
     np.save(folder / "t.npy", t)
     return x, t
+
+
+def registry_parity(case, reduction, dtype):
+    """A case of tests/cases.py against its torch float64 reference: the loss and every
+    gradient, with a random grad_output for 'none' (the gradient of sum(loss * g))."""
+    import cases
+    crit, arrays, _ = cases.build(case, reduction, dtype)
+    rng = np.random.default_rng(5)
+    tensors = []
+    for name, a in zip(crit.arguments, arrays):
+        if isinstance(a, np.ndarray):
+            t = torch.tensor(a.astype(np.float64) if a.dtype.kind == "f" else a.astype(np.int64))
+            if name in crit.differentiable and a.dtype.kind == "f":
+                t.requires_grad_(True)
+            a = t
+        tensors.append(a)
+    ref = cases.oracle(case[0])(*tensors, reduction=reduction)
+    grad_output = rng.uniform(0.5, 1.5, tuple(ref.shape)) if reduction == "none" else None
+    ref.backward(torch.ones(()) if grad_output is None else torch.tensor(grad_output))
+    loss, grads = crit(*arrays, grad_output=grad_output)
+    assert_close(loss, ref.detach().numpy(), dtype, what=f"{case[0]} loss")
+    grads = grads if isinstance(grads, tuple) else (grads,)
+    for name, g in zip(crit.differentiable, grads):
+        t = tensors[crit.arguments.index(name)]
+        if g is None or not isinstance(t, torch.Tensor):
+            continue
+        expected = t.grad.numpy() if t.grad is not None else np.zeros(t.shape)
+        assert_close(g, expected, dtype, what=f"{case[0]} d/d {name}")

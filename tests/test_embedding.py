@@ -1,8 +1,18 @@
 """The embedding family against torch float64 (ContrastiveLoss against a torch composition of
 its formula), finite differences on our float64 gradients, determinism and bad input."""
+import cases
 import numpy as np
 import pytest
-from conftest import DTYPES, REDUCTIONS, assert_close, central_differences, parallel, torch, torch_oracle
+from conftest import (
+    DTYPES,
+    REDUCTIONS,
+    assert_close,
+    central_differences,
+    parallel,
+    registry_parity,
+    torch,
+    torch_oracle,
+)
 
 import fastloss as fl
 
@@ -258,3 +268,11 @@ def test_nt_xent_bad_input():
         fl.NTXentLoss()(np.ones(3), np.ones(3))
     with pytest.raises(ValueError, match=r"temperature: expected"):
         fl.NTXentLoss(temperature=0)
+
+
+# ---------------------------------------------------------------- the shared registry (tests/cases.py)
+@pytest.mark.parametrize("case", cases.of_family("embedding"), ids=[c[0] for c in cases.of_family("embedding")])
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_registry_cases_match_torch(case, reduction, dtype):
+    registry_parity(case, reduction, dtype)

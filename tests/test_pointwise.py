@@ -4,9 +4,19 @@ random broadcast shapes."""
 import itertools
 from dataclasses import dataclass, field
 
+import cases
 import numpy as np
 import pytest
-from conftest import DTYPES, REDUCTIONS, assert_close, central_differences, parallel, torch, torch_oracle
+from conftest import (
+    DTYPES,
+    REDUCTIONS,
+    assert_close,
+    central_differences,
+    parallel,
+    registry_parity,
+    torch,
+    torch_oracle,
+)
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -25,15 +35,7 @@ def signs(rng, shape):
     return rng.choice([-1.0, 1.0], size=shape)
 
 
-def torchvision_sigmoid_focal(x, y, alpha, gamma, reduction):
-    # torchvision.ops.sigmoid_focal_loss, written out (torchvision is not a test dependency)
-    p = torch.sigmoid(x)
-    ce = F.binary_cross_entropy_with_logits(x, y, reduction="none")
-    p_t = p * y + (1 - p) * (1 - y)
-    loss = ce * ((1 - p_t) ** gamma)
-    if alpha >= 0:
-        loss = (alpha * y + (1 - alpha) * (1 - y)) * loss
-    return {"none": loss, "mean": loss.mean(), "sum": loss.sum()}[reduction]
+torchvision_sigmoid_focal = cases.sigmoid_focal_reference
 
 
 def option_array(kind, shape, rng):
@@ -279,3 +281,11 @@ def test_nan_and_inf_propagate_as_torch(case):
     finite = np.isfinite(ref_loss)
     np.testing.assert_array_equal(np.isinf(loss[~np.isnan(loss)]), np.isinf(ref_loss[~np.isnan(ref_loss)]))
     np.testing.assert_allclose(loss[finite], ref_loss[finite], rtol=1e-10)
+
+
+# ---------------------------------------------------------------- the shared registry (tests/cases.py)
+@pytest.mark.parametrize("case", cases.of_family("pointwise"), ids=[c[0] for c in cases.of_family("pointwise")])
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_registry_cases_match_torch(case, reduction, dtype):
+    registry_parity(case, reduction, dtype)

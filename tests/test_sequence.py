@@ -1,9 +1,10 @@
 """CTCLoss against torch float64: every reduction, zero_infinity, padded, concatenated and
 unbatched targets, repeated labels, impossible alignments; finite differences through a
 log_softmax (the gradient torch reports is the one with respect to the logits); bad input."""
+import cases
 import numpy as np
 import pytest
-from conftest import DTYPES, REDUCTIONS, assert_close, central_differences, parallel, torch
+from conftest import DTYPES, REDUCTIONS, assert_close, central_differences, parallel, registry_parity, torch
 
 import fastloss as fl
 
@@ -128,3 +129,11 @@ def test_bad_options():
         fl.CTCLoss(blank=5)(LP, np.ones((2, 3), int), [10, 10], [3, 3])
     with pytest.raises(ValueError, match="blank"):
         fl.CTCLoss(blank=-1)
+
+
+# ---------------------------------------------------------------- the shared registry (tests/cases.py)
+@pytest.mark.parametrize("case", cases.of_family("sequence"), ids=[c[0] for c in cases.of_family("sequence")])
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_registry_cases_match_torch(case, reduction, dtype):
+    registry_parity(case, reduction, dtype)

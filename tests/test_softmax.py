@@ -2,9 +2,10 @@
 shape; finite differences on our float64 gradients; errors; determinism."""
 import itertools
 
+import cases
 import numpy as np
 import pytest
-from conftest import DTYPES, REDUCTIONS, assert_close, central_differences, parallel, torch
+from conftest import DTYPES, REDUCTIONS, assert_close, central_differences, parallel, registry_parity, torch
 
 import fastloss as fl
 
@@ -56,7 +57,7 @@ OPTIONS = [{}, {"weight": True}, {"label_smoothing": 0.1}, {"weight": True, "lab
            {"z_loss": 0.01}, {"softcap": 3.0}, {"weight": True, "label_smoothing": 0.1, "z_loss": 0.01, "softcap": 2.0}]
 
 
-def cases():
+def option_cases():
     for criterion, options, kind in itertools.chain(
             ((fl.CrossEntropyLoss, o, k) for o in OPTIONS for k in ("index", "ignore", "prob")),
             ((fl.NLLLoss, o, k) for o in ({}, {"weight": True}) for k in ("index", "ignore")),
@@ -96,7 +97,7 @@ def oracle(criterion, theirs):
     return lambda x, t, reduction: torch_cross_entropy(x, t, reduction, **theirs)
 
 
-@pytest.mark.parametrize("criterion, options, kind, reduction, dtype", list(cases()))
+@pytest.mark.parametrize("criterion, options, kind, reduction, dtype", list(option_cases()))
 def test_parity_with_torch(criterion, options, kind, reduction, dtype):
     rng = np.random.default_rng(abs(hash((criterion.__name__, kind, reduction))) % 2**32)
     for x_shape, t_shape in SHAPES:
@@ -532,3 +533,11 @@ def test_dice_binary_takes_inputs_with_or_without_the_channel_axis(dtype):
 def test_dice_bad_input(make, args, error, message):
     with pytest.raises(error, match=message):
         make()(*args())
+
+
+# ---------------------------------------------------------------- the shared registry (tests/cases.py)
+@pytest.mark.parametrize("case", cases.of_family("softmax"), ids=[c[0] for c in cases.of_family("softmax")])
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_registry_cases_match_torch(case, reduction, dtype):
+    registry_parity(case, reduction, dtype)
