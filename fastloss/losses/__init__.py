@@ -63,4 +63,3 @@ FUNCTIONAL_NAMES = {
     CTCLoss: "ctc_loss",
     NTXentLoss: "nt_xent_loss",
 }
-CRITERIA = tuple(FUNCTIONAL_NAMES)
