@@ -40,10 +40,18 @@ GradHess.__doc__ = """(grad, hess): the gradient with respect to the input and t
 
 def backend_for(arrays):
     """'cpu' or 'cuda', from where the arrays live; mixing the two is an error."""
-    on_device = [is_device_array(a) for a in arrays if a is not None and not isinstance(a, (int, float))]
-    if not any(on_device):
+    host = device = False
+    for a in arrays:
+        if type(a) is np.ndarray:   # (the common case, without the general look)
+            host = True
+        elif a is not None and not isinstance(a, (int, float)):
+            if is_device_array(a):
+                device = True
+            else:
+                host = True
+    if not device:
         return "cpu"
-    if not all(on_device):
+    if host:
         raise ValueError("arrays: expected all on the host or all on a CUDA device, got a mix of both")
     return "cuda"
 
@@ -194,7 +202,8 @@ class Criterion:
         if len(arrays) != len(self.arguments):
             raise TypeError(f"{type(self).__name__}: expected {len(self.arguments)} arrays "
                             f"({', '.join(self.arguments)}), got {len(arrays)}")
-        backend = backend_for([a for a, name in zip(arrays, self.arguments) if name not in self._host_arguments])
+        backend = backend_for(arrays if not self._host_arguments else
+                              [a for a, name in zip(arrays, self.arguments) if name not in self._host_arguments])
         if backend == "cuda" and importlib.util.find_spec("numba") is None:
             raise ImportError(f"{type(self).__name__}: CUDA arrays need the GPU backend: pip install 'fastloss[cuda]'")
         if out is not None:

@@ -52,7 +52,10 @@ class Host:
             fail(TypeError, "target", "a real-valued array", f"dtype {arr.dtype}")
         return contiguous(arr, dtype)
 
-    to_host = staticmethod(np.asarray)
+    @staticmethod
+    def to_host(arr):
+        """A host copy of a (small) array: here, the host array itself."""
+        return arr
 
     @staticmethod
     def count_outside(arr, lo, hi, nan_is_bad):
@@ -66,16 +69,18 @@ class Reduction(NamedTuple):
     """A call's reduction: 'none' gives `loss_shape`; 'mean' divides the total by `divisor`."""
     kind: str
     loss_shape: tuple
-    divisor: float = 1.0
-
-    @property
-    def none(self):
-        return self.kind == "none"
+    divisor: float   # 1 for 'none' and 'sum'
+    none: bool       # kind == 'none'
 
 
 def reduction(kind, loss_shape, count):
     """The Reduction of a loss with `count` values, averaged by 'mean'."""
-    return Reduction(kind, tuple(loss_shape), float(count) if kind == "mean" else 1.0)
+    return Reduction(kind, tuple(loss_shape), float(count) if kind == "mean" else 1.0, kind == "none")
+
+
+def divided(kind, loss_shape, divisor):
+    """The Reduction of a loss whose divisor the family worked out (1 unless 'mean')."""
+    return Reduction(kind, loss_shape, divisor, kind == "none")
 
 
 # ------------------------------------------------------------------ the pointwise family

@@ -9,8 +9,8 @@ import sys
 ROOT = pathlib.Path(__file__).resolve().parent.parent / "fastloss"
 
 
-def module_name(path):
-    parts = path.relative_to(ROOT.parent).with_suffix("").parts
+def module_name(path, root=ROOT):
+    parts = path.relative_to(root.parent).with_suffix("").parts
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
@@ -98,7 +98,7 @@ def longest_functions(root=ROOT, count=10):
     for path in sorted(root.rglob("*.py")):
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
-                found.append((node.end_lineno - node.lineno + 1, f"{module_name(path)}.{node.name}"))
+                found.append((node.end_lineno - node.lineno + 1, f"{module_name(path, root)}.{node.name}"))
     return sorted(found, reverse=True)[:count]
 
 

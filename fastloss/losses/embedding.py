@@ -29,6 +29,7 @@ class _PairLoss(Criterion):
     _kernel_loss = None   # its name in PAIR_LOSSES
     _labels = False       # whether the last argument is a per-row label y
     _partial = True
+    swap, distance_function = False, None   # the triplet losses' options
 
     def __init__(self, margin=1.0, reduction="mean"):
         super().__init__(reduction)
@@ -39,7 +40,7 @@ class _PairLoss(Criterion):
 
     def _spec(self, take, arrays, partial=False):
         names = self.differentiable
-        inputs = tuple(take.input(a, name) for a, name in zip(arrays, names))
+        inputs = tuple([take.input(a, name) for a, name in zip(arrays, names)])
         embeddings([view for _, view in inputs], names)
         shape = tuple(inputs[0][1].shape)
         rows, D = (1, shape[0]) if len(shape) == 1 else shape
@@ -50,9 +51,9 @@ class _PairLoss(Criterion):
             row_labels(y, loss_shape)
             y = y if take.device else contiguous(y, np.float64)
         p, eps = self._distance_options()
-        distance = getattr(self, "distance_function", None) if self._kernel_loss is None else None
+        distance = self.distance_function if self._kernel_loss is None else None
         return PairSpec(self._kernel_loss, inputs, y, rows, D, reduction(self.reduction, loss_shape, rows), p, eps,
-                        self.margin, getattr(self, "swap", False), distance, names)
+                        self.margin, self.swap, distance, names)
 
     def _distance_options(self):
         """(p, eps) of the kernel's distance (the triplet losses' pairwise_distance)."""
@@ -323,7 +324,7 @@ class NTXentLoss(Criterion):
         similarities = empty((rows, M), dtype)
         block = np.empty((rows, D), dtype)   # a chunk-by-D product before it is added
         # the similarity rows' cross entropy: each row's target is its other view (none ignored)
-        positives = ClassOptions(ignore_index=-1, weight_total=float(M))._asdict()
+        positives = ClassOptions(ignore_index=-1, weight_total=float(M))
         total = 0.0
         for h in range(2):
             for r0 in range(0, N, rows):
@@ -336,7 +337,7 @@ class NTXentLoss(Criterion):
                     s, k, M, 1, (np.arange(first, first + k) + N) % M, None, None, s if want_grad else None,
                     None if loss_out is None else loss_out[first:first + k],
                     None if rows_grad_output is None else rows_grad_output[first:first + k],
-                    scale_ce=scale / root, scale_z=0.0, num_threads=1, **positives)
+                    positives, scale_ce=scale / root, scale_z=0.0, num_threads=1)
                 if not want_grad:
                     continue
                 # s now holds G / sqrt(temperature) = d loss / d (v v^T) for these rows

@@ -27,9 +27,10 @@ from .._arrays import (
 from .._criterion import Criterion, GradHess, LossAndGrad, Reductions, as_dtype, reduced
 from .._kernels import pointwise as _kernel
 from .._kernels.memory import empty, extents_overlap
-from .._spec import HOST, PointOptions, PointwiseSpec, Reduction
+from .._spec import HOST, PointOptions, PointwiseSpec, divided
 
 _KERNEL_INDEX = {name: i for i, name in enumerate(_kernel.LOSSES)}
+_NO_OPTIONS = PointOptions()
 _ONE = {np.dtype(t): np.ones((), t) for t in (np.float32, np.float64)}  # absent weights: read-only 1
 for _one in _ONE.values():
     _one.flags.writeable = False
@@ -55,8 +56,8 @@ class PointwiseLoss(Criterion):
         return {"y": (target, "target")}
 
     def _options(self):
-        """The loss's options under the kernels' names (see PointOptions)."""
-        return {}
+        """The loss's options under the kernels' names."""
+        return _NO_OPTIONS
 
     def _kernel_name(self):
         return self.kernel
@@ -112,7 +113,7 @@ class PointwiseLoss(Criterion):
         grads = tuple(empty(x.shape, x.dtype) if o is None else o for o in given)
         total = _kernel.pointwise(_KERNEL_INDEX[self._kernel_name()], x, plans.get("y"), plans.get("a"),
                                   plans.get("b"), g_plan, None, grads[0], grads[1] if two else None, 1, 1,
-                                  self._num_threads(), **self._options())
+                                  self._num_threads(), self._options())
         return LossAndGrad(as_dtype(total / divisor, x.dtype), grads if two else grads[0])
 
     def _fast_operands(self, x, rest):
@@ -136,7 +137,7 @@ class PointwiseLoss(Criterion):
         grad_a = None if hess else self._grad_a(x, operands)
         divisor = 1 if self.reduction == "none" else self._divisor(x)
         return PointwiseSpec(kernel, x, {key: operands[key] for key in "yab" if key in operands},
-                             Reduction(self.reduction, tuple(x.shape), divisor), PointOptions(**self._options()),
+                             divided(self.reduction, tuple(x.shape), divisor), self._options(),
                              grad_a, self.differentiable)
 
     def _cpu(self, spec, want_grad, out, grad_output, hess=False, partial=False):
@@ -164,8 +165,7 @@ class PointwiseLoss(Criterion):
             grad_a.fill(0)   # a broadcast operand's gradient sums over no elements (no block runs)
         total = _kernel.pointwise(
             _KERNEL_INDEX[spec.kernel], x, plans.get("y"), plans.get("a"), plans.get("b"), g_plan,
-            loss_out, grad_x, grad_a, slab_m, slab_q, self._num_threads(), hess_x=hess_x, partial=partial,
-            **spec.options._asdict())
+            loss_out, grad_x, grad_a, slab_m, slab_q, self._num_threads(), spec.options, hess_x, partial)
         if partial:
             return reduced(None, total, None if red.kind == "sum" else float(red.divisor), dtype)
         loss = loss_out if red.none else as_dtype(total / red.divisor if red.divisor else math.nan, dtype)
@@ -252,7 +252,7 @@ class SmoothL1Loss(PointwiseLoss):
         self.beta = check_number("beta", beta, nonnegative=True)
 
     def _options(self):
-        return {"beta": self.beta}
+        return PointOptions(beta=self.beta)
 
     def _kernel_name(self):
         # beta = 0: torch runs l1_loss, whose gradient differs at |x - y| = beta = 0
@@ -283,7 +283,7 @@ class HuberLoss(PointwiseLoss):
         self.delta = check_number("delta", delta, positive=True)
 
     def _options(self):
-        return {"beta": self.delta}
+        return PointOptions(beta=self.delta)
 
 
 class SoftMarginLoss(PointwiseLoss):
@@ -426,7 +426,7 @@ class PoissonNLLLoss(PointwiseLoss):
         self.kernel = "poisson_nll" + ("" if self.log_input else "_rate") + ("_full" if self.full else "")
 
     def _options(self):
-        return {"eps": self.eps}
+        return PointOptions(eps=self.eps)
 
 
 class GaussianNLLLoss(PointwiseLoss):
@@ -462,7 +462,7 @@ class GaussianNLLLoss(PointwiseLoss):
         self.eps = check_number("eps", eps)
 
     def _options(self):
-        return {"full": self.full, "eps": self.eps}
+        return PointOptions(full=self.full, eps=self.eps)
 
     def _operands(self, x, rest, take):
         operands = super()._operands(x, rest[:1], take)
@@ -564,7 +564,7 @@ class HingeEmbeddingLoss(PointwiseLoss):
         self.margin = check_number("margin", margin)
 
     def _options(self):
-        return {"margin": self.margin}
+        return PointOptions(margin=self.margin)
 
 
 class MarginRankingLoss(PointwiseLoss):
@@ -593,7 +593,7 @@ class MarginRankingLoss(PointwiseLoss):
         self.margin = check_number("margin", margin)
 
     def _options(self):
-        return {"margin": self.margin}
+        return PointOptions(margin=self.margin)
 
     def _operands(self, x, rest, take):
         x2 = take.float_input(rest[0], "input2")
@@ -642,4 +642,4 @@ class SigmoidFocalLoss(PointwiseLoss):
         self.kernel = "sigmoid_focal_gamma2" if self.gamma == 2.0 else "sigmoid_focal"
 
     def _options(self):
-        return {"alpha": self.alpha, "gamma": self.gamma}
+        return PointOptions(alpha=self.alpha, gamma=self.gamma)

@@ -73,7 +73,7 @@ class CTCLoss(Criterion):
         target_lengths = lengths(host[2], "target_lengths", N)
         at_most("input_lengths", input_lengths, T, f"T = {T} (log_probs' frames)")
         targets, offsets = ctc_targets(np.asarray(host[0]), target_lengths, batched, C, self.blank)
-        per_length = (np.maximum(target_lengths, 1) if self.reduction == "mean" else np.ones(N)).astype(np.float64)
+        per_length = np.maximum(target_lengths, 1.0) if self.reduction == "mean" else np.ones(N)
         return CTCSpec(lp, tuple(log_probs.shape), targets, offsets, input_lengths, target_lengths, T, N, C,
                        self.blank, self.zero_infinity, per_length,
                        reduction(self.reduction, (N,) if batched else (), N))

@@ -30,13 +30,12 @@ from .._criterion import Criterion, GradHess, LossAndGrad, Reductions, reduced, 
 from .._exact import ExactSum, exact_sum
 from .._kernels import softmax as _kernel
 from .._kernels.memory import empty
-from .._spec import ClassOptions, ClassRows, DiceSpec, LinearRows, MarginRows, Reduction, reduction
+from .._spec import ClassOptions, ClassRows, DiceSpec, LinearRows, MarginRows, divided, reduction
 from .._targets import (
     class_layout,
     class_targets,
     class_weight,
     dice_dims,
-    integer_dtype,
     linear_shapes,
     multilabel_targets,
     same_shape,
@@ -53,6 +52,7 @@ def _block_rows(shape):
 class _ClassRowLoss(Criterion):
     """The criteria run by the class-row kernel: CrossEntropyLoss, SoftmaxFocalLoss, NLLLoss."""
     _focal_gamma = -1.0   # SoftmaxFocalLoss runs the same kernel with gamma >= 0
+    label_smoothing, z_loss, softcap = 0.0, 0.0, None   # CrossEntropyLoss's options (NLLLoss has none)
     _log_probs = False    # NLLLoss: the input holds log-probabilities
     _probabilities = True   # whether float targets are class probabilities (else a TypeError)
     _partial = True
@@ -72,7 +72,6 @@ class _ClassRowLoss(Criterion):
                      f"or class indices of shape {target_shape}", tuple(target.shape))
             rows = math.prod(target_shape) if mean else 1
             return None, take.cast(target, dtype), ExactSum.of_int(rows), rows
-        integer_dtype(target)
         host, weights, kept = class_targets(take.to_host(target), target_shape, classes, self.ignore_index,
                                             weight)
         target = target if take.device else host
@@ -81,22 +80,22 @@ class _ClassRowLoss(Criterion):
     def _spec(self, take, arrays, hess=False, partial=False):
         x = take.float_input(arrays[0], "input")
         N, C, D, target_shape = class_layout(x.shape)
-        if hess and getattr(self, "softcap", None):
+        if hess and self.softcap:
             raise NotImplementedError(f"{type(self).__name__}: no hessian with softcap")
         weight = class_weight(self.weight, C, x.dtype)
         target, target_prob, divisors, z_divisor = self._class_targets(take, arrays[1], x.shape, C, target_shape,
                                                                        weight, x.dtype)
         divisor = divisors.value()
-        z_loss = getattr(self, "z_loss", 0.0)
+        z_loss = self.z_loss
         if partial and z_loss and divisor != z_divisor:
             # the weighted 'mean' with z_loss: two sums over two divisors, not one state
             raise NotImplementedError(f"{type(self).__name__}: no partial state with z_loss and class weights "
                                       "under 'mean' (two means)")
-        options = ClassOptions(ignore_index=self.ignore_index, label_smoothing=getattr(self, "label_smoothing", 0.0),
-                               z_loss=z_loss, softcap=getattr(self, "softcap", None) or 0.0,
-                               focal_gamma=self._focal_gamma, weight_total=weight_total(weight, C),
-                               z_share=divisor / z_divisor if z_divisor else 0.0)
-        return ClassRows(x, target, target_prob, weight, N * D, C, D, Reduction(self.reduction, target_shape, divisor),
+        # (positional for speed at small calls: ignore_index, label_smoothing, z_loss, softcap,
+        # focal_gamma, weight_total, z_share, as ClassOptions names them)
+        options = ClassOptions(self.ignore_index, self.label_smoothing, z_loss, self.softcap or 0.0,
+                               self._focal_gamma, weight_total(weight, C), divisor / z_divisor if z_divisor else 0.0)
+        return ClassRows(x, target, target_prob, weight, N * D, C, D, divided(self.reduction, target_shape, divisor),
                          divisors, z_divisor, options, self._log_probs)
 
     def _cpu(self, spec, want_grad, out, grad_output, hess=False, partial=False):
@@ -116,15 +115,14 @@ class _ClassRowLoss(Criterion):
             grad = self._gradient_buffers((x.shape,), dtype, out)[0]
         loss_out = empty(red.loss_shape, dtype) if red.none else None
         hess_x = empty(x.shape, dtype) if hess else None
-        arrays = (x, spec.rows, spec.classes, spec.positions, spec.target)
         if spec.log_probs:
-            total = _kernel.nll(*arrays, spec.weight, grad, loss_out, rows_grad_output, scale=scale_ce,
-                                num_threads=self._num_threads(), partial=partial,
+            total = _kernel.nll(x, spec.rows, spec.classes, spec.positions, spec.target, spec.weight, grad, loss_out,
+                                rows_grad_output, scale=scale_ce, num_threads=self._num_threads(), partial=partial,
                                 ignore_index=spec.options.ignore_index)
         else:
-            total = _kernel.cross_entropy(*arrays, spec.target_prob, spec.weight, grad, loss_out, rows_grad_output,
-                                          scale_ce=scale_ce, scale_z=scale_z, num_threads=self._num_threads(),
-                                          hess=hess_x, partial=partial, **spec.options._asdict())
+            total = _kernel.cross_entropy(x, spec.rows, spec.classes, spec.positions, spec.target, spec.target_prob,
+                                          spec.weight, grad, loss_out, rows_grad_output, spec.options, scale_ce,
+                                          scale_z, self._num_threads(), hess_x, partial)
         if hess:
             return GradHess(grad, hess_x)
         if partial:
@@ -324,7 +322,7 @@ class LinearCrossEntropyLoss(CrossEntropyLoss):
         options = ClassOptions(ignore_index=self.ignore_index, label_smoothing=self.label_smoothing,
                                weight_total=weight_total(weight, C))
         return LinearRows(x, linear_weight, bias, target, target_prob, weight, math.prod(target_shape), C, H,
-                          Reduction(self.reduction, target_shape, divisors.value()), divisors, self.block_rows(None),
+                          divided(self.reduction, target_shape, divisors.value()), divisors, self.block_rows(None),
                           options, self.differentiable)
 
     def _cuda(self, device, spec, want_grad, out, grad_output, partial=False):
@@ -369,8 +367,8 @@ class LinearCrossEntropyLoss(CrossEntropyLoss):
                 chunk, r1 - r0, C, 1, None if target is None else target[r0:r1],
                 None if target_prob is None else target_prob[r0:r1], spec.weight, chunk if want_grad else None,
                 None if loss_out is None else loss_out.reshape(-1)[r0:r1],
-                None if rows_grad_output is None else rows_grad_output[r0:r1],
-                scale_ce=scale, scale_z=0.0, num_threads=1, partial=True, **spec.options._asdict()))
+                None if rows_grad_output is None else rows_grad_output[r0:r1], spec.options,
+                scale_ce=scale, scale_z=0.0, num_threads=1, partial=True))
             if want_grad:  # chunk now holds d loss / d logits
                 np.matmul(chunk, linear_weight, out=grad_x[r0:r1])
                 if r0 == 0:   # the first chunk writes the weight gradient, the others add to it
@@ -394,6 +392,7 @@ class _RowLoss(Criterion):
     _margin_loss = None   # its name in MARGIN_LOSSES
     _partial = True
     _zero_d = True   # torch takes a 0-d input as one class (MultiLabelSoftMarginLoss does not)
+    margin, p = 0.0, 1   # MultiMarginLoss's options
 
     def block_rows(self, shape):
         return _kernel.BLOCK_ROWS
@@ -406,7 +405,7 @@ class _RowLoss(Criterion):
         target, target_real, weight = self._targets(take, arrays[1], x, C)
         return MarginRows(self._margin_loss, x, target, target_real, weight, rows, C,
                           reduction(self.reduction, () if x.ndim < 2 else (rows,), rows),
-                          getattr(self, "margin", 0.0), getattr(self, "p", 1))
+                          self.margin, self.p)
 
     def _cpu(self, spec, want_grad, out, grad_output, partial=False):
         x, red = spec.x, spec.reduction
