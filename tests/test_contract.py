@@ -566,3 +566,14 @@ def test_the_registry_covers_every_criterion():
     public = {name for name in fl.__all__ if isinstance(getattr(fl, name), type)
               and issubclass(getattr(fl, name), fl.Criterion) and name != "Criterion"}
     assert cases.CRITERIA == public
+
+
+def test_an_option_set_after_construction_takes_effect():
+    x, y = RNG.standard_normal(64), RNG.standard_normal(64)
+    crit = fl.SmoothL1Loss(beta=1.0)
+    crit(x, y)
+    crit.beta = 0.25
+    for call in (lambda c: c(x, y), lambda c: c(x, y, grad_output=2.0), lambda c: c._with_reduction("none")(x, y)):
+        ours, ref = call(crit), call(fl.SmoothL1Loss(beta=0.25))
+        np.testing.assert_array_equal(ours.loss, ref.loss)
+        np.testing.assert_array_equal(ours.grad, ref.grad)

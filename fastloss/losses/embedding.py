@@ -67,9 +67,8 @@ class _PairLoss(Criterion):
         scale, rows_grad_output, grads, loss_out = self._row_reduction(
             want_grad, red.loss_shape, red.divisor, grad_output, (x.shape,) * len(inputs), x.dtype, out)
         total = _kernel.pair_loss(_kernel.LOSS_NAMES.index(spec.loss), inputs, grads if want_grad else None, spec.y,
-                                  loss_out, rows_grad_output, spec.rows, spec.D, scale=scale,
-                                  num_threads=self._num_threads(), partial=partial, p=spec.p, eps=spec.eps,
-                                  margin=spec.margin, swap=spec.swap)
+                                  loss_out, rows_grad_output, spec.rows, spec.D, scale, self._num_threads(), partial,
+                                  spec.p, spec.eps, spec.margin, spec.swap)
         if partial:
             return reduced(None, total, red.divisor if red.kind == "mean" else None, x.dtype)
         return LossAndGrad(reduced(loss_out, total, red.divisor, x.dtype), self._pack(grads))

@@ -59,6 +59,18 @@ class PointwiseLoss(Criterion):
         """The loss's options under the kernels' names."""
         return _NO_OPTIONS
 
+    def _point_options(self):
+        """_options(), built once per criterion (a small call's time is mostly such Python work)
+        and again after any option is set."""
+        options = self.__dict__.get("_cached_options")
+        if options is None:
+            options = self.__dict__["_cached_options"] = self._options()
+        return options
+
+    def __setattr__(self, name, value):
+        super().__setattr__(name, value)
+        self.__dict__.pop("_cached_options", None)
+
     def _kernel_name(self):
         return self.kernel
 
@@ -113,7 +125,7 @@ class PointwiseLoss(Criterion):
         grads = tuple(empty(x.shape, x.dtype) if o is None else o for o in given)
         total = _kernel.pointwise(_KERNEL_INDEX[self._kernel_name()], x, plans.get("y"), plans.get("a"),
                                   plans.get("b"), g_plan, None, grads[0], grads[1] if two else None, 1, 1,
-                                  self._num_threads(), self._options())
+                                  self._num_threads(), self._point_options())
         return LossAndGrad(as_dtype(total / divisor, x.dtype), grads if two else grads[0])
 
     def _fast_operands(self, x, rest):
@@ -137,7 +149,7 @@ class PointwiseLoss(Criterion):
         grad_a = None if hess else self._grad_a(x, operands)
         divisor = 1 if self.reduction == "none" else self._divisor(x)
         return PointwiseSpec(kernel, x, {key: operands[key] for key in "yab" if key in operands},
-                             divided(self.reduction, tuple(x.shape), divisor), self._options(),
+                             divided(self.reduction, tuple(x.shape), divisor), self._point_options(),
                              grad_a, self.differentiable)
 
     def _cpu(self, spec, want_grad, out, grad_output, hess=False, partial=False):

@@ -117,8 +117,7 @@ class _ClassRowLoss(Criterion):
         hess_x = empty(x.shape, dtype) if hess else None
         if spec.log_probs:
             total = _kernel.nll(x, spec.rows, spec.classes, spec.positions, spec.target, spec.weight, grad, loss_out,
-                                rows_grad_output, scale=scale_ce, num_threads=self._num_threads(), partial=partial,
-                                ignore_index=spec.options.ignore_index)
+                                rows_grad_output, spec.options, scale_ce, self._num_threads(), partial)
         else:
             total = _kernel.cross_entropy(x, spec.rows, spec.classes, spec.positions, spec.target, spec.target_prob,
                                           spec.weight, grad, loss_out, rows_grad_output, spec.options, scale_ce,
@@ -412,8 +411,8 @@ class _RowLoss(Criterion):
         scale, rows_grad_output, (grad,), loss_out = self._row_reduction(want_grad, red.loss_shape, red.divisor,
                                                                          grad_output, (x.shape,), x.dtype, out)
         total = _kernel.margin_loss(_kernel.MARGIN_LOSSES.index(spec.loss), x, spec.rows, spec.classes, spec.target,
-                                    spec.target_real, spec.weight, grad, loss_out, rows_grad_output, scale=scale,
-                                    num_threads=self._num_threads(), partial=partial, margin=spec.margin, p=spec.p)
+                                    spec.target_real, spec.weight, grad, loss_out, rows_grad_output, scale,
+                                    self._num_threads(), partial, spec.margin, spec.p)
         if partial:
             return reduced(None, total, red.divisor if red.kind == "mean" else None, x.dtype)
         return LossAndGrad(reduced(loss_out, total, red.divisor, x.dtype), grad)
