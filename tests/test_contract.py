@@ -577,3 +577,33 @@ def test_an_option_set_after_construction_takes_effect():
         ours, ref = call(crit), call(fl.SmoothL1Loss(beta=0.25))
         np.testing.assert_array_equal(ours.loss, ref.loss)
         np.testing.assert_array_equal(ours.grad, ref.grad)
+
+
+@pytest.mark.parametrize("make", [fl.CrossEntropyLoss, lambda: fl.CrossEntropyLoss(label_smoothing=0.1, z_loss=1e-3),
+                                  lambda: fl.CrossEntropyLoss(softcap=3.0, reduction="sum"), fl.NLLLoss,
+                                  lambda: fl.SoftmaxFocalLoss(gamma=1.5), lambda: fl.CrossEntropyLoss(reduction="none")])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("rows", [64, 9000])   # one block, and enough for the pool
+def test_the_softmax_plain_call_gives_the_general_paths_bits(make, dtype, rows):
+    """crit(x, t) on a plain (N, C) ndarray and int64 labels builds its spec without the general
+    checks: the same spec, kernel and bits as the general path, with out= and grad_output too."""
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((rows, 10)).astype(dtype)
+    x[3, 4] = np.nan
+    t = rng.integers(0, 10, rows)
+    t[5] = -100
+    crit = make()
+    with parallel(2):
+        general = crit._dispatch((x, t), True, None, None)
+        fast = crit(x, t)
+        assert fast.loss.tobytes() == general.loss.tobytes() and fast.grad.tobytes() == general.grad.tobytes()
+        assert crit.loss(x, t).tobytes() == general.loss.tobytes()
+        out = np.empty_like(x)
+        loss, grad = crit(x, t, out=out)
+        assert grad is out and out.tobytes() == general.grad.tobytes()
+        g = np.full(np.shape(general.loss), 2.0)
+        assert crit(x, t, grad_output=g).grad.tobytes() == crit._dispatch((x, t), True, None, g).grad.tobytes()
+    with pytest.raises(IndexError, match=r"target: expected class indices in \[0, 10\) or ignore_index -100, got 10"):
+        crit(x, np.full(rows, 10))   # (the plain call leaves a bad index to the general path, which names it)
+    with pytest.raises(ValueError, match="overlaps input"):
+        crit(x, t, out=x)

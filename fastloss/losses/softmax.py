@@ -11,7 +11,7 @@ runs the spec on the CPU in ``_cpu`` or on the GPU in ``fastloss/cuda/softmax.py
 """
 import math
 from collections import namedtuple
-from typing import Literal, Optional
+from typing import Any, Literal, Optional
 
 import numpy as np
 
@@ -41,6 +41,8 @@ from .._targets import (
     same_shape,
     weight_total,
 )
+
+_FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 
 
 def _block_rows(shape):
@@ -77,6 +79,41 @@ class _ClassRowLoss(Criterion):
         target = target if take.device else host
         return (target, None) + ((weights, kept) if mean else (ExactSum.of_int(1), 1))
 
+    def __call__(self, *arrays: ArrayLike, out: Any = None, grad_output: Any = None) -> LossAndGrad:
+        """Loss and gradient, as `Criterion.__call__` (the plain call skips the general conversions)."""
+        spec = self._plain_spec(arrays)
+        if spec is None:
+            return self._dispatch(arrays, True, out, grad_output)
+        if out is not None:
+            self._check_out_overlap(arrays, out, grad_output)
+        return self._cpu(spec, True, out, grad_output)
+
+    def loss(self, *arrays: ArrayLike) -> Any:
+        """The loss alone, as `Criterion.loss`."""
+        spec = self._plain_spec(arrays)
+        return (self._dispatch(arrays, False, None, None) if spec is None else self._cpu(spec, False, None, None)).loss
+
+    def _plain_spec(self, arrays):
+        """The spec of the most common call, ``crit(x, target)`` with x an aligned C-contiguous
+        (N, C) float ndarray, target its (N,) int64 ndarray of valid class indices and no class
+        weights, built without the general path's conversions: the same spec, so the same
+        kernel and bits (a test compares them). None for any other call (and for a bad index,
+        which the general path names)."""
+        if len(arrays) != 2 or self.weight is not None:
+            return None
+        x, target = arrays
+        if (type(x) is not np.ndarray or type(target) is not np.ndarray or x.ndim != 2 or target.dtype != np.int64
+                or x.dtype not in _FLOATS or not (x.flags.carray and target.flags.carray)
+                or target.shape[0] != x.shape[0] or target.ndim != 1):
+            return None
+        N, C = x.shape
+        bad, _, _, kept = _kernel.check_targets(target, C, self.ignore_index, None)
+        if bad >= 0:
+            return None
+        mean = self.reduction == "mean"
+        return self._rows_spec(x, target, None, None, N, C, 1, (N,), ExactSum.of_int(kept if mean else 1),
+                               kept if mean else 1)
+
     def _spec(self, take, arrays, hess=False, partial=False):
         x = take.float_input(arrays[0], "input")
         N, C, D, target_shape = class_layout(x.shape)
@@ -85,6 +122,10 @@ class _ClassRowLoss(Criterion):
         weight = class_weight(self.weight, C, x.dtype)
         target, target_prob, divisors, z_divisor = self._class_targets(take, arrays[1], x.shape, C, target_shape,
                                                                        weight, x.dtype)
+        return self._rows_spec(x, target, target_prob, weight, N, C, D, target_shape, divisors, z_divisor, partial)
+
+    def _rows_spec(self, x, target, target_prob, weight, N, C, D, target_shape, divisors, z_divisor, partial=False):
+        """The ClassRows spec of checked arrays, with the options the kernels read."""
         divisor = divisors.value()
         z_loss = self.z_loss
         if partial and z_loss and divisor != z_divisor:
