@@ -93,7 +93,8 @@ def as_operand(obj, name, dtype):
 
 
 def check_same_shape(name, arr, shape, what="the input's shape"):
-    if arr.shape != tuple(shape):
+    """Refuse an array (host, or a device view) whose shape is not `shape`."""
+    if tuple(arr.shape) != tuple(shape):
         fail(ValueError, name, f"shape {tuple(shape)} ({what})", tuple(arr.shape))
 
 

@@ -12,7 +12,7 @@ from typing import NamedTuple, Optional
 
 import numpy as np
 
-from ._arrays import as_float_input, as_host_array, as_operand, contiguous, fail
+from ._arrays import as_float_input, as_host_array, as_operand
 from ._kernels import pointwise as _pointwise_kernel
 from ._threads import get_num_threads
 
@@ -47,10 +47,8 @@ class Host:
 
     @staticmethod
     def cast(arr, dtype):
-        """A real array the kernels read in the input's dtype."""
-        if arr.dtype.kind not in "biuf":
-            fail(TypeError, "target", "a real-valued array", f"dtype {arr.dtype}")
-        return contiguous(arr, dtype)
+        """A real target the kernels read in the input's dtype."""
+        return as_operand(arr, "target", dtype)
 
     @staticmethod
     def to_host(arr):

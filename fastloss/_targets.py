@@ -62,17 +62,6 @@ def weight_total(weight, classes):
     return float(classes) if weight is None else float(weight.sum(dtype=np.float64))
 
 
-def integer_dtype(target, name="target"):
-    """Refuse targets that are not integers (class indices)."""
-    if target.dtype.kind not in "iub":
-        fail(TypeError, name, "class indices of an integer dtype", f"dtype {target.dtype}")
-
-
-def same_shape(name, arr, shape, what="the input's"):
-    if tuple(arr.shape) != tuple(shape):
-        fail(ValueError, name, f"shape {tuple(shape)} ({what})", tuple(arr.shape))
-
-
 def linear_shapes(x, linear_weight, bias):
     """(C, H) of LinearCrossEntropyLoss's input (N, H) or (H,), linear_weight (C, H) and
     linear_bias (C,) or None, after the checks."""

@@ -607,3 +607,5 @@ def test_the_softmax_plain_call_gives_the_general_paths_bits(make, dtype, rows):
         crit(x, np.full(rows, 10))   # (the plain call leaves a bad index to the general path, which names it)
     with pytest.raises(ValueError, match="overlaps input"):
         crit(x, t, out=x)
+    with pytest.raises(ValueError, match=rf"target: expected shape \({rows},\), got \(\)"):
+        crit(x, np.array(1))   # a 0-d label beside an (N, C) input: the general path's message

@@ -26,7 +26,7 @@ from .._targets import embeddings, row_labels
 
 class _PairLoss(Criterion):
     """A loss over rows of 2 or 3 embeddings (and per-row labels), run by the embedding kernel."""
-    _kernel_loss = None   # its name in PAIR_LOSSES
+    _kernel_loss = None   # its name in the kernel's LOSS_NAMES
     _labels = False       # whether the last argument is a per-row label y
     _partial = True
     swap, distance_function = False, None   # the triplet losses' options

@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from .._arrays import as_host_array, contiguous, fail, is_device_array
+from .._arrays import as_host_array, fail, is_device_array
 from .._criterion import Criterion, LossAndGrad, Reductions, reduced
 from .._exact import exact_sum
 from .._kernels import sequence as _kernel
@@ -79,7 +79,7 @@ class CTCLoss(Criterion):
                        reduction(self.reduction, (N,) if batched else (), N))
 
     def _cpu(self, spec, want_grad, out, grad_output, partial=False, mean_scale=None):
-        lp, red, N = contiguous(spec.log_probs), spec.reduction, spec.N
+        lp, red, N = spec.log_probs, spec.reduction, spec.N
         scale, rows_grad_output, (grad,), loss_out = self._row_reduction(
             want_grad, red.loss_shape, red.divisor, grad_output, (spec.shape,), lp.dtype, out)
         if mean_scale is not None:

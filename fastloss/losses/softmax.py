@@ -16,12 +16,14 @@ from typing import Any, Literal, Optional
 import numpy as np
 
 from .._arrays import (
+    FLOAT_DTYPES,
     ArrayLike,
     as_host_array,
     check_index_option,
     check_number,
     check_option,
     check_optional_count,
+    check_same_shape,
     fail,
     ieee_quietly,
     scalar_grad_output,
@@ -38,11 +40,8 @@ from .._targets import (
     dice_dims,
     linear_shapes,
     multilabel_targets,
-    same_shape,
     weight_total,
 )
-
-_FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 
 
 def _block_rows(shape):
@@ -102,9 +101,9 @@ class _ClassRowLoss(Criterion):
         if len(arrays) != 2 or self.weight is not None:
             return None
         x, target = arrays
-        if (type(x) is not np.ndarray or type(target) is not np.ndarray or x.ndim != 2 or target.dtype != np.int64
-                or x.dtype not in _FLOATS or not (x.flags.carray and target.flags.carray)
-                or target.shape[0] != x.shape[0] or target.ndim != 1):
+        if (type(x) is not np.ndarray or type(target) is not np.ndarray or x.ndim != 2 or target.ndim != 1
+                or target.shape[0] != x.shape[0] or target.dtype != np.int64 or x.dtype not in FLOAT_DTYPES
+                or not (x.flags.carray and target.flags.carray)):
             return None
         N, C = x.shape
         bad, _, _, kept = _kernel.check_targets(target, C, self.ignore_index, None)
@@ -429,7 +428,7 @@ class LinearCrossEntropyLoss(CrossEntropyLoss):
 
 class _RowLoss(Criterion):
     """Losses with one value per row of an (N, C) or (C,) input; 'mean' averages the rows."""
-    _margin_loss = None   # its name in MARGIN_LOSSES
+    _margin_loss = None   # its name in the kernel's MARGIN_LOSSES
     _partial = True
     _zero_d = True   # torch takes a 0-d input as one class (MultiLabelSoftMarginLoss does not)
     margin, p = 0.0, 1   # MultiMarginLoss's options
@@ -524,7 +523,7 @@ class MultiLabelMarginLoss(_RowLoss):
         target = take.array(target, "target")
         if target.dtype.kind not in "iu":
             fail(TypeError, "target", "class indices of an integer dtype", f"dtype {target.dtype}")
-        same_shape("target", target, x.shape)
+        check_same_shape("target", target, x.shape, "the input's")
         if not take.device:
             target = multilabel_targets(target)
         elif take.count_bad_multilabel(target, C):
@@ -558,7 +557,7 @@ class MultiLabelSoftMarginLoss(_RowLoss):
 
     def _targets(self, take, target, x, C):
         target = take.operand(target, "target", x.dtype)
-        same_shape("target", target, x.shape)
+        check_same_shape("target", target, x.shape, "the input's")
         return None, target, class_weight(self.weight, C, x.dtype)
 
 
@@ -620,7 +619,7 @@ class DiceLoss(Criterion):
             target_index = target if take.device else host
         else:
             target_real = take.operand(arrays[1], "target", x.dtype)
-            same_shape("target", target_real, x.shape)
+            check_same_shape("target", target_real, x.shape, "the input's")
         link = "probabilities" if not self.from_logits else ("softmax" if self.mode == "multiclass" else "sigmoid")
         return DiceSpec(x, target_index, target_real, N, C, S, link, self.smooth, self.eps, self.ignore_index,
                         reduction(self.reduction, (C,), C))
