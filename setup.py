@@ -10,8 +10,10 @@
   baseline: every level's kernels share one pool.
 * Threads: the kernels' blocks run on fastloss's own worker pool (``pool.h``, POSIX threads),
   not OpenMP; without POSIX threads (or with ``FASTLOSS_POOL=0``) every block runs on the caller.
-* Vector transcendentals: glibc's libmvec provides SIMD exp/log/log1p for each level (SSE, AVX2,
-  AVX-512 variants), but its headers declare them only under ``-ffast-math``, whose
+* Vector transcendentals: float32 exp/log/log1p are ``_kernels/simd_math.h``'s own inline
+  functions (vectorised in place at every level). For float64, glibc's libmvec provides SIMD
+  exp/log/log1p for each level (SSE, AVX2, AVX-512 variants), but its headers declare them only
+  under ``-ffast-math``, whose
   finite-math part would break NaN and inf. So ``_kernels/simd_math.h`` declares them itself
   when ``FASTLOSS_LIBMVEC`` is defined, and ``-fno-math-errno -fno-trapping-math`` (both
   harmless for IEEE results) let gcc vectorise calls.

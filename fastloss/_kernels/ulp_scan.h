@@ -1,0 +1,71 @@
+/* Test support: the error of simd_math.h's float functions over a range of float32 bit
+ * patterns, in ulp of the correctly rounded result, against float64 libm (libmvec's when
+ * built with it: its float64 error is ~2^-29 of a float ulp). Used by tests/test_simd_math.py,
+ * which scans all 2^32 patterns at each CPU level. */
+#include "simd_math.h"
+
+enum { FL_SCAN_EXP, FL_SCAN_LOG, FL_SCAN_LOG1P, FL_SCAN_CHUNK = 1024 };
+
+/* The worst error over bit patterns [start, stop), in ulp; *worst_bits gets its input and *over
+ * the count of inputs with an error above `limit`. A result that should be NaN must be NaN,
+ * one that rounds to +-inf must be exactly that: anything else counts as 1e9 ulp. */
+static double fl_ulp_scan(int which, unsigned long long start, unsigned long long stop, double limit,
+                          uint32_t* worst_bits, long long* over) {
+    float x[FL_SCAN_CHUNK], got[FL_SCAN_CHUNK];
+    double want[FL_SCAN_CHUNK], err[FL_SCAN_CHUNK], worst = -1.0;
+    *over = 0;
+    *worst_bits = (uint32_t) start;
+    for (unsigned long long base = start; base < stop; base += FL_SCAN_CHUNK) {
+        int n = stop - base < FL_SCAN_CHUNK ? (int) (stop - base) : FL_SCAN_CHUNK;
+        for (int i = 0; i < n; i++)
+            x[i] = fl_from_bits((uint32_t) (base + i));
+        /* The reference is called on ordinary arguments only (a special value sends a whole
+         * vector of libmvec down its scalar path), placed in want first (in the call's loop,
+         * gcc would turn log(ok ? x : 1) into ok ? log(x) : 0); the specials' results are IEEE's. */
+        if (which == FL_SCAN_EXP) {
+            for (int i = 0; i < n; i++) got[i] = fl_expf(x[i]);
+            for (int i = 0; i < n; i++)   /* exp(-110) and exp(100) round to float 0 and inf */
+                want[i] = x[i] != x[i] ? 0.0 : x[i] < -110.0f ? -110.0 : x[i] > 100.0f ? 100.0 : x[i];
+            for (int i = 0; i < n; i++) want[i] = exp(want[i]);
+            for (int i = 0; i < n; i++) want[i] = x[i] != x[i] ? NAN : want[i];
+        } else if (which == FL_SCAN_LOG) {
+            for (int i = 0; i < n; i++) got[i] = fl_logf(x[i]);
+            for (int i = 0; i < n; i++) want[i] = (x[i] > 0.0f) & (x[i] < INFINITY) ? (double) x[i] : 1.0;
+            for (int i = 0; i < n; i++) want[i] = log(want[i]);
+            for (int i = 0; i < n; i++)
+                want[i] = x[i] == 0.0f ? -INFINITY : x[i] == INFINITY ? INFINITY : x[i] > 0.0f ? want[i] : NAN;
+        } else {
+            for (int i = 0; i < n; i++) got[i] = fl_log1pf(x[i]);
+            for (int i = 0; i < n; i++) want[i] = (x[i] > -1.0f) & (x[i] < INFINITY) ? (double) x[i] : 0.0;
+            for (int i = 0; i < n; i++) want[i] = log1p(want[i]);
+            for (int i = 0; i < n; i++)
+                want[i] = x[i] == -1.0f ? -INFINITY : x[i] == INFINITY ? INFINITY : x[i] > -1.0f ? want[i] : NAN;
+        }
+        for (int i = 0; i < n; i++) {   /* branch-free, so that it vectorises */
+            float rounded = (float) want[i];
+            uint32_t biased = (fl_bits(rounded) >> 23) & 0xff;   /* the ulp of the rounded result: */
+            uint32_t ulp_bits = biased >= 24 ? (biased - 23) << 23 : 1u << (biased - (biased > 0));
+            double off = __builtin_fabs((double) got[i] - want[i]) / (double) fl_from_bits(ulp_bits);
+            int exact_only = (want[i] != want[i]) | (biased == 0xff);   /* NaN, or rounds to +-inf */
+            int same = (got[i] == rounded) | ((got[i] != got[i]) & (want[i] != want[i]));
+            err[i] = exact_only ? (same ? 0.0 : 1e9) : ((got[i] != got[i]) ? 1e9 : off);
+        }
+        /* errors are >= 0, so their bits order as int64s do: an integer max vectorises */
+        int64_t chunk_worst = -1, chunk_over = 0, limit_bits, bits;
+        __builtin_memcpy(&limit_bits, &limit, 8);
+        for (int i = 0; i < n; i++) {
+            __builtin_memcpy(&bits, &err[i], 8);
+            chunk_over += bits > limit_bits;
+            chunk_worst = bits > chunk_worst ? bits : chunk_worst;
+        }
+        *over += chunk_over;
+        double chunk_max;
+        __builtin_memcpy(&chunk_max, &chunk_worst, 8);
+        for (int i = 0; chunk_max > worst && i < n; i++)   /* where, only when it is a new worst */
+            if (err[i] == chunk_max) {
+                worst = err[i];
+                *worst_bits = (uint32_t) (base + i);
+            }
+    }
+    return worst;
+}
