@@ -42,6 +42,15 @@ cdef inline void lanes_add(double* acc, const double* values, Py_ssize_t m) noex
         acc[lane] = lanes[lane]
 
 
+cdef inline void lanes_add_from(double* acc, const double* values, Py_ssize_t m, Py_ssize_t phase) noexcept nogil:
+    """acc[(phase + j) % 16] += values[j] for j in order: values that start at position
+    `phase` within the block (the head up to the next multiple of 16, then lanes_add)."""
+    cdef Py_ssize_t j, head = min((LANES - phase % LANES) % LANES, m)
+    for j in range(head):
+        acc[(phase + j) % LANES] += values[j]
+    lanes_add(acc, values + head, m - head)
+
+
 cdef inline double lanes_total(const double* acc) noexcept nogil:
     cdef double t8[8]
     cdef double t4[4]
