@@ -244,6 +244,8 @@ class Criterion:
     def _gradient_buffers(self, shapes, dtype, out):
         """Fresh gradient arrays, or the caller's `out` buffers after checking them."""
         if out is None:
+            if len(shapes) == 1:   # (the common case, without a generator: small calls)
+                return (None if shapes[0] is None else empty(shapes[0], dtype),)
             return tuple(None if s is None else empty(s, dtype) for s in shapes)
         if (type(out) is np.ndarray and len(shapes) == 1 and out.shape == shapes[0] and out.dtype == dtype
                 and out.flags.carray and out.flags.writeable):

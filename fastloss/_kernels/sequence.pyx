@@ -11,7 +11,7 @@ In float64, whatever the input's dtype:
 
 and beta the same recursion run backwards from the last two states (the forward recursion
 on the reversed target and frames). Each frame's step is one vectorised loop over the states
-(three exps and a log per state through libmvec). The gradient is the one
+(two exps and a log per state through libmvec). The gradient is the one
 torch reports for log_probs: grad[t, c] = g (exp(lp[t, c]) - exp(lcab[t, c] + nll - lp[t, c]))
 with lcab[t, c] = logsumexp of alpha[t, s] + beta[t, s] over the states s with l'_s = c
 (the gradient with respect to the logits under a log_softmax, as torch's kernel computes it),
@@ -59,28 +59,29 @@ cdef inline void extended(const int64_t* target, Py_ssize_t L, int64_t blank, bi
 cdef inline void step(const double* prev, double* cur, const double* emit, const double* skip,
                       Py_ssize_t S) noexcept nogil:
     """cur[s] = logsumexp(prev[s], prev[s - 1], prev[s - 2] + skip[s]) + emit[s] for every
-    state; prev and cur have PAD entries of -inf before state 0. The exps' arguments are raised
-    to -700 (exp gives ~1e-304 there, nothing next to the 1 of the largest term): libmvec's
-    exp leaves its vector path for -inf and for arguments below about -708. A NaN in the
+    state; prev and cur have PAD entries of -inf before state 0. The largest term m contributes
+    exp(0) = 1, so two exps remain: of the smaller of the first two terms and of the smaller
+    of the larger one and the third (together the two terms that are not m). Their arguments
+    are raised to -700 (exp gives ~1e-304 there, nothing next to the 1): libmvec's exp leaves
+    its vector path for -inf and for arguments below about -708. A NaN in the
     log-probabilities is caught by the caller (see `recursion`)."""
     cdef Py_ssize_t s
-    cdef double a0, a1, a2, m, d0, d1, d2, r
+    cdef double a0, a1, a2, hi, lo, m, d1, d2, r
     cdef bint live
     for s in range(S):
         a0 = prev[s]
         a1 = prev[s - 1]
         a2 = prev[s - 2] + skip[s]
-        m = a0 if a0 > a1 else a1
-        m = m if m > a2 else a2
+        hi = a0 if a0 > a1 else a1
+        lo = a1 if a0 > a1 else a0
+        m = hi if hi > a2 else a2
         live = m > -INFINITY   # else every term is -inf, and so is the state
         m = m if live else 0.0
-        d0 = a0 - m
-        d1 = a1 - m
-        d2 = a2 - m
-        d0 = d0 if d0 > -700.0 else -700.0
+        d1 = lo - m
+        d2 = (a2 if hi > a2 else hi) - m
         d1 = d1 if d1 > -700.0 else -700.0
         d2 = d2 if d2 > -700.0 else -700.0
-        r = m + fl_log(fl_exp(d0) + fl_exp(d1) + fl_exp(d2)) + emit[s]
+        r = m + fl_log(1.0 + fl_exp(d1) + fl_exp(d2)) + emit[s]
         cur[s] = r if live else -INFINITY
 
 
@@ -121,7 +122,7 @@ cdef inline void exp_minus(restrict_double occupancy, const real* row, Py_ssize_
     differently from the vector body, so that the bits would depend on where the buffers sit."""
     cdef Py_ssize_t c
     for c in range(C):
-        occupancy[c] = fl_exp(<double> row[c]) - occupancy[c]
+        occupancy[c] = fl_exp(row[c]) - occupancy[c]
 
 
 cdef object scratch_doubles(object frames, object S, object C):
@@ -178,8 +179,8 @@ cdef double ctc_element(const real* lp, real* grad, Py_ssize_t T, Py_ssize_t N, 
                     emit[s] = alpha[t * W + PAD + s] + beta[(frames - 1 - t) * W + PAD + S - 1 - s] + nll - row[labels[s]]
                 for s in range(S):   # (separate loops: gathers keep gcc from vectorising exp)
                     emit[s] = emit[s] if emit[s] > -700.0 else -700.0   # see `step`
-                for s in range(S):
-                    emit[s] = fl_exp(emit[s])
+                for s in range(S):   # (float32 data: a float exp, within 2 ulp; see simd_math.h)
+                    emit[s] = fl_exp(<real> emit[s])
                 for c in range(C):
                     occupancy[c] = 0.0 if nll < INFINITY else NAN   # impossible, or NaN input
                 for s in range(S):
