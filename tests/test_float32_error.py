@@ -14,6 +14,11 @@ import numpy as np
 import pytest
 import torch
 
+# The comparison is of the kernels as shipped: the v2, v3 and v4 levels, at which CI runs it.
+# tools/sanitize.sh's native debug build with sanitizers is another binary that rounds some
+# cases differently (CrossEntropyLoss with softcap went 4% over torch's 99th percentile there)
+# and leaves it out.
+pytestmark = pytest.mark.accuracy
 SEEDS = 60
 
 
