@@ -145,6 +145,18 @@ class Criterion:
         check_option("reduction", reduction, self.reductions)
         self.reduction = reduction
 
+    def __setattr__(self, name, value):
+        super().__setattr__(name, value)
+        self.__dict__.pop("_derived_values", None)   # an option changed: forget what came from it
+
+    def _derived(self):
+        """Values the families work out from the options once (a small call's time is mostly
+        such Python work), by key; emptied whenever an attribute is set."""
+        derived = self.__dict__.get("_derived_values")
+        if derived is None:
+            derived = self.__dict__["_derived_values"] = {}
+        return derived
+
     def __call__(self, *arrays: ArrayLike, out: Any = None, grad_output: Any = None) -> LossAndGrad:
         """Loss and gradient. `out`: gradient buffer(s) to write into; `grad_output`: the
         incoming gradient (a scalar for reduced losses, the loss's shape for 'none')."""

@@ -21,6 +21,10 @@ def as_float(bits):
     return struct.unpack("<f", struct.pack("<I", bits))[0]
 
 
+def bits_of(x):
+    return struct.unpack("<I", struct.pack("<f", x))[0]
+
+
 def scan(function, start=0, stop=ALL, limit=2.0, parts=16):
     """(worst ulp, its input, count above limit) over [start, stop), on two threads."""
     step = -(-(stop - start) // parts)
@@ -42,8 +46,7 @@ def test_every_float32_input_within_2_ulp(function):
 def test_the_scan_sees_errors(function):
     # the same scan with a limit below what any float function reaches in [1, 2) (~0.5 ulp:
     # rounding alone) counts errors and reports a worst input from the range
-    lo, hi = struct.unpack("<I", struct.pack("<f", 1.0))[0], struct.unpack("<I", struct.pack("<f", 2.0))[0]
-    worst, at, over = scan(function, lo, hi, limit=0.25, parts=2)
+    worst, at, over = scan(function, bits_of(1.0), bits_of(2.0), limit=0.25, parts=2)
     assert 0.25 < worst <= 2.0 and over > 0 and 1.0 <= at < 2.0
 
 
@@ -60,7 +63,7 @@ SPECIALS = {
 def test_special_values(function):
     # one input at a time: a special value alone in its vector, all other lanes unused
     for x in SPECIALS[function]:
-        bits = struct.unpack("<I", struct.pack("<f", x))[0]
+        bits = bits_of(x)
         worst, _, over = _kernels.pointwise.ulp_scan(function, bits, bits + 1, 2.0)
         assert over == 0 and worst <= 2.0, (function, x, worst)
 

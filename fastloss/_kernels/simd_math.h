@@ -1,8 +1,8 @@
 /* Vector transcendentals for the kernels' hot loops: float32 ones of our own (below), float64
  * ones from glibc's libmvec.
  *
- * glibc's libmvec has SIMD variants of exp, log and log1p, in float and double (_ZGVeN8v_exp for AVX-512,
- * _ZGVdN4v_exp for AVX2, ...), but <math.h> declares them only under __FAST_MATH__, and
+ * glibc's libmvec has SIMD variants of exp, log, log1p and tanh (_ZGVeN8v_exp for AVX-512,
+ * _ZGVdN4v_exp for AVX2, ...; the kernels call the float64 ones and tanhf), but <math.h> declares them only under __FAST_MATH__, and
  * -ffast-math also brings -ffinite-math-only, which breaks NaN and inf. Declaring the
  * `simd` attribute ourselves lets gcc call the vector variants from vectorised loops
  * while every IEEE special value keeps its meaning. setup.py defines FASTLOSS_LIBMVEC
@@ -15,9 +15,6 @@
 __attribute__((simd("notinbranch"))) double exp(double);
 __attribute__((simd("notinbranch"))) double log(double);
 __attribute__((simd("notinbranch"))) double log1p(double);
-__attribute__((simd("notinbranch"))) float expf(float);
-__attribute__((simd("notinbranch"))) float logf(float);
-__attribute__((simd("notinbranch"))) float log1pf(float);
 __attribute__((simd("notinbranch"))) double tanh(double);
 __attribute__((simd("notinbranch"))) float tanhf(float);
 #endif

@@ -60,16 +60,12 @@ class PointwiseLoss(Criterion):
         return _NO_OPTIONS
 
     def _point_options(self):
-        """_options(), built once per criterion (a small call's time is mostly such Python work)
-        and again after any option is set."""
-        options = self.__dict__.get("_cached_options")
+        """_options(), built once per criterion and again after any option is set."""
+        derived = self._derived()
+        options = derived.get("options")
         if options is None:
-            options = self.__dict__["_cached_options"] = self._options()
+            options = derived["options"] = self._options()
         return options
-
-    def __setattr__(self, name, value):
-        super().__setattr__(name, value)
-        self.__dict__.pop("_cached_options", None)
 
     def _kernel_name(self):
         return self.kernel

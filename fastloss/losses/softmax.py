@@ -110,20 +110,17 @@ class _ClassRowLoss(Criterion):
         if bad >= 0:
             return None
         # the spec's parts but the arrays depend only on the shape, the kept rows and the
-        # reduction: kept (no arrays) and made again when those change, or any option (__setattr__)
+        # reduction (and the options: see Criterion._derived); kept without the arrays
+        derived = self._derived()
         key = (N, C, kept, self.reduction)
-        cached = self.__dict__.get("_plain_cached")
+        cached = derived.get("plain")
         if cached is None or cached[0] != key:
             mean = self.reduction == "mean"
             spec = self._rows_spec(x, target, None, None, N, C, 1, (N,), ExactSum.of_int(kept if mean else 1),
                                    kept if mean else 1)
-            self.__dict__["_plain_cached"] = (key, spec.reduction, spec.divisors, spec.z_divisor, spec.options)
+            derived["plain"] = (key, spec.reduction, spec.divisors, spec.z_divisor, spec.options)
             return spec
         return ClassRows(x, target, None, None, N, C, 1, *cached[1:], self._log_probs)
-
-    def __setattr__(self, name, value):
-        super().__setattr__(name, value)
-        self.__dict__.pop("_plain_cached", None)
 
     def _spec(self, take, arrays, hess=False, partial=False):
         x = take.float_input(arrays[0], "input")
