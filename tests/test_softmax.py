@@ -498,6 +498,16 @@ def test_dice_bitwise_identical_for_any_thread_count():
     assert len(results) == 1
 
 
+@pytest.mark.parametrize("reduction, grad_output", [("mean", np.ones(3)), ("none", np.ones(4))])
+def test_dice_bad_grad_output_leaves_out_untouched(reduction, grad_output):
+    # pass 1 writes p into the gradient buffer: everything that can fail is checked before it
+    x, t = dice_case({"mode": "multiclass"}, (2, 3, 8, 9), np.random.default_rng(34), np.float64)
+    out = np.full_like(x, np.nan)
+    with pytest.raises(ValueError, match="grad_output: expected"):
+        fl.DiceLoss("multiclass", reduction=reduction)(x, t, out=out, grad_output=grad_output)
+    assert np.isnan(out).all()
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_dice_binary_takes_inputs_with_or_without_the_channel_axis(dtype):
     # segmentation_models_pytorch flattens a binary input to (N, 1, -1): (N, H, W) and

@@ -652,24 +652,25 @@ class DiceLoss(Criterion):
     def _cpu(self, spec, want_grad, out, grad_output, partial=False):
         x, C, dtype = spec.x, spec.C, spec.x.dtype
         run = dict(ignore_index=spec.ignore_index, mode=_kernel.DICE_MODES[spec.link], num_threads=self._num_threads())
-        sums = _kernel.dice(x, spec.N, C, spec.S, spec.target_index, spec.target_real, partial=partial, **run)
+        arrays = (x, spec.N, C, spec.S, spec.target_index, spec.target_real)
         if partial:
-            return _DicePartial(tuple(ExactSum(*state) for state in sums), self, dtype)
-        loss, inner, total, present, denominator = self._loss_from_sums(sums, dtype)
+            return _DicePartial(tuple(ExactSum(*state) for state in _kernel.dice(*arrays, partial=True, **run)),
+                                self, dtype)
         if not want_grad:
-            return LossAndGrad(loss, None)
+            return LossAndGrad(self._loss_from_sums(_kernel.dice(*arrays, **run), dtype)[0], None)
+        # everything that can fail is checked before pass 1 writes p into the gradient buffer
         if spec.reduction.none:
             scale = np.ones(C) if grad_output is None else row_grad_output(grad_output, (C,), np.float64)
         else:
             scale = scalar_grad_output(grad_output) / spec.reduction.divisor
+        grad = self._gradient_buffers((x.shape,), dtype, out)[0]
+        loss, inner, total, present, denominator = self._loss_from_sums(_kernel.dice(*arrays, grad=grad, **run), dtype)
         # d loss_c / d p = m (coef_y y + coef_1): the numerator's 2 y / D and the denominator's
         # -(2 I + smooth) / D^2 (zero where the eps clamp holds)
         coef_y = np.ascontiguousarray(-2.0 * present / denominator * scale)
         coef_1 = np.ascontiguousarray(present * (2 * inner + self.smooth) * (total + self.smooth >= self.eps)
                                       / denominator ** 2 * scale)
-        grad = self._gradient_buffers((x.shape,), dtype, out)[0]
-        _kernel.dice(x, spec.N, C, spec.S, spec.target_index, spec.target_real, grad=grad, coef_y=coef_y,
-                     coef_1=coef_1, **run)
+        _kernel.dice(*arrays, grad=grad, coef_y=coef_y, coef_1=coef_1, **run)
         return LossAndGrad(loss, grad)
 
 
