@@ -579,6 +579,29 @@ def test_an_option_set_after_construction_takes_effect():
         np.testing.assert_array_equal(ours.grad, ref.grad)
 
 
+def test_only_plain_class_rows_take_the_plain_call():
+    """plain_class_rows says (N, C, kept) only for an aligned, writeable, C-contiguous, native
+    float32/float64 (N, C) ndarray with (N,) int64 labels, all valid; every other call goes the
+    general way, with the same results."""
+    from fastloss.losses.softmax import _kernel
+    x, t = RNG.standard_normal((6, 4)), np.array([0, 3, -100, 1, 2, 2])
+    assert _kernel.plain_class_rows(x, t, -100) == (6, 4, 5)
+    assert _kernel.plain_class_rows(x.astype(np.float32), t, None) is None   # -100 is no class then
+    readonly = x.copy()
+    readonly.flags.writeable = False
+    others = [(x.view(np.matrix), t), (np.asfortranarray(x), t), (x[:, ::2], t), (x.astype(">f8"), t),
+              (readonly, t), (x.astype(np.float16), t), (x[None], t), (x, t.astype(np.int32)), (x, t[:5]),
+              (x, t.astype(">i8")), (x, np.where(t == 3, 4, t))]
+    for a, b in others:
+        assert _kernel.plain_class_rows(a, b, -100) is None
+    crit = fl.CrossEntropyLoss()
+    expected = crit(x, t)
+    for a, b in [others[1], others[4], others[7], others[9]]:
+        loss, grad = crit(a, b)
+        np.testing.assert_array_equal(loss, expected.loss)
+        np.testing.assert_array_equal(grad, expected.grad)
+
+
 @pytest.mark.parametrize("make", [fl.CrossEntropyLoss, lambda: fl.CrossEntropyLoss(label_smoothing=0.1, z_loss=1e-3),
                                   lambda: fl.CrossEntropyLoss(softcap=3.0, reduction="sum"), fl.NLLLoss,
                                   lambda: fl.SoftmaxFocalLoss(gamma=1.5), lambda: fl.CrossEntropyLoss(reduction="none")])

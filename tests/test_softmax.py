@@ -213,6 +213,42 @@ def test_bitwise_identical_for_any_thread_count(options, shape, dtype):
     assert len(set(results)) == 1
 
 
+@pytest.mark.parametrize("options", [{}, {"weight": np.linspace(-0.5, 2.0, 16), "ignore_index": 3},
+                                     {"z_loss": 1e-3}, {"reduction": "none"}],
+                         ids=["plain", "weight-ignore", "z_loss", "none"])
+@pytest.mark.parametrize("C", [1, 2, 11, 16])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_small_rows_give_the_row_kernels_bits(options, C, dtype):
+    """Rows of at most 16 classes run 16 to a vector (xent_small); each value is the row
+    kernel's, bit for bit: the same rows read as (1, C, N), which the strided row kernel works,
+    give the same loss and gradient. Specials included (inf, -inf, NaN, -0.0, huge)."""
+    rng = np.random.default_rng(7)
+    N = 53
+    x = rng.standard_normal((N, C)) * 4
+    x[3, 0], x[5] = np.inf, -np.inf
+    x[7, C - 1], x[9, 0], x[11, 0] = np.nan, -0.0, 1e30
+    x = x.astype(dtype)
+    t = rng.integers(0, C, N)
+    if "ignore_index" in options:
+        t[::5] = options["ignore_index"]
+    options = dict(options)
+    if "weight" in options:
+        options["weight"] = options["weight"][:C].astype(dtype)
+        t[t >= C] = 0
+        if options["ignore_index"] >= C:
+            del options["ignore_index"]
+    crit = fl.CrossEntropyLoss(**options)
+    grad_output = rng.uniform(0.5, 1.5, N).astype(dtype) if options.get("reduction") == "none" else 0.75
+    loss, grad = crit(x, t, grad_output=grad_output)
+    loss_t, grad_t = crit(np.ascontiguousarray(x.T[None]), t[None], grad_output=np.asarray(grad_output)[None]
+                          if np.ndim(grad_output) else grad_output)
+    np.testing.assert_array_equal(np.asarray(loss).reshape(-1).view(np.uint8),
+                                  np.asarray(loss_t).reshape(-1).view(np.uint8))
+    np.testing.assert_array_equal(grad.view(np.uint8), np.ascontiguousarray(grad_t[0].T).view(np.uint8))
+    np.testing.assert_array_equal(np.asarray(crit.loss(x, t)).reshape(-1).view(np.uint8),
+                                  np.asarray(loss).reshape(-1).view(np.uint8))
+
+
 def test_out_and_functional():
     rng = np.random.default_rng(6)
     x, t = rng.standard_normal((8, 6)), rng.integers(0, 6, 8)

@@ -146,7 +146,8 @@ cdef class Block:
 
 def empty(shape, dtype):
     """np.empty(shape, dtype), large arrays from the cache (MemoryError when it cannot be had)."""
-    dtype = np.dtype(dtype)
+    if not isinstance(dtype, np.dtype):
+        dtype = np.dtype(dtype)
     cdef object count = 1   # a Python int: no size can wrap around
     for extent in shape:
         count *= extent

@@ -16,7 +16,6 @@ from typing import Any, Literal, Optional
 import numpy as np
 
 from .._arrays import (
-    FLOAT_DTYPES,
     ArrayLike,
     as_host_array,
     check_index_option,
@@ -101,14 +100,10 @@ class _ClassRowLoss(Criterion):
         if len(arrays) != 2 or self.weight is not None:
             return None
         x, target = arrays
-        if (type(x) is not np.ndarray or type(target) is not np.ndarray or x.ndim != 2 or target.ndim != 1
-                or target.shape[0] != x.shape[0] or target.dtype != np.int64 or x.dtype not in FLOAT_DTYPES
-                or not (x.flags.carray and target.flags.carray)):
+        plain = _kernel.plain_class_rows(x, target, self.ignore_index)
+        if plain is None:
             return None
-        N, C = x.shape
-        bad, _, _, kept = _kernel.check_targets(target, C, self.ignore_index, None)
-        if bad >= 0:
-            return None
+        N, C, kept = plain
         # the spec's parts but the arrays depend only on the shape, the kept rows and the
         # reduction (and the options: see Criterion._derived); kept without the arrays
         derived = self._derived()
