@@ -6,6 +6,7 @@
 # so the vectoriser adds lane-wise and cannot reassociate; the lanes meet in a fixed
 # pairwise tree. Block sums are then added exactly (see run_reduction). The same inputs thus
 # give the same bits for any thread count and wherever the arrays sit in memory.
+from cython cimport floating
 from libc.stdlib cimport free, malloc
 
 from .pool cimport fl_run, fl_task, fl_thread_id, fl_work_per_thread
@@ -23,10 +24,10 @@ cdef inline void lanes_zero(double* acc) noexcept nogil:
         acc[lane] = 0.0
 
 
-cdef inline void lanes_add(double* acc, const double* values, Py_ssize_t m) noexcept nogil:
+cdef inline void lanes_add(double* acc, const floating* values, Py_ssize_t m) noexcept nogil:
     """acc[j % 16] += values[j] for j in order (values start at a multiple of 16 within the
-    block). The lanes live in a local array while adding: acc might alias values, and
-    through memory the adds would not vectorise."""
+    block; float values are added as float64). The lanes live in a local array while adding:
+    acc might alias values, and through memory the adds would not vectorise."""
     cdef double lanes[LANES]
     cdef Py_ssize_t j = 0, full = m - m % LANES
     cdef int lane
