@@ -43,7 +43,7 @@ cdef inline void lanes_add(double* acc, const floating* values, Py_ssize_t m) no
         acc[lane] = lanes[lane]
 
 
-cdef inline void lanes_add_from(double* acc, const double* values, Py_ssize_t m, Py_ssize_t phase) noexcept nogil:
+cdef inline void lanes_add_from(double* acc, const floating* values, Py_ssize_t m, Py_ssize_t phase) noexcept nogil:
     """acc[(phase + j) % 16] += values[j] for j in order: values that start at position
     `phase` within the block (the head up to the next multiple of 16, then lanes_add)."""
     cdef Py_ssize_t j, head = min((LANES - phase % LANES) % LANES, m)
