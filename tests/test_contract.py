@@ -73,6 +73,27 @@ def test_grad_output_scales_reduced_and_weights_none():
 
 # ---------------------------------------------------------------- errors
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_the_range_scan_finds_every_bad_element(dtype):
+    """BCELoss's input scan (vectorised, in x's dtype, over threads): 0, -0.0 and 1 pass;
+    the nearest values outside, NaN and infinities anywhere in a large input are named."""
+    from fastloss._kernels import pointwise
+    x = RNG.uniform(0, 1, 300_001).astype(dtype)
+    x[:3] = [0.0, -0.0, 1.0]
+    y = np.zeros_like(x)
+    fl.BCELoss()(x, y)
+    for position in (0, 4097, 300_000):
+        for value in (-np.finfo(dtype).smallest_subnormal, np.nextafter(dtype(1), dtype(2)), np.nan, np.inf, -np.inf):
+            bad = x.copy()
+            bad[position] = value
+            assert pointwise.count_outside(bad, 0.0, 1.0, True, 4) == 1
+            with pytest.raises(ValueError, match=rf"input: expected all elements between 0 and 1, got .* at position \({position},\)"):
+                fl.BCELoss()(bad, y)
+    assert pointwise.count_outside(np.array([np.nan, -1.0, 2.0, np.inf], dtype), 0.0, np.inf, False, 1) == 1
+    with pytest.raises(ValueError, match="not exact in float32"):
+        pointwise.count_outside(x.astype(np.float32), 0.1, 1.0, True, 1)
+
+
 def test_errors_name_the_argument_and_leave_out_untouched():
     x = RNG.uniform(0.1, 0.9, (5, 3))
     out = np.full_like(x, 7.0)
