@@ -11,7 +11,8 @@ In float64, whatever the input's dtype:
 
 and beta the same recursion run backwards from the last two states (the forward recursion
 on the reversed target and frames). Each frame's step is one vectorised loop over the states
-(two exps and a log per state through libmvec). The gradient is the one
+(two exps and a log per state: libmvec's for float64 data, simd_math.h's float32
+ones for float32 data, the sums in float64 either way). The gradient is the one
 torch reports for log_probs: grad[t, c] = g (exp(lp[t, c]) - exp(lcab[t, c] + nll - lp[t, c]))
 with lcab[t, c] = logsumexp of alpha[t, s] + beta[t, s] over the states s with l'_s = c
 (the gradient with respect to the logits under a log_softmax, as torch's kernel computes it),
