@@ -19,14 +19,18 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 from ._arrays import byte_extent, check_no_overlap, check_optional_count, fail
+from .metrics import Tally
 
 __all__ = ["evaluate", "Evaluation", "CHUNK_BYTES", "check_chunkable"]
 
 CHUNK_BYTES = 64 << 20   # input bytes per chunk when chunk_rows is not given: L3-sized, far under memory
 
-Evaluation = namedtuple("Evaluation", ["loss", "state", "rows", "chunk_rows", "bytes", "seconds"])
+Evaluation = namedtuple("Evaluation", ["loss", "state", "rows", "chunk_rows", "bytes", "seconds", "passes",
+                                       "metrics"])
 Evaluation.__doc__ = """The loss, its exact partial state, the rows evaluated, the rows per
-chunk, the bytes read, and the wall time of the loss pass in seconds."""
+chunk, the bytes read and the wall time in seconds over all passes, the passes over the data
+(2 for a 'mean' gradient), and the metrics (a dict, `fastloss.metrics`; None when none
+were asked for)."""
 
 
 class _Source:
@@ -151,24 +155,38 @@ def check_chunkable(criterion, gradient=False):
                                   "the whole's sums)")
 
 
-def _progress_bar(total, enabled):
+class _Progress:
+    """A progress line on stderr without tqdm: the pass, the bytes read, the rate and an ETA,
+    redrawn at most five times a second."""
+
+    def __init__(self, total, label):
+        self.total, self.label, self.n = total, label, 0
+        self.start = self.shown = time.perf_counter()
+
+    def update(self, k):
+        self.n += k
+        now = time.perf_counter()
+        if now - self.shown >= 0.2 or self.n >= self.total:
+            self.shown = now
+            rate = self.n / (now - self.start) if now > self.start else 0.0
+            eta = f"{(self.total - self.n) / rate:.0f} s" if rate else "?"
+            print(f"\r{self.label}: {self.n / 1e9:.2f}/{self.total / 1e9:.2f} GB, {rate / 1e9:.2f} GB/s, ETA {eta}  ",
+                  end="", file=sys.stderr, flush=True)
+
+    def close(self):
+        print(file=sys.stderr)
+
+
+def _progress_bar(total, label, enabled):
+    """A progress display of `total` bytes read: tqdm.auto's (a widget in a notebook, else a bar
+    on stderr, in GB and GB/s with an ETA), or a plain line without tqdm."""
     if not enabled:
         return None
     try:
-        from tqdm import tqdm
-    except ImportError:   # a plain line on stderr
-        class _Line:
-            def __init__(self):
-                self.n = 0
-
-            def update(self, k):
-                self.n += k
-                print(f"\r{self.n}/{total} rows", end="", file=sys.stderr, flush=True)
-
-            def close(self):
-                print(file=sys.stderr)
-        return _Line()
-    return tqdm(total=total, unit="row", unit_scale=True, file=sys.stderr)
+        from tqdm.auto import tqdm
+    except ImportError:
+        return _Progress(total, label)
+    return tqdm(total=total, desc=label, unit="B", unit_scale=True, unit_divisor=1000, file=sys.stderr)
 
 
 def _chunks(criterion, sources, rows, chunk_rows):
@@ -180,10 +198,11 @@ def _chunks(criterion, sources, rows, chunk_rows):
     return chunk_rows, [(r0, min(rows, r0 + chunk_rows)) for r0 in range(0, rows, chunk_rows)]
 
 
-def _passes(sources, chunks, chunk_rows, on_chunk, progress):
+def _passes(sources, chunks, chunk_rows, on_chunk, progress, label):
     """Read the chunks in order, the next one while `on_chunk` computes the current one."""
     buffers = [[s.buffer(chunk_rows) for s in sources] for _ in range(2)]
-    bar = _progress_bar(chunks[-1][1] if chunks else 0, progress)
+    row_bytes = sum(s.row_bytes for s in sources)
+    bar = _progress_bar((chunks[-1][1] if chunks else 0) * row_bytes, label, progress)
     try:
         with ThreadPoolExecutor(1) as pool:
             load = lambda i: [s.read(*chunks[i], b) for s, b in zip(sources, buffers[i % 2])]  # noqa: E731
@@ -196,7 +215,7 @@ def _passes(sources, chunks, chunk_rows, on_chunk, progress):
                 except (ValueError, IndexError, TypeError) as error:
                     raise _in_whole(error, r0, sources, arrays) from None
                 if bar is not None:
-                    bar.update(r1 - r0)
+                    bar.update((r1 - r0) * row_bytes)
     finally:
         if bar is not None:
             bar.close()
@@ -229,25 +248,26 @@ def _same_file(path, filename):
         return False
 
 
-def _exists(path):
-    return FileExistsError(f"grad_out: expected a new file (or overwrite), got the existing {path!r}")
+def _exists(name, path):
+    return FileExistsError(f"{name}: expected a new file (or overwrite), got the existing {path!r}")
 
 
-class _GradientFile:
-    """The gradient written to a new .npy file at `path`, atomically: into a temporary file in
-    the same folder, renamed to `path` only when every chunk is written (nothing is left
-    behind on failure). Never one of the input files; an existing file only with overwrite."""
+class _OutputFile:
+    """An array written to a new .npy file at `path` (`name`: the argument's), atomically: into
+    a temporary file in the same folder, renamed to `path` only when every chunk is written
+    (nothing is left behind on failure). Never one of the input files; an existing file only
+    with overwrite."""
 
-    def __init__(self, path, sources, shape, dtype, overwrite):
-        self.path = os.fspath(path)
+    def __init__(self, name, path, sources, shape, dtype, overwrite):
+        self.name, self.path = name, os.fspath(path)
         for s in sources:
             if s.filename is not None and _same_file(self.path, s.filename):
-                fail(ValueError, "grad_out", "a file other than the inputs", f"{self.path!r}, the file of {s.name}")
+                fail(ValueError, name, "a file other than the inputs", f"{self.path!r}, the file of {s.name}")
         if os.path.lexists(self.path) and not overwrite:
-            raise _exists(self.path)
-        folder, name = os.path.split(os.path.abspath(self.path))
+            raise _exists(name, self.path)
+        folder, base = os.path.split(os.path.abspath(self.path))
         while True:   # a new name beside it (mode 0666 less the umask, as any new file)
-            self.temporary = os.path.join(folder, f".{name}.{secrets.token_hex(6)}.tmp")
+            self.temporary = os.path.join(folder, f".{base}.{secrets.token_hex(6)}.tmp")
             try:
                 os.close(os.open(self.temporary, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
                 break
@@ -269,10 +289,10 @@ class _GradientFile:
         try:   # no clobbering a file that appeared meanwhile: a hard link fails if the name exists
             os.link(self.temporary, self.path)
         except FileExistsError:
-            raise _exists(self.path) from None
+            raise _exists(self.name, self.path) from None
         except OSError:   # a file system without hard links
             if os.path.lexists(self.path):
-                raise _exists(self.path) from None
+                raise _exists(self.name, self.path) from None
             os.rename(self.temporary, self.path)
             return
         os.unlink(self.temporary)
@@ -283,10 +303,52 @@ class _GradientFile:
             os.unlink(self.temporary)
 
 
-def evaluate(criterion, *arrays, chunk_rows=None, grad_out=None, overwrite=False, progress=False):
+class _Given(namedtuple("_Given", ["name", "array"])):
+    """A caller's output array: nothing to commit or discard."""
+    path = None
+
+    def commit(self):
+        pass
+
+    def discard(self):
+        pass
+
+
+def _output(name, target, sources, shape, dtype, overwrite, files):
+    """An output array: a new .npy file for a path, or the caller's array after checking it
+    (either appended to `files`, the outputs so far, which it must not meet)."""
+    if isinstance(target, (str, bytes, os.PathLike)):
+        for other in files:
+            if other.path is not None and (_same_file(target, other.path)
+                                           or os.path.abspath(target) == os.path.abspath(other.path)):
+                fail(ValueError, name, f"a file other than {other.name}'s", repr(os.fspath(target)))
+        files.append(_OutputFile(name, target, sources, shape, dtype, overwrite))
+        return files[-1].array
+    _check_output(name, target, sources, shape, dtype)
+    for other in files:
+        if not isinstance(other, _OutputFile):
+            check_no_overlap((target,), (name,), (other.array,), (other.name,))
+    files.append(_Given(name, target))
+    return target
+
+
+def _row_loss_shape(criterion, none, sources):
+    """The shape and dtype of the per-row ('none') losses of the whole: the loss of the first
+    rows (a block at most) says what follows the row axis."""
+    rows = sources[0].rows
+    probe = min(rows, criterion.block_rows(sources[0].array.shape))
+    losses = none.loss(*[s.read(0, probe, s.buffer(probe)) for s in sources])
+    if np.ndim(losses) == 0 or np.shape(losses)[0] != probe or probe == 0 and rows:
+        raise NotImplementedError(f"{type(criterion).__name__}: its 'none' loss is not one per row "
+                                  "(no per-row losses, worst rows or per-class losses)")
+    return (rows,) + tuple(np.shape(losses)[1:]), np.asarray(losses).dtype
+
+
+def evaluate(criterion, *arrays, chunk_rows=None, grad_out=None, loss_out=None, metrics=None, overwrite=False,
+             progress=False):
     """The loss of `criterion` over `arrays` (its call's arrays, sliced along their rows as
     `criterion.row_axes` says), evaluated chunk by chunk: bitwise the loss of
-    ``criterion.loss(*arrays)``.
+    ``criterion.loss(*arrays)``, with metrics beside it from the same pass.
 
     chunk_rows: rows per chunk (rounded up to whole kernel blocks); by default about
     CHUNK_BYTES of input per chunk. grad_out: where the gradient of the loss with respect to
@@ -294,8 +356,12 @@ def evaluate(criterion, *arrays, chunk_rows=None, grad_out=None, overwrite=False
     that shares no memory (and no file) with the inputs, or the path of a .npy file to create,
     written atomically (a temporary file in the same folder, renamed on success; never an input
     file; an existing file only with `overwrite`). For 'mean' this takes a second pass, since
-    each chunk's gradient is scaled by the whole's divisor. progress: a tqdm progress bar on
-    stderr (a plain line without tqdm). Returns an `Evaluation`. Errors about the data name
+    each chunk's gradient is scaled by the whole's divisor. loss_out: the per-row losses
+    (reduction='none', in the input's dtype), to an array or a new .npy file as grad_out.
+    metrics: "all" or names of metrics (`fastloss.metrics`: accuracy, top_k=5, per_class,
+    confusion, ece, roc_auc, mae, quantiles, worst=10, ...), computed in the loss pass.
+    progress: a progress display on stderr (tqdm.auto's, or a plain line without tqdm), per
+    pass, with GB/s and an ETA. Returns an `Evaluation`. Errors about the data name
     positions and shapes in the whole arrays; a short or truncated file is an OSError.
     """
     check_chunkable(criterion, grad_out is not None)
@@ -305,7 +371,8 @@ def evaluate(criterion, *arrays, chunk_rows=None, grad_out=None, overwrite=False
     names, axes = criterion.arguments, criterion.row_axes
     if len(arrays) > len(names):
         fail(TypeError, "arrays", f"at most {len(names)} ({', '.join(names)})", f"{len(arrays)}")
-    sources, gradient_file = [], None
+    tally = None if metrics is None else Tally(criterion, metrics)
+    sources, files = [], []
     try:
         sources += [_Source(a, names[i], axes[i]) for i, a in enumerate(arrays) if a is not None]
         rows = sources[0].rows
@@ -313,11 +380,14 @@ def evaluate(criterion, *arrays, chunk_rows=None, grad_out=None, overwrite=False
             if s.rows is not None and s.rows != rows:
                 fail(ValueError, s.name, f"{rows} rows ({sources[0].name}'s)", f"{s.rows} rows")
         shape, dtype = tuple(sources[0].array.shape), sources[0].dtype
-        if isinstance(grad_out, (str, bytes, os.PathLike)):
-            gradient_file = _GradientFile(grad_out, sources, shape, dtype, overwrite)
-            grad_out = gradient_file.array
-        elif grad_out is not None:
-            _check_grad_out(grad_out, sources, shape, dtype)
+        if grad_out is not None:
+            grad_out = _output("grad_out", grad_out, sources, shape, dtype, overwrite, files)
+        none = None
+        if loss_out is not None or tally is not None and tally.needs_row_losses:
+            none = criterion._with_reduction("none")
+            loss_shape, loss_dtype = _row_loss_shape(criterion, none, sources)
+        if loss_out is not None:
+            loss_out = _output("loss_out", loss_out, sources, loss_shape, loss_dtype, overwrite, files)
         chunk_rows, chunks = _chunks(criterion, sources, rows, chunk_rows)
         state = None
         with_grad_now = grad_out is not None and criterion.reduction == "sum"
@@ -329,43 +399,52 @@ def evaluate(criterion, *arrays, chunk_rows=None, grad_out=None, overwrite=False
             nonlocal state
             part = criterion.partial(*chunk)
             state = part if state is None else state + part
+            losses = None if none is None else none.loss(*chunk)
+            if loss_out is not None:
+                loss_out[r0:r1] = losses
+            if tally is not None:
+                tally.update(r0, chunk, losses)
             if with_grad_now:
                 place(r0, r1, criterion._chunk_gradient(chunk, 1.0))
 
+        second = grad_out is not None and not with_grad_now   # 'mean': the whole's divisor scales every chunk
+        passes = 2 if second else 1
         start = time.perf_counter()
-        _passes(sources, chunks, chunk_rows, loss_chunk, progress)
-        seconds = time.perf_counter() - start
+        _passes(sources, chunks, chunk_rows, loss_chunk, progress, f"pass 1/{passes}: loss" + (
+            " and metrics" if tally is not None else "") + (" and gradient" if with_grad_now else ""))
         if state is None:   # no rows
             state = criterion.partial(*[s.read(0, 0, s.buffer(0)) for s in sources])
-        if grad_out is not None and not with_grad_now:   # 'mean': the whole's divisor scales every chunk
+        if second:
             scale = state.gradient_scale()
 
             def grad_chunk(r0, r1, chunk):
                 place(r0, r1, criterion._chunk_gradient(chunk, scale))
 
-            _passes(sources, chunks, chunk_rows, grad_chunk, progress)
-        if gradient_file is not None:
-            gradient_file.commit()
-            gradient_file = None
-        read = sum(s.row_bytes for s in sources) * rows
-        return Evaluation(state.value(), state, rows, chunk_rows, read, seconds)
+            _passes(sources, chunks, chunk_rows, grad_chunk, progress, "pass 2/2: gradient")
+        for f in files:
+            f.commit()
+        files = []
+        seconds = time.perf_counter() - start
+        read = sum(s.row_bytes for s in sources) * rows * passes
+        return Evaluation(state.value(), state, rows, chunk_rows, read, seconds, passes,
+                          None if tally is None else tally.result())
     finally:
-        if gradient_file is not None:   # it failed: nothing is left behind
-            gradient_file.discard()
+        for f in files:   # it failed: nothing is left behind
+            f.discard()
         for s in sources:
             s.close()
 
 
-def _check_grad_out(grad_out, sources, shape, dtype):
-    """A caller's gradient array: the first input's shape and dtype, writable, and sharing no
-    memory and no file with the inputs."""
-    if tuple(grad_out.shape) != shape or np.dtype(grad_out.dtype) != dtype:
-        fail(ValueError, "grad_out", f"shape {shape} and dtype {dtype}",
-             f"shape {tuple(grad_out.shape)} and dtype {grad_out.dtype}")
-    if isinstance(grad_out, np.ndarray) and not grad_out.flags.writeable:
-        fail(ValueError, "grad_out", "a writable array", "a read-only one")
-    check_no_overlap((grad_out,), ("grad_out",), [s.array for s in sources], [s.name for s in sources])
-    filename = getattr(grad_out, "filename", None)
+def _check_output(name, out, sources, shape, dtype):
+    """A caller's output array: the expected shape and dtype, writable, and sharing no memory
+    and no file with the inputs."""
+    if tuple(out.shape) != shape or np.dtype(out.dtype) != dtype:
+        fail(ValueError, name, f"shape {shape} and dtype {dtype}",
+             f"shape {tuple(out.shape)} and dtype {out.dtype}")
+    if isinstance(out, np.ndarray) and not out.flags.writeable:
+        fail(ValueError, name, "a writable array", "a read-only one")
+    check_no_overlap((out,), (name,), [s.array for s in sources], [s.name for s in sources])
+    filename = getattr(out, "filename", None)
     for s in sources:
         if filename is not None and s.filename is not None and _same_file(filename, s.filename):
-            fail(ValueError, "grad_out", "a file other than the inputs", f"a map of {s.name}'s file {s.filename!r}")
+            fail(ValueError, name, "a file other than the inputs", f"a map of {s.name}'s file {s.filename!r}")
