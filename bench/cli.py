@@ -29,6 +29,8 @@ def parser(prog="python -m bench"):
     p.add_argument("--loss", nargs="+", default=None, help="only these losses (class names)")
     p.add_argument("--family", nargs="+", choices=sorted(FAMILIES), default=None, help="only these families")
     p.add_argument("--json", metavar="FILE", help="also write the rows as JSON")
+    p.add_argument("--plot", metavar="PNG", help="also draw the table as a chart: fastloss's speed-up over each "
+                   "peer per loss and size (needs matplotlib)")
     return p
 
 
@@ -51,4 +53,7 @@ def main(argv=None, prog="python -m bench"):
     if args.json:
         with open(args.json, "w") as f:
             json.dump(rows, f, indent=1)
+    if args.plot and rows:
+        from fastloss.plots import bench_chart
+        print(f"chart: {bench_chart(rows, args.plot)}")
     return rows

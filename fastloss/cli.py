@@ -12,8 +12,9 @@ def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     p = argparse.ArgumentParser(prog="fastloss", description="fastloss: fused loss-and-gradient kernels.")
     p.add_argument("--version", action="version", version=f"fastloss {_version()}")
-    p.add_argument("command", choices=["bench", "eval", "info"], help="bench: compare with torch and NumPy; "
-                   "eval: a loss over .npy files larger than memory; info: build and thread information")
+    p.add_argument("command", choices=["bench", "eval", "plot", "info"], help="bench: compare with torch and NumPy; "
+                   "eval: a loss over .npy files larger than memory; plot: a loss and its gradient against the "
+                   "input; info: build and thread information")
     args, rest = p.parse_known_args(argv[:1])
     if args.command == "bench":
         from fastloss.bench import cli  # bench/ ships as fastloss.bench (python -m bench in a checkout)
@@ -21,6 +22,9 @@ def main(argv=None):
     elif args.command == "eval":
         from fastloss import eval_cli
         eval_cli.main(argv[1:])
+    elif args.command == "plot":
+        from fastloss import eval_cli
+        eval_cli.plot_main(argv[1:])
     else:
         import fastloss
         from fastloss._kernels import pointwise

@@ -9,6 +9,9 @@ import time
 
 import numpy as np
 
+from .plots import available as plots_available
+from .report import reference, summary, write_report
+
 
 def _criteria():
     from .losses import FUNCTIONAL_NAMES
@@ -37,19 +40,27 @@ def parser(prog="fastloss eval"):
                    "true/false/none in any case)")
     p.add_argument("--grad-out", metavar="FILE", help="write the gradient with respect to the input to this new "
                    ".npy file (atomically: renamed into place only when complete; never an input file)")
-    p.add_argument("--overwrite", action="store_true", help="let --grad-out replace an existing file")
+    p.add_argument("--loss-out", metavar="FILE", help="write the per-row losses (reduction='none') to this new .npy "
+                   "file (atomically, never an input file)")
+    p.add_argument("--metrics", nargs="+", metavar="NAME", help="metrics in the same pass: 'all', or names such as "
+                   "accuracy top_k=5 per_class confusion ece=15 worst=10 (classification), accuracy log_loss brier "
+                   "roc_auc (binary), mae rmse quantiles (regression); see fastloss.metrics")
+    p.add_argument("--report", metavar="DIR", help="write report.json, summary.txt and (with matplotlib) PNG figures "
+                   "and a self-contained report.html to DIR (metrics default to 'all')")
+    p.add_argument("--overwrite", action="store_true", help="let --grad-out, --loss-out and --report replace "
+                   "existing files")
     p.add_argument("--threads", type=int, help="kernel threads (default: fastloss's)")
     p.add_argument("--chunk-rows", type=int, help="rows per chunk (default: about 64 MiB of input)")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of text")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--example", action="store_true",
-                   help="write a small example set (cross entropy logits and labels) to ./fastloss-example "
-                   "and evaluate it")
+                   help="write a small example set (a 20-class model's logits and labels) to ./fastloss-example, "
+                   "evaluate it with every metric and write its report to ./fastloss-example/report")
     return p
 
 
-def _fail(message):
-    print(f"fastloss eval: {message}", file=sys.stderr)
+def _fail(message, prog="fastloss eval"):
+    print(f"{prog}: {message}", file=sys.stderr)
     raise SystemExit(2)
 
 
@@ -95,23 +106,64 @@ def _finite_or_none(value):
     return value if math.isfinite(value) else None
 
 
-def write_example(directory="fastloss-example", rows=200_000, classes=100, seed=0):
-    """A small cross entropy example set: logits (rows, classes) float32 and int64 labels."""
+def write_example(directory="fastloss-example", rows=200_000, classes=20, seed=0):
+    """An example set: the float32 logits (rows, classes) of an overconfident, imperfect
+    classifier and its int64 labels, with classes of unequal frequency and difficulty."""
     os.makedirs(directory, exist_ok=True)
     rng = np.random.default_rng(seed)
+    frequency = rng.dirichlet(np.full(classes, 4.0))
+    labels = rng.choice(classes, rows, p=frequency)
+    skill = np.linspace(0.5, 3.0, classes)[rng.permutation(classes)]   # how well each class is recognised
     logits = np.lib.format.open_memmap(os.path.join(directory, "preds.npy"), "w+", np.float32, (rows, classes))
     for r0 in range(0, rows, 50_000):
-        logits[r0:r0 + 50_000] = rng.standard_normal((min(50_000, rows - r0), classes), dtype=np.float32)
+        t = labels[r0:r0 + 50_000]
+        z = rng.standard_normal((len(t), classes), dtype=np.float32)
+        z[np.arange(len(t)), t] += skill[t]
+        logits[r0:r0 + len(t)] = 2.5 * z   # too sharp: confidence above accuracy
     logits.flush()
-    labels = rng.integers(0, classes, rows)
     np.save(os.path.join(directory, "labels.npy"), labels)
     return os.path.join(directory, "preds.npy"), os.path.join(directory, "labels.npy")
 
 
-def main(argv=None, prog="fastloss eval"):
+def plot_parser(prog="fastloss plot"):
+    p = _Parser(prog=prog, description="Draw a loss and its gradient against the input (the true class's logit "
+                "for a class loss), one curve per --option, overlaid.")
+    p.add_argument("loss", help="the criterion: a functional name (huber_loss, ...) or a class name")
+    p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE[,KEY=VALUE]",
+                   help="one curve's options, e.g. delta=0.5 (repeat for more curves; commas for several options)")
+    p.add_argument("--target", type=float, help="the target value (default: 0, or 1 for binary losses)")
+    p.add_argument("--range", nargs=2, type=float, default=(-4.0, 4.0), metavar=("LO", "HI"),
+                   help="the input axis (default -4 4; BCELoss: its sigmoid)")
+    p.add_argument("-o", "--output", default="curves.png", help="the PNG to write (default curves.png)")
+    return p
+
+
+def plot_main(argv=None, prog="fastloss plot"):
+    """`fastloss plot`; every failure is one line on stderr and exit code 2."""
+    return main(argv, prog, _plot)
+
+
+def _plot(argv, prog):
+    from .plots import loss_curves
+    args = plot_parser(prog).parse_args(argv)
+    curves = [_options(o.split(",")) for o in args.option]
+    if not args.range[0] < args.range[1]:
+        _fail(f"--range: expected LO < HI, got {args.range[0]:g} {args.range[1]:g}")
+    criteria = _criteria()
+    if args.loss not in criteria:
+        _fail(f"loss: expected one of {sorted(n for n in criteria if n[0].islower())}, got {args.loss!r}", prog)
+    try:
+        path = loss_curves(criteria[args.loss], curves, args.output, target=args.target, span=tuple(args.range))
+    except (TypeError, ValueError, NotImplementedError, ImportError) as e:
+        _fail(_one_line(e), prog)
+    print(f"{prog}: wrote {path}")
+    return path
+
+
+def main(argv=None, prog="fastloss eval", command=None):
     """The command; every failure is one line on stderr and exit code 2."""
     try:
-        return _main(argv, prog)
+        return (command or _main)(argv, prog)
     except SystemExit:
         raise
     except KeyboardInterrupt:
@@ -132,8 +184,10 @@ def _main(argv, prog):
     if args.example:
         args.input, targets = write_example()
         args.target, args.loss = [targets], args.loss or "cross_entropy"
+        args.report = args.report or os.path.join("fastloss-example", "report")
+        args.overwrite = True   # the example's own files, made again
         if not args.json:
-            print(f"example set: {args.input}, {targets}")
+            print(f"example set: {args.input} (200000 rows of 20-class logits), {targets}")
     if not args.loss or not args.input:
         _fail("expected --loss and --input (or --example)")
     criteria = _criteria()
@@ -146,23 +200,34 @@ def _main(argv, prog):
     arrays = [_open(args.input, "--input")] + [_open(t, "--target") for t in args.target]
     if args.threads:
         fl.set_num_threads(args.threads)
+    metrics = args.metrics or ("all" if args.report else None)
     start = time.perf_counter()
     try:
         result = fl.evaluate(crit, *arrays, chunk_rows=args.chunk_rows, grad_out=args.grad_out or None,
-                             overwrite=args.overwrite, progress=not args.no_progress and not args.json)
+                             loss_out=args.loss_out or None, metrics=metrics, overwrite=args.overwrite,
+                             progress=not args.no_progress and not args.json)
     except (TypeError, ValueError, IndexError, NotImplementedError, OSError) as e:
         _fail(_one_line(e))
     wall = time.perf_counter() - start
-    rate = result.bytes / result.seconds / 1e9 if result.seconds else None
     loss = float(result.loss)
-    report = {"loss": _finite_or_none(loss), "loss_is_finite": math.isfinite(loss), "loss_text": repr(loss),
-              "criterion": repr(crit), "rows": result.rows, "chunk_rows": result.chunk_rows, "bytes": result.bytes,
-              "seconds": result.seconds, "gb_per_s": rate, "wall_seconds": wall, "grad_out": args.grad_out}
+    chance, meaning = reference(crit, result.metrics)
+    report = {"fastloss": fl.__version__, "criterion": repr(crit), "input": args.input, "target": args.target,
+              "loss": _finite_or_none(loss), "loss_is_finite": math.isfinite(loss), "loss_text": f"{loss:.9g}",
+              "reference_loss": chance, "reference_text": meaning, "rows": result.rows,
+              "chunk_rows": result.chunk_rows, "bytes": result.bytes, "passes": result.passes,
+              "seconds": result.seconds, "gb_per_s": result.bytes / result.seconds / 1e9 if result.seconds else None,
+              "wall_seconds": wall, "grad_out": args.grad_out, "loss_out": args.loss_out, "metrics": result.metrics}
+    if args.report:
+        try:
+            report["report_files"] = write_report(args.report, report, [args.input] + args.target, args.overwrite)
+        except (ValueError, OSError) as e:
+            _fail(f"--report: {_one_line(e)}")
     if args.json:
         print(json.dumps(report, allow_nan=False))
     else:
-        print(f"{crit!r}: loss {float(result.loss):.9g} over {result.rows} rows "
-              f"({result.bytes / 1e9:.2f} GB in {result.seconds:.2f} s, {rate or 0:.2f} GB/s, "
-              f"{-(-result.rows // result.chunk_rows)} chunks of {result.chunk_rows} rows)"
-              + (f"; gradient in {args.grad_out}" if args.grad_out else ""))
+        print(summary(report))
+        if args.report:
+            page = os.path.join(args.report, "report.html")
+            print(f"report: {page if os.path.exists(page) else os.path.join(args.report, 'report.json')}"
+                  + ("" if plots_available() else " (no figures: pip install 'fastloss[plot]')"))
     return report

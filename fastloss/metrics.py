@@ -381,6 +381,7 @@ class Tally:
                     out[name] = _number(total(name) / n) if n else None
             if "roc_auc" in chosen:
                 out["roc_auc"], out["roc_auc_error_bound"] = self._auc()
+                out["positives"], out["roc_curve"] = self._roc_curve()
         elif self.kind == "regression":
             n = c.get("elements", 0)
             out["elements"] = n
@@ -427,6 +428,21 @@ class Tally:
             rows.append({"lo": b / bins, "hi": (b + 1) / bins, "count": n, "confidence": confidence,
                          "accuracy": accuracy})
         return {"bins": bins, "ece": ece if total else None, "reliability": rows}
+
+    def _roc_curve(self, points=256):
+        """Positives, and the ROC curve at the bins' edges (at most `points`, evenly by rank)."""
+        scores = self.histograms.get("scores")
+        if scores is None:
+            return 0, None
+        negative, positive = scores.all
+        P, N = int(positive.sum()), int(negative.sum())
+        if not P or not N:
+            return P, None
+        occupied = np.flatnonzero(positive | negative)[::-1]   # the highest scores first
+        tpr = np.concatenate([[0], np.cumsum(positive[occupied])]) / P
+        fpr = np.concatenate([[0], np.cumsum(negative[occupied])]) / N
+        keep = np.unique(np.linspace(0, len(tpr) - 1, min(points, len(tpr))).round().astype(np.intp))
+        return P, {"fpr": fpr[keep].tolist(), "tpr": tpr[keep].tolist()}
 
     def _auc(self):
         scores = self.histograms.get("scores")

@@ -1,6 +1,7 @@
 """Chunked evaluation (fastloss.evaluate, the `fastloss eval` command, fastloss.dask): bitwise
 the one-call loss and gradient."""
 import json
+import os
 
 import numpy as np
 import pytest
@@ -126,6 +127,11 @@ def test_cli_example(tmp_path):
     report = json.loads(run.stdout)
     x, t = np.load(tmp_path / "fastloss-example" / "preds.npy"), np.load(tmp_path / "fastloss-example" / "labels.npy")
     assert np.float32(report["loss"]) == fl.CrossEntropyLoss().loss(x, t)
+    assert report["metrics"]["accuracy"] == np.mean(x.argmax(1) == t)
+    folder = tmp_path / "fastloss-example" / "report"
+    assert {"report.json", "summary.txt", "report.html", "reliability.png"} <= set(os.listdir(folder))
+    text = run_cli("--example", "--no-progress", cwd=tmp_path)   # again: its own files are made anew
+    assert text.returncode == 0 and "chance level for 20 classes" in text.stdout, text.stderr
 
 
 def test_dask_on_a_local_cluster_is_the_in_memory_call_bitwise():
