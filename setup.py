@@ -34,7 +34,7 @@ from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
 
 SOURCE = Path("fastloss", "_kernels")
-KERNELS = ["pointwise", "softmax", "embedding", "sequence", "stream"]   # built once per CPU level
+KERNELS = ["pointwise", "softmax", "embedding", "sequence", "stream", "convert"]   # once per CPU level
 BASELINE = ["memory", "pool", "cpu", "tally"]                            # built once
 # x86-64 levels: the flags of each, tuned for no CPU in particular. v4 asks for 512-bit vectors
 # (gcc's generic tuning prefers 256), so the math calls take libmvec's AVX-512 variants. Loops

@@ -4,7 +4,8 @@
   generated here and deleted afterwards: its reading speed against a plain sequential read of
   the same file (64 MiB reads; the better of one before and one after; every read from a cold
   page cache: the file's pages are dropped before each), and
-  the process's anonymous memory (RssAnon, sampled) while it runs;
+  the process's anonymous memory (RssAnon, sampled) while it runs; then the same file with
+  every classification metric, and the same logits as a bfloat16 file (half the bytes);
 * `fastloss.dask.evaluate` on a LocalCluster of 2 worker processes against the in-process call,
   on a 2 GB in-memory set (200 MB with --quick) that the workers already hold.
 """
@@ -81,11 +82,36 @@ def _sequential_read(path, chunk=64 << 20):
     return total / (time.perf_counter() - start)
 
 
+def _write_bfloat16(source, path):
+    """The float32 logits file as bfloat16 (rounded to nearest even), 64 MiB at a time."""
+    from fastloss._half import BFLOAT16, store
+    X = np.load(source, mmap_mode="r")
+    out = np.lib.format.open_memmap(path, "w+", BFLOAT16, X.shape)
+    step = (64 << 20) // (4 * CLASSES)
+    for r0 in range(0, X.shape[0], step):
+        store(np.asarray(X[r0:r0 + step]), out[r0:r0 + step])
+    out.flush()
+    del out
+
+
+def _cold_evaluate(path, labels, dtype=None, metrics=None):
+    _drop_cache(path)
+    _drop_cache(labels)
+    X, T = np.load(path, mmap_mode="r"), np.load(labels, mmap_mode="r")
+    X = X if dtype is None else X.view(dtype)
+    before = _anon_bytes()
+    with _PeakAnon() as peak:
+        result = fl.evaluate(fl.CrossEntropyLoss(), X, T, metrics=metrics)
+    return result, peak.peak, before
+
+
 def file_report(gigabytes, print_fn=print):
+    """The float32 file, the same logits as a bfloat16 file (half the bytes), and the float32
+    file with every classification metric, each read from a cold page cache."""
     rows = int(gigabytes * 1e9) // (4 * CLASSES)
     rng = np.random.default_rng(0)
     with tempfile.TemporaryDirectory(dir=os.environ.get("FASTLOSS_BENCH_DIR", ".")) as d:
-        preds, labels = os.path.join(d, "preds.npy"), os.path.join(d, "labels.npy")
+        preds, labels, half = (os.path.join(d, f) for f in ("preds.npy", "labels.npy", "preds-bf16.npy"))
         start = time.perf_counter()
         _write_logits(preds, rows, rng)
         np.save(labels, rng.integers(0, CLASSES, rows))
@@ -93,24 +119,35 @@ def file_report(gigabytes, print_fn=print):
         size = os.path.getsize(preds)
         _drop_cache(preds)
         plain = _sequential_read(preds)
-        _drop_cache(preds)
-        _drop_cache(labels)
-        X, T = np.load(preds, mmap_mode="r"), np.load(labels, mmap_mode="r")
-        before = _anon_bytes()
-        with _PeakAnon() as peak:
-            result = fl.evaluate(fl.CrossEntropyLoss(), X, T)
+        result, peak, before = _cold_evaluate(preds, labels)
         ours = result.bytes / result.seconds
-        del X, T
         _drop_cache(preds)
         plain = max(plain, _sequential_read(preds))   # the plain read again, after: the better of the two
+        with_metrics, _, _ = _cold_evaluate(preds, labels, metrics="all")
+        try:
+            from fastloss._half import BFLOAT16
+        except ImportError:
+            BFLOAT16 = None
+        bf16 = None
+        if BFLOAT16 is not None:
+            _write_bfloat16(preds, half)
+            bf16, _, _ = _cold_evaluate(half, labels, BFLOAT16)
     print_fn("")
     print_fn(f"fastloss.evaluate, CrossEntropyLoss over a {size / 1e9:.1f} GB float32 .npy ({rows}x{CLASSES}, "
              f"written in {written:.0f} s, deleted after), cold page cache, {fl.get_num_threads()} threads:")
     print_fn(f"  plain sequential read {plain / 1e9:6.2f} GB/s   evaluate {ours / 1e9:6.2f} GB/s   "
-             f"ratio {ours / plain:.2f}   anonymous memory: peak {peak.peak / 2**20:.0f} MiB "
-             f"({(peak.peak - before) / 2**20:.0f} MiB above the process's before)   loss {float(result.loss):.6f}")
+             f"ratio {ours / plain:.2f}   anonymous memory: peak {peak / 2**20:.0f} MiB "
+             f"({(peak - before) / 2**20:.0f} MiB above the process's before)   loss {float(result.loss):.6f}")
+    print_fn(f"  with every metric (accuracy, top-5, per-class, confusion, ECE, worst rows, loss histogram): "
+             f"{with_metrics.seconds:.2f} s, {with_metrics.seconds / result.seconds:.2f}x the loss alone's "
+             f"{result.seconds:.2f} s")
+    if bf16 is not None:
+        print_fn(f"  the same logits as bfloat16 ({bf16.bytes / 1e9:.1f} GB read): {bf16.seconds:.2f} s, "
+                 f"{result.seconds / bf16.seconds:.2f}x faster than float32 (loss {float(bf16.loss):.6f})")
     return {"gb": size / 1e9, "plain_gbs": plain / 1e9, "evaluate_gbs": ours / 1e9,
-            "peak_anon_mib": peak.peak / 2**20, "ratio": ours / plain}
+            "peak_anon_mib": peak / 2**20, "ratio": ours / plain,
+            "metrics_ratio": with_metrics.seconds / result.seconds,
+            "bf16_speedup": None if bf16 is None else result.seconds / bf16.seconds}
 
 
 def dask_report(gigabytes, print_fn=print):

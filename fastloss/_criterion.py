@@ -15,6 +15,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from . import _half
 from ._arrays import (
     ArrayLike,
     as_operand,
@@ -224,6 +225,9 @@ class Criterion:
             raise NotImplementedError(f"{type(self).__name__}: no hessian (grad_hess covers the losses "
                                       "its docstring lists)")
         if backend == "cpu":
+            if _half.present(arrays) or grad_output is not None and _half.present((grad_output,)):
+                return _half.call(self, arrays, want_grad, out, grad_output, mode,
+                                  GradHess if mode.get("hess") else LossAndGrad)
             return self._cpu(self._spec(HOST, arrays, **mode), want_grad, out, grad_output, **mode)
         if mode.get("partial"):
             raise NotImplementedError(f"{type(self).__name__}: partial states are for host arrays")

@@ -31,7 +31,8 @@ def parser(prog="fastloss eval"):
     p = _Parser(prog=prog, description="Evaluate a loss over .npy files chunk by chunk "
                                 "(memory-mapped, read ahead of the computation), bitwise equal to one call.")
     p.add_argument("--loss", help="the criterion: a functional name (cross_entropy, mse_loss, ...) or a class name")
-    p.add_argument("--input", help=".npy file of predictions (logits, scores, ...)")
+    p.add_argument("--input", help=".npy file of predictions (logits, scores, ...): float32, float64, float16 or "
+                   "bfloat16 (a .npy whose dtype is '<V2', as NumPy saves ml_dtypes.bfloat16, is read as bfloat16)")
     p.add_argument("--target", nargs="+", default=[],
                    help=".npy file(s) of the other arrays of the call, in torch's order")
     p.add_argument("--reduction", choices=["mean", "sum"], default="mean")
@@ -92,6 +93,12 @@ def _open(path, what):
         _fail(f"{what}: {path!r} is not a readable .npy file ({_one_line(e)})")
     if not isinstance(array, np.ndarray):
         _fail(f"{what}: {path!r} is not a .npy file (an .npz archive?)")
+    if array.dtype == np.dtype("V2"):   # how NumPy saves ml_dtypes.bfloat16 (.npy has no code for it)
+        from ._half import BFLOAT16
+        if BFLOAT16 is None:
+            _fail(f"{what}: {path!r} holds 2-byte raw values ('<V2', as bfloat16 is saved): reading them as "
+                  "bfloat16 needs ml_dtypes (pip install ml_dtypes)")
+        array = array.view(BFLOAT16)
     return array
 
 

@@ -18,6 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
+from . import _half
 from ._arrays import byte_extent, check_no_overlap, check_optional_count, fail
 from .metrics import Tally
 
@@ -45,6 +46,7 @@ class _Source:
                  type(array).__name__)
         self.array, self.name, self.axis = array, name, axis
         self.dtype = np.dtype(array.dtype)
+        self.half = _half.is_half(self.dtype)   # read as it is, computed in float32
         self.fd = self.filename = None
         if isinstance(array, np.memmap) and getattr(array, "filename", None):
             self._open_file(array)
@@ -82,18 +84,33 @@ class _Source:
                           "(a short or truncated .npy file)")
 
     def buffer(self, rows):
-        if self.axis is None or type(self.array) is np.ndarray:
-            return None
-        shape = list(self.array.shape)
-        shape[self.axis] = rows
-        return np.empty(shape, self.dtype)
+        """A reused buffer for chunks of `rows` rows: the file's rows (None for an array in
+        memory), and for half-precision data a dict of float32 buffers by chunk shape."""
+        raw = None
+        if self.axis is not None and type(self.array) is not np.ndarray:
+            shape = list(self.array.shape)
+            shape[self.axis] = rows
+            raw = np.empty(shape, self.dtype)
+        return (raw, {}) if self.half else raw
 
     def read_all(self):
         out = np.empty(self.array.shape, self.dtype)
         self._pread_view(self.array, self.position, out)
-        return out
+        return _half.to_float32(out) if self.half else out
 
     def read(self, r0, r1, buffer):
+        """Rows [r0, r1): float16/bfloat16 widened to float32 (into the buffer, reused)."""
+        if not self.half:
+            return self._read(r0, r1, buffer)
+        raw, wide = buffer
+        part = self._read(r0, r1, raw)
+        if self.axis is None:
+            return part
+        if part.shape not in wide:   # (two shapes at most: the chunks' and the last one's)
+            wide[part.shape] = np.empty(part.shape, np.float32)
+        return _half.to_float32(part, wide[part.shape])
+
+    def _read(self, r0, r1, buffer):
         if self.axis is None:
             return self.whole
         rows = (slice(None),) * self.axis + (slice(r0, r1),)
@@ -386,6 +403,7 @@ def evaluate(criterion, *arrays, chunk_rows=None, grad_out=None, loss_out=None, 
         if loss_out is not None or tally is not None and tally.needs_row_losses:
             none = criterion._with_reduction("none")
             loss_shape, loss_dtype = _row_loss_shape(criterion, none, sources)
+            loss_dtype = sources[0].dtype if sources[0].half else loss_dtype   # a call's 'none' dtype
         if loss_out is not None:
             loss_out = _output("loss_out", loss_out, sources, loss_shape, loss_dtype, overwrite, files)
         chunk_rows, chunks = _chunks(criterion, sources, rows, chunk_rows)
@@ -393,7 +411,8 @@ def evaluate(criterion, *arrays, chunk_rows=None, grad_out=None, loss_out=None, 
         with_grad_now = grad_out is not None and criterion.reduction == "sum"
 
         def place(r0, r1, grad):   # this chunk's gradient of the first array, along its row axis
-            grad_out[(slice(None),) * sources[0].axis + (slice(r0, r1),)] = grad[0] if isinstance(grad, tuple) else grad
+            _half.store(grad[0] if isinstance(grad, tuple) else grad,
+                        grad_out[(slice(None),) * sources[0].axis + (slice(r0, r1),)])
 
         def loss_chunk(r0, r1, chunk):
             nonlocal state
@@ -401,7 +420,7 @@ def evaluate(criterion, *arrays, chunk_rows=None, grad_out=None, loss_out=None, 
             state = part if state is None else state + part
             losses = None if none is None else none.loss(*chunk)
             if loss_out is not None:
-                loss_out[r0:r1] = losses
+                _half.store(losses, loss_out[r0:r1])
             if tally is not None:
                 tally.update(r0, chunk, losses)
             if with_grad_now:
@@ -438,8 +457,9 @@ def evaluate(criterion, *arrays, chunk_rows=None, grad_out=None, loss_out=None, 
 def _check_output(name, out, sources, shape, dtype):
     """A caller's output array: the expected shape and dtype, writable, and sharing no memory
     and no file with the inputs."""
-    if tuple(out.shape) != shape or np.dtype(out.dtype) != dtype:
-        fail(ValueError, name, f"shape {shape} and dtype {dtype}",
+    wide = _half.is_half(dtype) and out.dtype == np.float32   # float32 for half-precision inputs, as out=
+    if tuple(out.shape) != shape or np.dtype(out.dtype) != dtype and not wide:
+        fail(ValueError, name, f"shape {shape} and dtype {dtype}" + (" (or float32)" if _half.is_half(dtype) else ""),
              f"shape {tuple(out.shape)} and dtype {out.dtype}")
     if isinstance(out, np.ndarray) and not out.flags.writeable:
         fail(ValueError, name, "a writable array", "a read-only one")

@@ -184,12 +184,12 @@ def loss_curves(cls, option_sets, path, target=None, points=401, span=(-4.0, 4.0
         top.plot(x, np.asarray(loss).reshape(points, -1)[:, 0], label=label)
         bottom.plot(x, input_of(grad), label=label)
     classes = isinstance(crit, (fl.CrossEntropyLoss, fl.NLLLoss, fl.MultiMarginLoss))
-    what = "true class's logit" if classes else "input"
+    what = ("the true class's logit (3 classes, the others' logits 0)" if classes
+            else f"input (target {arrays[1].flat[0]:g})")
     top.set_ylabel("loss")
-    top.set_title(f"{cls.__name__}: loss and gradient against the {what}"
-                  + (" (3 classes, the others' logits 0)" if classes else f" (target {arrays[1].flat[0]:g})"))
+    top.set_title(f"{cls.__name__}: the loss and its gradient")
     top.legend(fontsize=8)
-    bottom.set_ylabel("d loss / d input")
+    bottom.set_ylabel("gradient")
     bottom.set_xlabel(what)
     for ax in (top, bottom):
         ax.axhline(0, color="gray", linewidth=0.6)

@@ -15,7 +15,7 @@ import sys
 
 from . import cpu
 
-KERNELS = ("pointwise", "softmax", "embedding", "sequence", "stream")
+KERNELS = ("pointwise", "softmax", "embedding", "sequence", "stream", "convert")
 X86_LEVELS = ("v4", "v3", "v2")   # best first
 SINGLE_LEVELS = ("native", "custom", "generic")
 

@@ -1,0 +1,159 @@
+"""float16 and bfloat16 inputs on the CPU (fastloss/_half.py, _kernels/convert.pyx): every
+criterion gives the float32 call's results on the same values, bitwise (gradients narrowed to
+the input's dtype), with no float32 copy of the input; evaluation reads half-precision files."""
+import tracemalloc
+
+import cases
+import ml_dtypes
+import numpy as np
+import pytest
+import torch
+from conftest import run_cli
+
+import fastloss as fl
+from fastloss import _half
+from fastloss._kernels import convert
+
+HALVES = [np.dtype(np.float16), np.dtype(ml_dtypes.bfloat16)]
+HALF_IDS = ["float16", "bfloat16"]
+
+
+def same_bits(a, b):
+    a, b = np.asarray(a), np.asarray(b)
+    assert a.dtype == b.dtype and a.shape == b.shape, (a.dtype, b.dtype, a.shape, b.shape)
+    wide_a, wide_b = a.astype(np.float32), b.astype(np.float32)
+    return np.array_equal(wide_a, wide_b, equal_nan=True) and np.array_equal(np.signbit(wide_a), np.signbit(wide_b))
+
+
+def test_widen_is_exact_for_every_half_value():
+    bits = np.arange(1 << 16, dtype=np.uint16)
+    for dtype in HALVES:
+        out = np.empty(1 << 16, np.float32)
+        convert.widen(bits, out, dtype == HALVES[1], 2)
+        expected = bits.view(dtype).astype(np.float32)
+        assert np.array_equal(out.view(np.uint32), expected.view(np.uint32)) or \
+            np.array_equal(out, expected, equal_nan=True)
+
+
+@pytest.mark.parametrize("dtype", HALVES, ids=HALF_IDS)
+def test_narrow_rounds_to_nearest_even(dtype):
+    r = np.random.default_rng(0)
+    values = r.integers(0, 1 << 32, 1 << 20, dtype=np.uint64).astype(np.uint32).view(np.float32)
+    edges = np.float32([0.0, -0.0, np.inf, -np.inf, 65504, 65519.99, 65520, 6e-8, 3e-8, 1e-45, 3.3895e38, 3.4e38])
+    values = np.concatenate([values, edges, np.nextafter(edges, np.float32(np.inf))])
+    out = np.empty(values.size, np.uint16)
+    convert.narrow(values, out, dtype == HALVES[1], 2)
+    with np.errstate(over="ignore"):
+        expected = values.astype(dtype)
+    ours = out.view(dtype).astype(np.float32)
+    nan = np.isnan(values)
+    assert np.array_equal(ours[~nan], expected[~nan].astype(np.float32))
+    assert np.array_equal(np.signbit(ours[~nan]), np.signbit(expected[~nan].astype(np.float32)))
+    assert np.isnan(ours[nan]).all()
+
+
+def halved(arrays, dtype):
+    return [a.astype(dtype) if isinstance(a, np.ndarray) and a.dtype.kind == "f" else a for a in arrays]
+
+
+def widened(arrays):
+    return [a.astype(np.float32) if isinstance(a, np.ndarray) and a.dtype in HALVES else a for a in arrays]
+
+
+@pytest.mark.parametrize("dtype", HALVES, ids=HALF_IDS)
+@pytest.mark.parametrize("reduction", ["none", "mean", "sum"])
+@pytest.mark.parametrize("case", cases.CASES, ids=cases.IDS)
+def test_every_criterion_is_the_float32_call_on_the_same_values(case, reduction, dtype, monkeypatch):
+    monkeypatch.setattr(_half, "STAGE_ELEMENTS", 8)   # many staged blocks even for the registry's small arrays
+    crit, arrays, _ = cases.build(case, reduction if reduction in case[1].reductions else "mean", np.float32)
+    if reduction not in crit.reductions:
+        pytest.skip(f"{type(crit).__name__} has no reduction={reduction!r}")
+    half = halved(arrays, dtype)
+    wide = widened(half)
+    grad_output = None
+    probe = crit.loss(*wide)
+    if reduction == "none" and np.ndim(probe):
+        grad_output = np.random.default_rng(1).uniform(0.5, 1.5, np.shape(probe)).astype(np.float32)
+    loss, grads = crit(*half, grad_output=grad_output)
+    ref_loss, ref_grads = crit(*wide, grad_output=grad_output)
+    if np.ndim(ref_loss) and reduction == "none":
+        assert same_bits(loss, np.asarray(ref_loss).astype(dtype))
+    else:
+        assert np.asarray(loss).dtype == np.float32 and same_bits(loss, np.float32(ref_loss)), (loss, ref_loss)
+    assert same_bits(crit.loss(*half), loss)
+    grads = grads if isinstance(grads, tuple) else (grads,)
+    ref_grads = ref_grads if isinstance(ref_grads, tuple) else (ref_grads,)
+    for g, ref in zip(grads, ref_grads):
+        if ref is None:
+            assert g is None
+            continue
+        assert same_bits(g, ref.astype(dtype))
+
+
+@pytest.mark.parametrize("dtype", HALVES, ids=HALF_IDS)
+def test_large_calls_in_many_blocks_and_out(dtype):
+    r = np.random.default_rng(2)
+    x = r.standard_normal((70000, 40)).astype(dtype)
+    t = r.integers(0, 40, 70000)
+    y = (r.random(x.shape) < 0.3).astype(dtype)
+    for crit, arrays in [(fl.CrossEntropyLoss(label_smoothing=0.1), [x, t]), (fl.BCEWithLogitsLoss(), [x, y]),
+                         (fl.MSELoss(reduction="sum"), [x, y])]:
+        loss, grad = crit(*arrays)
+        ref_loss, ref_grad = crit(*widened(arrays))
+        assert loss == ref_loss and same_bits(grad, ref_grad.astype(dtype)), repr(crit)
+        out = np.empty(x.shape, np.float32)   # float32 gradients of half data, through out=
+        assert crit(*arrays, out=out)[1] is out and np.array_equal(out, ref_grad)
+        out = np.empty(x.shape, dtype)
+        assert crit(*arrays, out=out)[1] is out and same_bits(out, ref_grad.astype(dtype))
+    with pytest.raises(ValueError, match="out: expected a writable array of shape .* and dtype .* or float32"):
+        fl.MSELoss()(x, y, out=np.empty(x.shape))
+
+
+def test_no_float32_copy_of_the_input():
+    x = np.random.default_rng(3).standard_normal(4_000_000).astype(ml_dtypes.bfloat16)   # 8 MB
+    y = np.zeros_like(x)
+    crit = fl.BCEWithLogitsLoss()
+    crit(x[:10], y[:10])
+    tracemalloc.start()
+    loss = crit.loss(x, y)
+    _, peak_loss = tracemalloc.get_traced_memory()
+    tracemalloc.reset_peak()
+    _, grad = crit(x, y)
+    _, peak_grad = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    staging = 3 * 4 * _half.STAGE_ELEMENTS   # a float32 block of each array, and of the block's gradient
+    assert peak_loss <= staging + (1 << 20), peak_loss            # a float32 copy would be 16 MB
+    assert peak_grad <= x.nbytes + staging + (1 << 20), peak_grad   # the bfloat16 gradient itself, 8 MB
+    assert np.isfinite(loss) and grad.dtype == x.dtype
+
+
+@pytest.mark.parametrize("torch_dtype, dtype", [(torch.float16, HALVES[0]), (torch.bfloat16, HALVES[1])])
+def test_torch_half_tensors_are_read_in_place(torch_dtype, dtype):
+    x = torch.randn(300, 7).to(torch_dtype)
+    t = torch.randint(0, 7, (300,))
+    loss, grad = fl.CrossEntropyLoss()(x, t.numpy())
+    view = x.view(torch.int16).numpy().view(dtype)
+    assert np.shares_memory(_half.as_numpy(x), x.view(torch.int16).numpy())
+    ref_loss, ref_grad = fl.CrossEntropyLoss()(view.astype(np.float32), t.numpy())
+    assert loss == ref_loss and grad.dtype == dtype and same_bits(grad, ref_grad.astype(dtype))
+
+
+@pytest.mark.parametrize("dtype", HALVES, ids=HALF_IDS)
+def test_evaluate_a_half_file_is_the_one_call(tmp_path, dtype):
+    r = np.random.default_rng(4)
+    x = r.standard_normal((9000, 30)).astype(dtype)
+    t = r.integers(0, 30, 9000)
+    np.save(tmp_path / "x.npy", x)   # bfloat16 is saved as '<V2'
+    mapped = np.load(tmp_path / "x.npy", mmap_mode="r").view(dtype)
+    crit = fl.CrossEntropyLoss()
+    result = fl.evaluate(crit, mapped, t, chunk_rows=1000, grad_out=tmp_path / "g.npy", loss_out=tmp_path / "l.npy",
+                         metrics=["accuracy"])
+    loss, grad = crit(x, t)
+    assert result.loss == loss and result.bytes == 2 * (x.nbytes + t.nbytes)
+    assert same_bits(np.load(tmp_path / "g.npy").view(dtype), grad)
+    assert same_bits(np.load(tmp_path / "l.npy").view(dtype), fl.CrossEntropyLoss(reduction="none").loss(x, t))
+    assert result.metrics["accuracy"] == np.mean(x.astype(np.float32).argmax(1) == t)
+    np.save(tmp_path / "t.npy", t)
+    run = run_cli("--loss", "cross_entropy", "--input", "x.npy", "--target", "t.npy", "--json", cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+    assert np.float32(__import__("json").loads(run.stdout)["loss"]) == loss
