@@ -96,16 +96,16 @@ def call(crit, arrays, want_grad, out, grad_output, mode, result_type):
     """The criterion's call on arrays of which some are float16/bfloat16 (see the module);
     `result_type` is the call's namedtuple (LossAndGrad; GradHess, whose fields then take the
     gradient's place and the hessian's, both narrowed to the input's dtype)."""
-    global _RESULT
-    _RESULT = result_type
     arrays = [as_numpy(a) for a in arrays]
     differentiable = [i for i, name in enumerate(crit.arguments) if name in crit.differentiable]
     first = arrays[differentiable[0]] if differentiable else arrays[0]
     dtype = np.dtype(first.dtype) if is_half(getattr(first, "dtype", None)) else np.dtype(np.float32)
     if not mode.get("hess") and _stageable(crit, arrays, want_grad, mode):
         try:
-            return _staged(crit, arrays, want_grad, out, grad_output, mode, dtype)
-        except NotImplementedError:   # no partial state with these options (a callable distance, ...)
+            return _staged(crit, arrays, want_grad, out, grad_output, mode, dtype, result_type)
+        except (NotImplementedError, ValueError, IndexError, TypeError):
+            # no partial state with these options (a callable distance, ...), or bad data: the
+            # whole call raises its error with positions in the whole arrays, not in a block
             pass
     return _whole(crit, arrays, want_grad, out, grad_output, mode, dtype)
 
@@ -180,7 +180,7 @@ def _output(out, shape, dtype):
     return out
 
 
-def _staged(crit, arrays, want_grad, out, grad_output, mode, dtype):
+def _staged(crit, arrays, want_grad, out, grad_output, mode, dtype, result_type):
     """Blocks of rows, each half array widened into a reused float32 buffer (see the module)."""
     axes, rows = crit.row_axes, _rows(crit, arrays)
     row_elements = sum(int(np.prod(np.shape(a))) // max(rows, 1) for a, ax in zip(arrays, axes)
@@ -212,7 +212,7 @@ def _staged(crit, arrays, want_grad, out, grad_output, mode, dtype):
 
     spans = [(r0, min(rows, r0 + step)) for r0 in range(0, rows, step)] or [(0, 0)]
     if crit.reduction == "none":
-        return _staged_none(crit, arrays, chunk, spans, rows, want_grad, out, grad_output, dtype)
+        return _staged_none(crit, arrays, chunk, spans, rows, want_grad, out, grad_output, dtype, result_type)
     state = None
     scale = scalar_grad_output(grad_output) if want_grad else 0.0
     grads = _gradients(crit, arrays, out, dtype) if want_grad else None
@@ -230,10 +230,10 @@ def _staged(crit, arrays, want_grad, out, grad_output, mode, dtype):
         for r0, r1 in spans:
             _place(grads, crit._chunk_gradient(chunk(r0, r1), whole_scale), r0, r1)
     loss = np.float32(state.value())
-    return _result(crit)(loss, _packed(crit, grads) if want_grad else None)
+    return result_type(loss, _packed(crit, grads) if want_grad else None)
 
 
-def _staged_none(crit, arrays, chunk, spans, rows, want_grad, out, grad_output, dtype):
+def _staged_none(crit, arrays, chunk, spans, rows, want_grad, out, grad_output, dtype, result_type):
     """'none': each block's losses and gradients, written into the whole's outputs."""
     go = as_numpy(grad_output) if grad_output is not None and np.ndim(grad_output) else grad_output
     grads = _gradients(crit, arrays, out, dtype) if want_grad else None
@@ -247,7 +247,7 @@ def _staged_none(crit, arrays, chunk, spans, rows, want_grad, out, grad_output, 
         store(result[0], losses[r0:r1])
         if want_grad:
             _place(grads, result[1], r0, r1)
-    return _result(crit)(losses, _packed(crit, grads) if want_grad else None)
+    return result_type(losses, _packed(crit, grads) if want_grad else None)
 
 
 def _gradients(crit, arrays, out, dtype):
@@ -277,8 +277,3 @@ def _place(grads, block, r0, r1):
             store(g, whole[(slice(None),) * axis + (slice(r0, r1),)])
 
 
-_RESULT = None
-
-
-def _result(crit):
-    return _RESULT

@@ -157,3 +157,16 @@ def test_evaluate_a_half_file_is_the_one_call(tmp_path, dtype):
     run = run_cli("--loss", "cross_entropy", "--input", "x.npy", "--target", "t.npy", "--json", cwd=tmp_path)
     assert run.returncode == 0, run.stderr
     assert np.float32(__import__("json").loads(run.stdout)["loss"]) == loss
+
+
+@pytest.mark.parametrize("dtype", HALVES, ids=HALF_IDS)
+def test_bad_data_in_a_later_block_is_named_in_the_whole_arrays(dtype, monkeypatch):
+    monkeypatch.setattr(_half, "STAGE_ELEMENTS", 100)
+    x = np.zeros((500, 10), dtype)
+    t = np.zeros(500, np.int64)
+    t[377] = 12
+    with pytest.raises(IndexError) as half_error:
+        fl.CrossEntropyLoss()(x, t)
+    with pytest.raises(IndexError) as float_error:
+        fl.CrossEntropyLoss()(x.astype(np.float32), t)
+    assert str(half_error.value) == str(float_error.value) and "377" in str(half_error.value)
