@@ -225,8 +225,9 @@ def _staged(crit, arrays, want_grad, out, grad_output, mode, dtype, result_type)
             _place(grads, crit._chunk_gradient(parts, scale), r0, r1)
     if mode.get("partial"):
         return state
-    if want_grad and not one_pass:
-        whole_scale = scale * state.gradient_scale()
+    if want_grad and not one_pass:   # grad_output over the whole's divisor, as the one call divides it
+        divisor = state.divisor.value() if state.divisor is not None else 1.0
+        whole_scale = scale / divisor if divisor else 0.0
         for r0, r1 in spans:
             _place(grads, crit._chunk_gradient(chunk(r0, r1), whole_scale), r0, r1)
     loss = np.float32(state.value())

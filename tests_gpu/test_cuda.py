@@ -112,6 +112,8 @@ def test_empty_input_gives_nan_mean_and_zero_sum():
 BAD = [
     (lambda: fl.MSELoss()(dev(np.zeros(3)), np.zeros(3)), ValueError, "all on the host or all on a CUDA device"),
     (lambda: fl.MSELoss()(dev(np.zeros(3, np.int64)), dev(np.zeros(3))), TypeError, "input: expected a float32 or float64"),
+    (lambda: fl.MSELoss()(dev(np.zeros(3, np.float16)), dev(np.zeros(3, np.float16))), TypeError,
+     r"input: expected a float32 or float64 array on the GPU \(float16/bfloat16 run on the host only"),
     (lambda: fl.MSELoss()(dev(np.zeros(3)), dev(np.zeros(4))), ValueError, "target: expected a shape that broadcasts"),
     (lambda: fl.MSELoss()(dev(np.zeros(3)), dev(np.zeros(3)), out=dev(np.zeros(4))), ValueError, r"out \(input\): expected shape"),
     (lambda: fl.MSELoss()(dev(np.zeros(3)), dev(np.zeros(3)), out=dev(np.zeros(3, np.float32))), TypeError, "dtype float64"),

@@ -263,6 +263,11 @@ class Device:
         (torch tensors are taken detached: a parameter's product runs outside autograd.)"""
         if type(obj).__module__.split(".")[0] == "torch":
             obj = obj.detach()
+        if str(getattr(obj, "dtype", "")).split(".")[-1] in ("float16", "bfloat16"):
+            # numba has no bfloat16 and only partial float16 arithmetic: the GPU kernels take
+            # float32 and float64 (half precision is the CPU's, staged in float32 there)
+            fail(TypeError, name, "a float32 or float64 array on the GPU (float16/bfloat16 run on the host "
+                 "only; convert on the device first, e.g. x.float())", f"dtype {obj.dtype}")
         view = self.view(obj, name)
         if view.dtype not in FLOAT_DTYPES:
             fail(TypeError, name, "a float32 or float64 array", f"dtype {view.dtype}")
