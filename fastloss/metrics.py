@@ -37,7 +37,9 @@ import numpy as np
 
 from ._arrays import fail
 from ._exact import ExactSum
+from ._kernels.softmax import row_summary
 from ._kernels.tally import exact_sums, float_bins
+from ._threads import get_num_threads
 from .losses.pointwise import (
     BCELoss,
     BCEWithLogitsLoss,
@@ -276,44 +278,43 @@ class Tally:
         return {}
 
     def _classification_block(self, z, t, losses):
-        C = self.classes
+        """A block of rows: one read of each row's scores (softmax.row_summary) for the argmax,
+        the top probability and the target's rank; then counts and exact sums."""
+        C, chosen = self.classes, self.chosen
+        z = np.ascontiguousarray(z) if z.dtype in (np.float32, np.float64) else z.astype(np.float32)
+        t = np.ascontiguousarray(t, np.int64)
+        predicted, confidence, above = row_summary(z, t, "ece" in chosen, "top_k" in chosen,
+                                                   isinstance(self.criterion, NLLLoss), get_num_threads())
         ignore = getattr(self.criterion, "ignore_index", None)
-        keep = t != ignore if ignore is not None else np.ones(len(t), bool)
-        z, t = z[keep], t[keep].astype(np.intp)
-        predicted = np.argmax(z, axis=1) if len(t) else np.empty(0, np.intp)
+        keep = None if ignore is None else t != ignore
+        every = predicted
+        if keep is not None and not keep.all():
+            t, predicted = t[keep], predicted[keep]
+            confidence = None if confidence is None else confidence[keep]
+            above = None if above is None else above[keep]
+            losses = None if losses is None else losses[keep]
         correct = predicted == t
         self._count("kept", len(t))
-        self._count("correct", int(correct.sum()))
-        chosen = self.chosen
+        self._count("correct", int(np.count_nonzero(correct)))
         if "top_k" in chosen:
-            zt = z[np.arange(len(t)), t][:, None]
-            above = (z > zt).sum(axis=1) + ((z == zt) & (np.arange(C) > t[:, None])).sum(axis=1)
-            self._count("top_k_correct", int((above < chosen["top_k"]).sum()))
+            self._count("top_k_correct", int(np.count_nonzero(above < chosen["top_k"])))
         if "per_class" in chosen and self.per_class:
             self._count("support", np.bincount(t, minlength=C))
             self._count("class_correct", np.bincount(t[correct], minlength=C))
             self._count("class_predicted", np.bincount(predicted, minlength=C))
             if losses is not None:
-                self._sum("class_loss", losses[keep], t, C)
+                self._sum("class_loss", losses, t, C)
         if "confusion" in chosen and C <= chosen["confusion"]:
             self._count("confusion", np.bincount(t * C + predicted, minlength=C * C).reshape(C, C))
         if "ece" in chosen:
             bins = chosen["ece"]
-            with np.errstate(all="ignore"):   # the top probability, in the input's dtype
-                top = z[np.arange(len(t)), predicted]
-                if isinstance(self.criterion, NLLLoss):   # log-probabilities in
-                    confidence = np.exp(top.astype(np.float64))
-                else:   # into a reused buffer (a fresh temporary each block ran 4x slower)
-                    work = self._work(z.shape, z.dtype)
-                    np.exp(np.subtract(z, top[:, None], out=work), out=work)
-                    confidence = 1.0 / work.sum(axis=1, dtype=np.float64)
             where = np.searchsorted(np.linspace(0.0, 1.0, bins + 1)[1:-1], confidence)
             self._count("ece_count", np.bincount(where, minlength=bins))
             self._count("ece_correct", np.bincount(where[correct], minlength=bins))
             self._sum("ece_confidence", confidence, where, bins)
-        out = np.full(len(keep), -1, np.int64)
-        out[keep] = predicted
-        return out
+        if keep is not None:
+            every = np.where(keep, every, -1)
+        return every
 
     # ------------------------------------------------------------------ binary
     def _binary(self, x, y):

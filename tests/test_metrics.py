@@ -225,3 +225,29 @@ def test_progress_without_tqdm_shows_the_pass_the_rate_and_an_eta(monkeypatch, c
     err = capsys.readouterr().err
     assert "pass 1/2: loss" in err and "pass 2/2: gradient" in err
     assert "GB/s" in err and "ETA" in err and f"{(x.nbytes + t.nbytes) / 1e9:.2f} GB" in err
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_row_summary_is_numpys_argmax_and_sklearns_rank(dtype):
+    from fastloss._kernels.softmax import row_summary
+    r = np.random.default_rng(11)
+    z = np.round(r.standard_normal((3000, 37)) * 2).astype(dtype)   # many equal scores
+    z[5, 3] = z[6, 0] = np.nan
+    z[7] = -np.inf
+    z[8, :] = 1.0
+    t = r.integers(0, 37, 3000)
+    t[9] = -100
+    predicted, confidence, above = row_summary(z, t, True, True, False, 2)
+    np.testing.assert_array_equal(predicted, np.argmax(z, axis=1))
+    zt = z[np.arange(3000), np.clip(t, 0, 36)][:, None]
+    rank = (z > zt).sum(1) + ((z == zt) & (np.arange(37) > t[:, None])).sum(1)
+    rank[9] = -1
+    np.testing.assert_array_equal(above, rank)
+    with np.errstate(all="ignore"):
+        truth = 1 / np.exp(z.astype(np.float64) - z.max(1, keepdims=True)).sum(1)
+    ok = np.isfinite(z).all(1)
+    np.testing.assert_allclose(confidence[ok], truth[ok], rtol=1e-6 if dtype == np.float32 else 1e-13)
+    assert confidence[8] == pytest.approx(1 / 37)
+    with fl.threads(1):
+        assert [a.tobytes() for a in row_summary(z, t, True, True, False, 1)] == [predicted.tobytes(),
+                                                                                 confidence.tobytes(), above.tobytes()]
