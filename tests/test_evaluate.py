@@ -87,6 +87,7 @@ def test_evaluate_errors():
         fl.evaluate(fl.MSELoss(), x, x, grad_out=np.zeros((10, 4)))
 
 
+@pytest.mark.commands
 def test_cli_evaluates_files_with_json_and_a_gradient(tmp_path):
     x, t = prediction_files(tmp_path, 7)
     run = run_cli("--loss", "cross_entropy", "--input", "p.npy", "--target", "t.npy", "--option",
@@ -101,6 +102,7 @@ def test_cli_evaluates_files_with_json_and_a_gradient(tmp_path):
     assert text.returncode == 0 and "loss 0 over 3000 rows" in text.stdout
 
 
+@pytest.mark.commands
 @pytest.mark.parametrize("args, message", [
     (["--loss", "cross_entropy", "--input", "missing.npy", "--target", "t.npy"], "--input: no such file 'missing.npy'"),
     (["--loss", "cross_entropy", "--input", "p.npy", "--target", "bad.npy"], "--target: 'bad.npy' is not a readable .npy file"),
@@ -121,6 +123,7 @@ def test_cli_bad_input(tmp_path, args, message):
     assert message in run.stderr, run.stderr
 
 
+@pytest.mark.commands
 def test_cli_example(tmp_path):
     run = run_cli("--example", "--json", cwd=tmp_path)
     assert run.returncode == 0, run.stderr
@@ -134,6 +137,7 @@ def test_cli_example(tmp_path):
     assert text.returncode == 0 and "chance level for 20 classes" in text.stdout, text.stderr
 
 
+@pytest.mark.commands
 def test_dask_on_a_local_cluster_is_the_in_memory_call_bitwise():
     distributed = pytest.importorskip("distributed")
     da = pytest.importorskip("dask.array")
