@@ -20,6 +20,7 @@ import numpy as np
 
 from . import _half
 from ._arrays import byte_extent, check_no_overlap, check_optional_count, fail
+from ._kernels.memory import empty
 from .metrics import Tally
 
 __all__ = ["evaluate", "Evaluation", "CHUNK_BYTES", "check_chunkable"]
@@ -90,7 +91,7 @@ class _Source:
         if self.axis is not None and type(self.array) is not np.ndarray:
             shape = list(self.array.shape)
             shape[self.axis] = rows
-            raw = np.empty(shape, self.dtype)
+            raw = empty(shape, self.dtype)   # (from the buffer cache: pages already mapped)
         return (raw, {}) if self.half else raw
 
     def read_all(self):
@@ -107,7 +108,7 @@ class _Source:
         if self.axis is None:
             return part
         if part.shape not in wide:   # (two shapes at most: the chunks' and the last one's)
-            wide[part.shape] = np.empty(part.shape, np.float32)
+            wide[part.shape] = empty(part.shape, np.float32)
         return _half.to_float32(part, wide[part.shape])
 
     def _read(self, r0, r1, buffer):
@@ -208,8 +209,8 @@ def _progress_bar(total, label, enabled):
 
 def _chunks(criterion, sources, rows, chunk_rows):
     block = criterion.block_rows(sources[0].array.shape)
-    if chunk_rows is None:
-        per_row = max(1, sum(s.row_bytes for s in sources))
+    if chunk_rows is None:   # (half-precision rows counted as the float32 they are widened to)
+        per_row = max(1, sum(s.row_bytes * (2 if s.half else 1) for s in sources))
         chunk_rows = max(1, CHUNK_BYTES // per_row)
     chunk_rows = max(block, -(-int(chunk_rows) // block) * block)   # whole blocks: exact partials
     return chunk_rows, [(r0, min(rows, r0 + chunk_rows)) for r0 in range(0, rows, chunk_rows)]

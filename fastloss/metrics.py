@@ -38,7 +38,7 @@ import numpy as np
 from ._arrays import fail
 from ._exact import ExactSum
 from ._kernels.softmax import row_summary
-from ._kernels.tally import exact_sums, float_bins
+from ._kernels.tally import ExactSums, float_bins
 from ._threads import get_num_threads
 from .losses.pointwise import (
     BCELoss,
@@ -68,7 +68,7 @@ DEFAULTS = {"top_k": 5, "ece": 15, "worst": 10, "confusion": 1000}
 QUANTILES = (0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99)
 FINE, COARSE = 12, 20     # float32 bits dropped by the AUC / quantile bins and the loss histogram's
 PER_CLASS_LIMIT = 1 << 16   # classes with per-class figures (their exact sums: ~560 bytes each)
-_BLOCK = 1 << 20            # elements per block of the classification metrics' temporaries
+_BLOCK = 1 << 20            # elements per block of the regression residuals' float64 temporaries
 _SUM = {c: c(reduction="sum") for c in (BCELoss, BCEWithLogitsLoss, L1Loss, MSELoss)}   # exact sums, fast
 
 
@@ -191,14 +191,6 @@ def _ratio(a, b):
     return a / b if b else None
 
 
-def _exact_total(values, groups=None, count=1):
-    return [ExactSum(*state) for state in exact_sums(values, groups, count)]
-
-
-def _add(sums, more):
-    return more if sums is None else [a + b for a, b in zip(sums, more)]
-
-
 class Tally:
     """The running state of the chosen metrics over the chunks of one evaluation."""
 
@@ -208,7 +200,7 @@ class Tally:
         self.rows = 0
         self.worst = _Worst(self.chosen["worst"]) if "worst" in self.chosen else None
         self.loss_histogram = _Histogram(COARSE) if "loss_histogram" in self.chosen else None
-        self.counts, self.sums, self.classes = {}, {}, None
+        self.counts, self.sums, self.states, self.classes = {}, {}, {}, None
         self.histograms = {}
 
     @property
@@ -226,11 +218,20 @@ class Tally:
         self.counts[name] = self.counts.get(name, 0) + values
 
     def _sum(self, name, values, groups=None, count=1):
-        self.sums[name] = _add(self.sums.get(name), _exact_total(values, groups, count))
+        """Exact sums of values by group, kept in C across the chunks (tally.ExactSums)."""
+        if name not in self.sums:
+            self.sums[name] = ExactSums(count)
+        self.sums[name].add(values, groups)
 
     def _state(self, name, partial):
         """A sum kept as a criterion's exact partial state (reduction 'sum')."""
-        self.sums[name] = _add(self.sums.get(name), [partial.total])
+        self.states[name] = partial.total if name not in self.states else self.states[name] + partial.total
+
+    def _exact(self, name):
+        """The exact sums of `name` as ExactSum values (None when nothing was added)."""
+        if name in self.states:
+            return [self.states[name]]
+        return [ExactSum(*state) for state in self.sums[name].states()] if name in self.sums else None
 
     def update(self, r0, arrays, losses):
         """Add a chunk starting at row r0: the criterion's arrays, and its 'none' losses when
@@ -266,20 +267,15 @@ class Tally:
         if x.ndim > 2:   # positions: classes last, one row per position
             x = np.moveaxis(x, 1, -1).reshape(-1, C)
         target = target.reshape(-1)
-        flat_losses = None if losses is None else np.asarray(losses).reshape(-1)
-        predicted_rows = np.full(target.shape, -1, np.int64)
-        block = max(1, _BLOCK // max(C, 1))
-        for b0 in range(0, len(target), block):
-            b1 = min(len(target), b0 + block)
-            predicted_rows[b0:b1] = self._classification_block(
-                x[b0:b1], target[b0:b1], None if flat_losses is None else flat_losses[b0:b1])
+        predicted = self._class_rows(x, target, None if losses is None else np.asarray(losses).reshape(-1))
         if x.shape[0] == n:   # one position per row: the worst rows say their target and prediction
-            return {"target": target.astype(np.int64), "predicted": predicted_rows}
+            return {"target": target.astype(np.int64), "predicted": predicted}
         return {}
 
-    def _classification_block(self, z, t, losses):
-        """A block of rows: one read of each row's scores (softmax.row_summary) for the argmax,
-        the top probability and the target's rank; then counts and exact sums."""
+    def _class_rows(self, z, t, losses):
+        """The chunk's rows: one read of each row's scores (softmax.row_summary: no temporaries
+        but a few numbers per row) for the argmax, the top probability and the target's rank;
+        then counts and exact sums. Returns each row's prediction (-1 where ignored)."""
         C, chosen = self.classes, self.chosen
         z = np.ascontiguousarray(z) if z.dtype in (np.float32, np.float64) else z.astype(np.float32)
         t = np.ascontiguousarray(t, np.int64)
@@ -357,7 +353,7 @@ class Tally:
     def result(self):
         """Every chosen metric as plain, JSON-ready values (None where undefined: no rows)."""
         out, c, chosen = {"kind": self.kind}, self.counts, self.chosen
-        total = lambda name: self.sums[name][0].value() if name in self.sums else 0.0   # noqa: E731
+        total = lambda name: self._exact(name)[0].value() if self._exact(name) else 0.0   # noqa: E731
         if self.kind == "classification":
             kept = c.get("kept", 0)
             out["classes"], out["rows_counted"] = self.classes, kept
@@ -406,7 +402,7 @@ class Tally:
         C, c = self.classes, self.counts
         zero = np.zeros(C, np.int64)
         support, right, predicted = (c.get(k, zero) for k in ("support", "class_correct", "class_predicted"))
-        losses = self.sums.get("class_loss")
+        losses = self._exact("class_loss")
         return [{"class": k, "support": int(support[k]),
                  "mean_loss": _number(losses[k].value() / support[k]) if losses and support[k] else None,
                  "accuracy": _ratio(int(right[k]), int(support[k])),
@@ -417,7 +413,7 @@ class Tally:
         bins = self.chosen["ece"]
         count = self.counts.get("ece_count", np.zeros(bins, np.int64))
         right = self.counts.get("ece_correct", np.zeros(bins, np.int64))
-        sums = self.sums.get("ece_confidence")
+        sums = self._exact("ece_confidence")
         total = int(count.sum())
         rows, ece = [], 0.0
         for b in range(bins):

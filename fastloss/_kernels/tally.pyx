@@ -28,37 +28,54 @@ cdef void add_all(const double* values, const Py_ssize_t* groups, Py_ssize_t n, 
             fl_exact_add(&sums[groups[i]], values[i])
 
 
-def exact_sums(values, groups=None, Py_ssize_t count=1):
-    """The exact sum of `values` (1-D, any float dtype) per group: `groups` (1-D, the values'
-    length) gives each value's group in [0, count), or None for one group. Returns a list of
-    `count` (scaled, special) pairs. A group outside [0, count) is a ValueError."""
-    cdef cnp.ndarray[double, ndim=1, mode="c"] v = np.ascontiguousarray(values, np.float64).reshape(-1)
-    cdef cnp.ndarray[Py_ssize_t, ndim=1, mode="c"] g
-    cdef const Py_ssize_t* gp = NULL
-    cdef Py_ssize_t n = v.shape[0], k
-    if count < 1:
-        raise ValueError(f"count: expected a positive int, got {count}")
-    if groups is not None:
-        g = np.ascontiguousarray(groups, np.intp).reshape(-1)
-        if g.shape[0] != n:
-            raise ValueError(f"groups: expected {n} values (one per value), got {g.shape[0]}")
-        if n and (g.min() < 0 or g.max() >= count):
-            raise ValueError(f"groups: expected values in [0, {count}), got {g.min()} to {g.max()}")
-        gp = &g[0] if n else NULL
-    elif count != 1:
-        raise ValueError(f"count: expected 1 without groups, got {count}")
-    cdef fl_exact* sums = <fl_exact*> malloc(count * sizeof(fl_exact))
-    if sums == NULL:
-        raise MemoryError(f"fastloss: could not allocate {count} exact sums")
-    try:
+cdef class ExactSums:
+    """`count` exact sums kept across calls (a metric's per-class or per-bin sums over the
+    chunks of an evaluation): add(values, groups) adds each value into its group's; states()
+    gives every group's (scaled, special) pair. Memory: `count` fixed-size accumulators."""
+    cdef fl_exact* sums
+    cdef readonly Py_ssize_t count
+
+    def __cinit__(self, Py_ssize_t count=1):
+        if count < 1:
+            raise ValueError(f"count: expected a positive int, got {count}")
+        self.sums = <fl_exact*> malloc(count * sizeof(fl_exact))
+        if self.sums == NULL:
+            raise MemoryError(f"fastloss: could not allocate {count} exact sums")
+        self.count = count
+        cdef Py_ssize_t k
         for k in range(count):
-            fl_exact_zero(&sums[k])
+            fl_exact_zero(&self.sums[k])
+
+    def __dealloc__(self):
+        free(self.sums)
+
+    def add(self, values, groups=None):
+        """Adds `values` (1-D, any float dtype) into the sums of their `groups` (1-D, each in
+        [0, count); None: all into sum 0). A group outside that range is a ValueError."""
+        cdef cnp.ndarray[double, ndim=1, mode="c"] v = np.ascontiguousarray(values, np.float64).reshape(-1)
+        cdef cnp.ndarray[Py_ssize_t, ndim=1, mode="c"] g
+        cdef const Py_ssize_t* gp = NULL
+        cdef Py_ssize_t n = v.shape[0]
+        if groups is not None:
+            g = np.ascontiguousarray(groups, np.intp).reshape(-1)
+            if g.shape[0] != n:
+                raise ValueError(f"groups: expected {n} values (one per value), got {g.shape[0]}")
+            if n and (g.min() < 0 or g.max() >= self.count):
+                raise ValueError(f"groups: expected values in [0, {self.count}), got {g.min()} to {g.max()}")
+            gp = &g[0] if n else NULL
         if n:
             with nogil:
-                add_all(&v[0], gp, n, sums)
-        return [exact_state(&sums[k]) for k in range(count)]
-    finally:
-        free(sums)
+                add_all(&v[0], gp, n, self.sums)
+
+    def states(self):
+        return [exact_state(&self.sums[k]) for k in range(self.count)]
+
+
+def exact_sums(values, groups=None, Py_ssize_t count=1):
+    """The exact sum of `values` per group, as ExactSums(count).add(values, groups).states()."""
+    sums = ExactSums(count)
+    sums.add(values, groups)
+    return sums.states()
 
 
 ctypedef fused real:
