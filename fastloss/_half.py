@@ -10,12 +10,13 @@ partial states are exact, so the loss is bitwise the float32 call's on the same 
 each block's gradient, computed in float32 with the whole call's scale, is narrowed to the
 input's dtype (rounded to nearest even) or written as it is into a float32 `out=`.
 
-'none' losses come back in the input's dtype, reduced losses as float32 scalars (the float64
-total rounded once; a bfloat16 scalar would drop 16 of its bits). A reduced loss with a
-gradient takes two passes over the data for 'mean' (the divisor of the whole scales every
-block's gradient). The criteria whose gradients are not per row (LinearCrossEntropyLoss's
-weight, a broadcast GaussianNLLLoss var, NTXentLoss, DiceLoss), hessians (grad_hess) and
-partial-less criteria convert the whole arrays instead: a float32 copy, said here.
+Losses come back in the input's dtype as SPEC.md says (a 0-d scalar for 'mean' and 'sum'):
+the float32 call's loss, from the float64 total, narrowed like the gradients. A reduced loss
+with a gradient takes two passes over the data for 'mean' (the divisor of the whole scales
+every block's gradient). The criteria whose gradients are not per row
+(LinearCrossEntropyLoss's weight, a broadcast GaussianNLLLoss var, NTXentLoss, DiceLoss),
+hessians (grad_hess) and partial-less options convert the whole arrays instead: a float32
+copy, said here.
 """
 import numpy as np
 
@@ -76,6 +77,13 @@ def to_float32(a, out=None):
         out = np.empty(a.shape, np.float32)
     widen(a.reshape(-1).view(np.uint16), out.reshape(-1), a.dtype == BFLOAT16, get_num_threads())
     return out
+
+
+def narrow_scalar(value, dtype):
+    """A reduced loss in `dtype`: the float32 call's value (the float64 total rounded to
+    float32), rounded once more to the half dtype (to nearest even; beyond its range, inf)."""
+    with np.errstate(over="ignore"):
+        return np.asarray(np.float32(value)).astype(dtype)[()]
 
 
 def store(values, target):
@@ -153,6 +161,8 @@ def _narrowed(crit, result, out, dtype):
         narrowed = np.empty(loss.shape, dtype)
         store(loss, narrowed)
         loss = narrowed
+    elif type(result).__name__ == "LossAndGrad":   # a reduced loss (GradHess's first field is a gradient)
+        loss = narrow_scalar(loss, dtype)
     grads = result[1]
     if grads is None:
         return type(result)(loss, None)
@@ -230,7 +240,7 @@ def _staged(crit, arrays, want_grad, out, grad_output, mode, dtype, result_type)
         whole_scale = scale / divisor if divisor else 0.0
         for r0, r1 in spans:
             _place(grads, crit._chunk_gradient(chunk(r0, r1), whole_scale), r0, r1)
-    loss = np.float32(state.value())
+    loss = narrow_scalar(state.value(), dtype)
     return result_type(loss, _packed(crit, grads) if want_grad else None)
 
 

@@ -446,7 +446,8 @@ def evaluate(criterion, *arrays, chunk_rows=None, grad_out=None, loss_out=None, 
         files = []
         seconds = time.perf_counter() - start
         read = sum(s.row_bytes for s in sources) * rows * passes
-        return Evaluation(state.value(), state, rows, chunk_rows, read, seconds, passes,
+        loss = _half.narrow_scalar(state.value(), sources[0].dtype) if sources[0].half else state.value()
+        return Evaluation(loss, state, rows, chunk_rows, read, seconds, passes,
                           None if tally is None else tally.result())
     finally:
         for f in files:   # it failed: nothing is left behind

@@ -80,8 +80,8 @@ def test_every_criterion_is_the_float32_call_on_the_same_values(case, reduction,
     ref_loss, ref_grads = crit(*wide, grad_output=grad_output)
     if np.ndim(ref_loss) and reduction == "none":
         assert same_bits(loss, np.asarray(ref_loss).astype(dtype))
-    else:
-        assert np.asarray(loss).dtype == np.float32 and same_bits(loss, np.float32(ref_loss)), (loss, ref_loss)
+    else:   # a 0-d scalar of the input's dtype (SPEC.md): the float32 loss, narrowed
+        assert np.asarray(loss).dtype == dtype and same_bits(loss, np.float32(ref_loss).astype(dtype)), (loss, ref_loss)
     assert same_bits(crit.loss(*half), loss)
     grads = grads if isinstance(grads, tuple) else (grads,)
     ref_grads = ref_grads if isinstance(ref_grads, tuple) else (ref_grads,)
@@ -102,7 +102,7 @@ def test_large_calls_in_many_blocks_and_out(dtype):
                          (fl.MSELoss(reduction="sum"), [x, y])]:
         loss, grad = crit(*arrays)
         ref_loss, ref_grad = crit(*widened(arrays))
-        assert loss == ref_loss and same_bits(grad, ref_grad.astype(dtype)), repr(crit)
+        assert same_bits(loss, np.float32(ref_loss).astype(dtype)) and same_bits(grad, ref_grad.astype(dtype)), repr(crit)
         out = np.empty(x.shape, np.float32)   # float32 gradients of half data, through out=
         assert crit(*arrays, out=out)[1] is out and np.array_equal(out, ref_grad)
         out = np.empty(x.shape, dtype)
@@ -137,7 +137,7 @@ def test_torch_half_tensors_are_read_in_place(torch_dtype, dtype):
     view = x.view(torch.int16).numpy().view(dtype)
     assert np.shares_memory(_half.as_numpy(x), x.view(torch.int16).numpy())
     ref_loss, ref_grad = fl.CrossEntropyLoss()(view.astype(np.float32), t.numpy())
-    assert loss == ref_loss and grad.dtype == dtype and same_bits(grad, ref_grad.astype(dtype))
+    assert same_bits(loss, ref_loss.astype(dtype)) and grad.dtype == dtype and same_bits(grad, ref_grad.astype(dtype))
 
 
 @pytest.mark.parametrize("dtype", HALVES, ids=HALF_IDS)
