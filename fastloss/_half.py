@@ -151,17 +151,17 @@ def _whole(crit, arrays, want_grad, out, grad_output, mode, dtype):
     result = crit._dispatch(widened, want_grad, None, grad_output, **mode)
     if mode.get("partial"):
         return result
-    return _narrowed(crit, result, out, dtype)
+    return _narrowed(result, out, dtype, reduced_loss=not mode.get("hess"))
 
 
-def _narrowed(crit, result, out, dtype):
+def _narrowed(result, out, dtype, reduced_loss):
     """A float32 call's result in the half call's terms: outputs in `dtype` or in `out`."""
     loss = result[0]
     if isinstance(loss, np.ndarray) and loss.ndim:
         narrowed = np.empty(loss.shape, dtype)
         store(loss, narrowed)
         loss = narrowed
-    elif type(result).__name__ == "LossAndGrad":   # a reduced loss (GradHess's first field is a gradient)
+    elif reduced_loss:   # (not for grad_hess, whose first field is a gradient)
         loss = narrow_scalar(loss, dtype)
     grads = result[1]
     if grads is None:

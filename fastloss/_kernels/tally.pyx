@@ -1,7 +1,7 @@
 """Exact sums by group and float bins, for the metrics that fastloss.evaluate keeps beside the loss.
 
-``exact_sums(values, groups, count)`` adds each value exactly into its group's fixed-size
-superaccumulator (exact_sum.h, as the loss kernels' block sums) and returns every group's
+``ExactSums(count)`` adds each value exactly into its group's fixed-size superaccumulator
+(exact_sum.h, as the loss kernels' block sums), call after call, and gives every group's
 exact state, (scaled, special) as fastloss._exact.ExactSum takes it. Exact sums add in any
 order and grouping to the same bits, so a metric summed chunk by chunk is bitwise the metric
 of one pass over the whole. Memory: `count` accumulators of about 560 bytes, whatever the
@@ -69,13 +69,6 @@ cdef class ExactSums:
 
     def states(self):
         return [exact_state(&self.sums[k]) for k in range(self.count)]
-
-
-def exact_sums(values, groups=None, Py_ssize_t count=1):
-    """The exact sum of `values` per group, as ExactSums(count).add(values, groups).states()."""
-    sums = ExactSums(count)
-    sums.add(values, groups)
-    return sums.states()
 
 
 ctypedef fused real:
