@@ -65,6 +65,9 @@ METRICS = {
     None: _ANY,
 }
 DEFAULTS = {"top_k": 5, "ece": 15, "worst": 10, "confusion": 1000}
+# the largest values taken: each sizes memory (ece: exact sums of ~560 bytes per bin; worst: the
+# rows kept; confusion: an int64 matrix of its square), so none may come from the input unbounded
+MAXIMA = {"top_k": 1 << 62, "ece": 10_000, "worst": 100_000, "confusion": 4096}
 QUANTILES = (0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99)
 FINE, COARSE = 12, 20     # float32 bits dropped by the AUC / quantile bins and the loss histogram's
 PER_CLASS_LIMIT = 1 << 16   # classes with per-class figures (their exact sums: ~560 bytes each)
@@ -94,8 +97,8 @@ def parse(metrics, criterion):
                  repr(item))
         parameter = DEFAULTS.get(name)
         if value:
-            if parameter is None or not value.isdigit() or int(value) < 1:
-                fail(ValueError, "metrics", f"{name}" + (f"=<a positive int> (default {parameter})"
+            if parameter is None or not value.isdigit() or not 1 <= int(value) <= MAXIMA[name]:
+                fail(ValueError, "metrics", f"{name}" + (f"=<a positive int up to {MAXIMA[name]}> (default {parameter})"
                                                           if parameter else " without a value"), repr(item))
             parameter = int(value)
         chosen[name] = parameter

@@ -172,3 +172,12 @@ def test_bad_data_in_a_later_block_is_named_in_the_whole_arrays(dtype, monkeypat
     with pytest.raises(IndexError) as float_error:
         fl.CrossEntropyLoss()(x.astype(np.float32), t)
     assert str(half_error.value) == str(float_error.value) and "377" in str(half_error.value)
+
+
+@pytest.mark.parametrize("dtype", HALVES, ids=HALF_IDS)
+def test_grad_hess_of_half_data_is_the_float32_one_narrowed(dtype):
+    x = np.random.default_rng(5).standard_normal((300, 4)).astype(dtype)
+    y = (x.astype(np.float32) > 0.3).astype(dtype)
+    grad, hess = fl.BCEWithLogitsLoss().grad_hess(x, y)
+    ref_grad, ref_hess = fl.BCEWithLogitsLoss().grad_hess(*widened([x, y]))
+    assert same_bits(grad, ref_grad.astype(dtype)) and same_bits(hess, ref_hess.astype(dtype))

@@ -203,8 +203,11 @@ def test_metric_errors():
     x, t = classification(9, 100, 4)
     with pytest.raises(ValueError, match="metrics: expected some of accuracy, top_k.* for CrossEntropyLoss, got 'mae'"):
         fl.evaluate(fl.CrossEntropyLoss(), x, t, metrics=["mae"])
-    with pytest.raises(ValueError, match="metrics: expected top_k=<a positive int>"):
+    with pytest.raises(ValueError, match="metrics: expected top_k=<a positive int"):
         fl.evaluate(fl.CrossEntropyLoss(), x, t, metrics=["top_k=0"])
+    for item, most in (("ece=10001", 10_000), ("worst=100001", 100_000), ("confusion=4097", 4096)):
+        with pytest.raises(ValueError, match=f"metrics: expected {item.split('=')[0]}=<a positive int up to {most}>"):
+            fl.evaluate(fl.CrossEntropyLoss(), x, t, metrics=[item])   # each sizes memory: bounded
     with pytest.raises(ValueError, match="metrics: expected class-index targets"):
         fl.evaluate(fl.CrossEntropyLoss(), x, np.eye(4, dtype=np.float32)[np.abs(t) % 4], metrics=["accuracy"])
     with pytest.raises(NotImplementedError, match="DiceLoss: its 'none' loss is not one per row"):
