@@ -84,11 +84,12 @@ def divided(kind, loss_shape, divisor):
 # ------------------------------------------------------------------ the pointwise family
 class PointOptions(NamedTuple):
     """The pointwise kernels' options (each loss reads its own; the rest keep these values)."""
-    beta: float = 0.0       # SmoothL1Loss's beta, HuberLoss's delta
+    beta: float = 0.0       # SmoothL1Loss's beta, HuberLoss's and PseudoHuberLoss's delta
     margin: float = 0.0     # HingeEmbeddingLoss, MarginRankingLoss
     eps: float = 0.0        # PoissonNLLLoss's and GaussianNLLLoss's clamp
     alpha: float = -1.0     # SigmoidFocalLoss (< 0: no alpha_t)
     gamma: float = 0.0      # SigmoidFocalLoss
+    power: float = 0.0      # TweedieLoss
     full: bool = False      # GaussianNLLLoss's constant term
 
 

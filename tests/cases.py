@@ -92,6 +92,14 @@ CASES = [   # (id, criterion, arrays(rng, dtype))
     ("margin_ranking", fl.MarginRankingLoss(margin=0.2), lambda r, d: [normal(r, S), normal(r, S), signs(r, S)]),
     ("sigmoid_focal", fl.SigmoidFocalLoss(), lambda r, d: [normal(r, S), unit(r, S)]),
     ("sigmoid_focal-gamma", fl.SigmoidFocalLoss(alpha=-1, gamma=1.5), lambda r, d: [normal(r, S), unit(r, S)]),
+    ("pinball", fl.PinballLoss(0.3), lambda r, d: [normal(r, S), normal(r, S)]),
+    ("pinball-quantiles-rows", fl.QuantileLoss([0.05, 0.25, 0.5, 0.75, 0.95]),
+     lambda r, d: [normal(r, S), normal(r, (4,))]),
+    ("pseudo_huber", fl.PseudoHuberLoss(delta=0.7), lambda r, d: [normal(r, S) * 3, normal(r, S)]),
+    ("log_cosh", fl.LogCoshLoss(), lambda r, d: [normal(r, S) * 3, normal(r, (5,))]),
+    ("tweedie", fl.TweedieLoss(power=1.3), lambda r, d: [normal(r, S), r.poisson(1.0, S) * unit(r, S) * 3]),
+    ("gamma", fl.GammaLoss(), lambda r, d: [normal(r, S), unit(r, S) * 3]),
+    ("exponential", fl.ExponentialLoss(), lambda r, d: [normal(r, S), r.integers(0, 2, S) * 1.0]),
     ("ce", fl.CrossEntropyLoss(), lambda r, d: [normal(r, (6, 5)), labels(r, (6,), 5)]),
     ("ce-weight-smoothing", fl.CrossEntropyLoss(weight=np.linspace(0.5, 2, 5), label_smoothing=0.1),
      lambda r, d: [normal(r, (6, 5)), labels(r, (6,), 5)]),
@@ -184,6 +192,33 @@ def sigmoid_focal_reference(x, y, alpha, gamma, reduction):
     return _reduce(loss, reduction)
 
 
+def regression_reference(name, x, y, reduction, **options):
+    """The regression objectives written out from their definitions (torch has none of them);
+    `name` is the criterion's kernel. Pinball's gradient at y = x is 1 - q, as scikit-learn's;
+    a zero coefficient times an infinite exponential is 0, the limit (not torch's 0 * inf)."""
+    torch, _ = _torch()
+
+    def times(c, e):
+        return torch.where(c == 0, torch.zeros_like(e), c * e)
+    y = y.to(x.dtype).expand_as(x) if y.dim() < x.dim() else y.to(x.dtype)
+    if name == "pinball":
+        q = torch.as_tensor(options["quantile"], dtype=x.dtype)
+        loss = torch.where(y > x, q * (y - x), (1 - q) * (x - y))
+    elif name == "pseudo_huber":
+        delta = options.get("delta", 1.0)
+        loss = delta ** 2 * (torch.sqrt(1 + ((x - y) / delta) ** 2) - 1)
+    elif name == "log_cosh":
+        loss = torch.log(torch.cosh(x - y))
+    elif name == "tweedie":
+        p = options.get("power", 1.5)
+        loss = times(y, torch.exp((1 - p) * x)) / (p - 1) + torch.exp((2 - p) * x) / (2 - p)
+    elif name == "gamma":
+        loss = x + times(y, torch.exp(-x))
+    else:   # exponential
+        loss = times(y, torch.exp(-x)) + times(1 - y, torch.exp(x))
+    return _reduce(loss, reduction)
+
+
 def _z_loss_softcap(x, t, reduction, z_loss, softcap):
     torch, F = _torch()
     z = softcap * torch.tanh(x / softcap)
@@ -273,6 +308,14 @@ def _oracles():
         "margin_ranking": lambda a, b, y, reduction: F.margin_ranking_loss(a, b, y, margin=0.2, reduction=reduction),
         "sigmoid_focal": lambda x, y, reduction: sigmoid_focal_reference(x, y, 0.25, 2.0, reduction),
         "sigmoid_focal-gamma": lambda x, y, reduction: sigmoid_focal_reference(x, y, -1, 1.5, reduction),
+        "pinball": lambda x, y, reduction: regression_reference("pinball", x, y, reduction, quantile=0.3),
+        "pinball-quantiles-rows": lambda x, y, reduction: regression_reference(
+            "pinball", x, y[:, None], reduction, quantile=[0.05, 0.25, 0.5, 0.75, 0.95]),
+        "pseudo_huber": lambda x, y, reduction: regression_reference("pseudo_huber", x, y, reduction, delta=0.7),
+        "log_cosh": lambda x, y, reduction: regression_reference("log_cosh", x, y, reduction),
+        "tweedie": lambda x, y, reduction: regression_reference("tweedie", x, y, reduction, power=1.3),
+        "gamma": lambda x, y, reduction: regression_reference("gamma", x, y, reduction),
+        "exponential": lambda x, y, reduction: regression_reference("exponential", x, y, reduction),
         "ce": lambda x, t, reduction: F.cross_entropy(x, t, reduction=reduction),
         "ce-weight-smoothing": lambda x, t, reduction: F.cross_entropy(x, t, weight=W5.to(x.dtype), label_smoothing=0.1,
                                                                        reduction=reduction),

@@ -1,5 +1,6 @@
 """grad_hess: the exact diagonal of the hessian, against the diagonal of
 torch.autograd.functional.hessian (float64) and central differences of our own gradient."""
+import cases as registry
 import numpy as np
 import pytest
 from conftest import REDUCTIONS, assert_close, torch
@@ -30,6 +31,13 @@ def cases():
         lambda x, r: F.poisson_nll_loss(x, _t(np.abs(Y) * 3), full=True, reduction=r), [np.abs(Y) * 3]
     var = np.abs(Y[:, :1]) + 0.3
     yield "gaussian", lambda r: fl.GaussianNLLLoss(reduction=r), lambda x, r: F.gaussian_nll_loss(x, _t(Y), _t(var), reduction=r), [Y, var]
+    regression = registry.regression_reference
+    for name, crit, target, options in [
+            ("pinball", fl.PinballLoss, Y, {"quantile": 0.3}), ("pseudo_huber", fl.PseudoHuberLoss, Y, {"delta": 0.6}),
+            ("log_cosh", fl.LogCoshLoss, Y, {}), ("tweedie", fl.TweedieLoss, np.abs(Y) * (Y > -0.3), {"power": 1.4}),
+            ("gamma", fl.GammaLoss, np.abs(Y) + 0.1, {}), ("exponential", fl.ExponentialLoss, B01, {})]:
+        yield name, lambda r, c=crit, o=options: c(reduction=r, **o), \
+            lambda x, r, n=name, t=target, o=options: regression(n, x, _t(t), r, **o), [target]
     cw = R.uniform(0.5, 2, 5)
     yield "ce", lambda r: fl.CrossEntropyLoss(reduction=r), lambda x, r: F.cross_entropy(x, _t(T), reduction=r), [T]
     yield "ce_options", lambda r: fl.CrossEntropyLoss(weight=cw, label_smoothing=0.2, reduction=r), \

@@ -36,6 +36,7 @@ def signs(rng, shape):
 
 
 torchvision_sigmoid_focal = cases.sigmoid_focal_reference
+regression = cases.regression_reference
 
 
 def option_array(kind, shape, rng):
@@ -118,6 +119,20 @@ CASES = [
          lambda x, y, reduction, alpha=0.25, gamma=2.0: torchvision_sigmoid_focal(x, y, alpha, gamma, reduction),
          two(lambda r, s: 2 * r.standard_normal(s), lambda r, s: r.integers(0, 2, s).astype(float)),
          [{}, {"alpha": -1.0, "gamma": 0.0}, {"gamma": 1.0}, {"alpha": 0.6, "gamma": 1.5}]),
+    Case("pinball", fl.PinballLoss, lambda x, y, reduction, **o: regression("pinball", x, y, reduction, **o),
+         two(normal, normal), [{"quantile": 0.5}, {"quantile": 0.1}, {"quantile": 0.93}]),
+    Case("pseudo_huber", fl.PseudoHuberLoss,
+         lambda x, y, reduction, **o: regression("pseudo_huber", x, y, reduction, **o),
+         two(lambda r, s: 3 * r.standard_normal(s), normal), [{}, {"delta": 0.3}, {"delta": 5.0}]),
+    Case("log_cosh", fl.LogCoshLoss, lambda x, y, reduction: regression("log_cosh", x, y, reduction),
+         two(lambda r, s: 4 * r.standard_normal(s), normal)),
+    Case("tweedie", fl.TweedieLoss, lambda x, y, reduction, **o: regression("tweedie", x, y, reduction, **o),
+         two(lambda r, s: 2 * r.standard_normal(s), lambda r, s: r.poisson(1.0, s) * r.uniform(0.1, 3, s)),
+         [{}, {"power": 1.01}, {"power": 1.9}]),
+    Case("gamma", fl.GammaLoss, lambda x, y, reduction: regression("gamma", x, y, reduction),
+         two(lambda r, s: 2 * r.standard_normal(s), lambda r, s: r.gamma(2.0, 1.5, s))),
+    Case("exponential", fl.ExponentialLoss, lambda x, y, reduction: regression("exponential", x, y, reduction),
+         two(lambda r, s: 2 * r.standard_normal(s), lambda r, s: r.integers(0, 2, s) * 1.0)),
 ]
 IDS = [case.name for case in CASES]
 

@@ -139,6 +139,7 @@ FL_INLINE void fl_max_lanes_float(float* lanes, const float* z, ptrdiff_t n) {
 #define fl_log1p_from(x, u, inv_u) _Generic((x), float: fl_log1pf_from(x, u, inv_u), default: log1p(x))
 #define fl_abs(x) _Generic((x), float: fabsf, default: fabs)(x)
 #define fl_tanh(x) _Generic((x), float: tanhf, default: tanh)(x)
+#define fl_sqrt(x) _Generic((x), float: sqrtf, default: sqrt)(x)
 
 /* Output pointers the kernels store through with nothing else reading that memory in the loop
  * (the Python layer refuses out= buffers that overlap an input): `restrict` lets gcc vectorise
@@ -151,6 +152,9 @@ typedef double *__restrict fl_restrict_double;
 /* Inexact constants of the point functions. pointwise.c is compiled with
  * -fsingle-precision-constant, which leaves long double (L) constants alone. */
 #define FL_LOG_2PI 1.8378770664093454835606594728112353L
+#define FL_LN2 0.69314718055994530941723212145817657L
+/* PseudoHuberLoss: from |t| = 2^60 on, sqrt(1 + t^2) is |t| in float and double alike */
+#define FL_FAR 0x1p60L
 /* torch's clamp of x (1 - x) in BCELoss's gradient: its EPSILON = 1e-12 is a float, so the
  * float64 kernel clamps at 1e-12 rounded to float32 as well (bit for bit torch's gradient) */
 #define FL_BCE_EPSILON 0x1.197998p-40L

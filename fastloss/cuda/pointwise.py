@@ -22,20 +22,22 @@ MAXD = 4
 _PLAN = 1 + 2 * MAXD        # a plan's ints: mode, sizes, strides
 LOG_2PI = math.log(2 * math.pi)
 # the point functions' option tuple o, by name (PointOptions, with 1 / beta worked out once)
-OPTION_BETA, OPTION_INV_BETA, OPTION_MARGIN, OPTION_EPS, OPTION_ALPHA, OPTION_GAMMA, OPTION_FULL = range(7)
+(OPTION_BETA, OPTION_INV_BETA, OPTION_MARGIN, OPTION_EPS, OPTION_ALPHA, OPTION_GAMMA, OPTION_FULL,
+ OPTION_POWER) = range(8)
 
 
 def _option_values(options):
     """A PointOptions as the tuple `o` the point functions index by the names above."""
     return (float(options.beta), 1.0 / options.beta if options.beta else 0.0, float(options.margin),
-            float(options.eps), float(options.alpha), float(options.gamma), float(options.full))
+            float(options.eps), float(options.alpha), float(options.gamma), float(options.full),
+            float(options.power))
 
 
 def _points(R):
     """The point functions in dtype R (float32 or float64): {kernel name: function}."""
     zero, one, two = R(0), R(1), R(2)
     tiny_normal = R(np.finfo(np.float32 if R is float32 else np.float64).tiny)
-    bce_eps, log_2pi = R(1e-12), R(LOG_2PI)
+    bce_eps, log_2pi, ln2, far = R(1e-12), R(LOG_2PI), R(math.log(2)), R(2.0 ** 60)
     jit = cuda.jit(device=True, inline=True)
 
     @jit
@@ -155,13 +157,67 @@ def _points(R):
             return at * ce * m, at * ((p - y) * m + ce * dm * p * (one - p) * (one - two * y)), zero, zero
         return point
 
+    @jit
+    def times_exp(c, h):
+        v = c * h * h
+        return zero if c == zero else v
+
+    @jit
+    def pinball(x, y, a, b, o):
+        d = y - x
+        return (a * d if d >= zero else (a - one) * d), (-a if y > x else one - a), zero, zero
+
+    @jit
+    def pseudo_huber(x, y, a, b, o):
+        delta = R(o[OPTION_BETA])
+        t = (x - y) / delta
+        at = abs(t)
+        if at >= far:
+            return delta * (delta * (at - one)), delta * sign(t), zero, zero
+        h = math.sqrt(one + t * t)
+        inverse = one / h
+        return delta * (delta * (t * t / (one + h))), delta * t / h, zero, inverse * inverse * inverse
+
+    @jit
+    def log_cosh(x, y, a, b, o):
+        r = x - y
+        s = abs(r)
+        u = math.exp(-two * s)
+        m = math.expm1(-two * s)   # the CPU kernel's Kahan form of it, from CUDA's own expm1
+        t = -m / (two + m)
+        loss = -math.log1p(-t * t) / two if s < one else s - ln2 + math.log1p(u)
+        return loss, (-t if r < zero else t), zero, R(4) * u / ((one + u) * (one + u))
+
+    @jit
+    def tweedie(x, y, a, b, o):
+        p = R(o[OPTION_POWER])
+        h1, h2 = math.exp((one - p) * x / two), math.exp((two - p) * x / two)
+        ya, e2 = times_exp(y, h1), times_exp(one, h2)
+        return ya / (p - one) + e2 / (two - p), e2 - ya, zero, times_exp(two - p, h2) + times_exp((p - one) * y, h1)
+
+    @jit
+    def gamma(x, y, a, b, o):
+        ye = times_exp(y, math.exp(-x / two))
+        return x + ye, one - ye, zero, ye
+
+    @jit
+    def exponential(x, y, a, b, o):
+        g = math.exp(abs(x) / two)
+        positive = x >= zero
+        big = times_exp(one - y if positive else y, g)
+        small = (y if positive else one - y) / g / g
+        loss = small + big
+        return loss, (big - small if positive else small - big), zero, loss
+
     return {"l1": l1, "mse": mse, "smooth_l1": smooth_l1, "huber": huber, "soft_margin": soft_margin,
             "bce": bce, "bce_with_logits": bce_with_logits,
             "poisson_nll": poisson(True, False), "poisson_nll_full": poisson(True, True),
             "poisson_nll_rate": poisson(False, False), "poisson_nll_rate_full": poisson(False, True),
             "gaussian_nll": gaussian_nll, "kl_div": kl_div(False), "kl_div_log_target": kl_div(True),
             "hinge_embedding": hinge_embedding, "margin_ranking": margin_ranking,
-            "sigmoid_focal": sigmoid_focal(False), "sigmoid_focal_gamma2": sigmoid_focal(True)}
+            "sigmoid_focal": sigmoid_focal(False), "sigmoid_focal_gamma2": sigmoid_focal(True),
+            "pinball": pinball, "pseudo_huber": pseudo_huber, "log_cosh": log_cosh, "tweedie": tweedie,
+            "gamma": gamma, "exponential": exponential}
 
 
 _TYPES = {np.dtype(np.float32): float32, np.dtype(np.float64): float64}

@@ -9,17 +9,23 @@ from .embedding import (
 from .pointwise import (
                       BCELoss,
                       BCEWithLogitsLoss,
+                      ExponentialLoss,
+                      GammaLoss,
                       GaussianNLLLoss,
                       HingeEmbeddingLoss,
                       HuberLoss,
                       KLDivLoss,
                       L1Loss,
+                      LogCoshLoss,
                       MarginRankingLoss,
                       MSELoss,
+                      PinballLoss,
                       PoissonNLLLoss,
+                      PseudoHuberLoss,
                       SigmoidFocalLoss,
                       SmoothL1Loss,
                       SoftMarginLoss,
+                      TweedieLoss,
 )
 from .sequence import CTCLoss
 from .softmax import (
@@ -32,6 +38,8 @@ from .softmax import (
                       NLLLoss,
                       SoftmaxFocalLoss,
 )
+
+QuantileLoss = PinballLoss   # scikit-learn's and XGBoost's name for it
 
 # criterion class -> the name of its function in fastloss.functional (torch's where torch has one)
 FUNCTIONAL_NAMES = {
@@ -48,6 +56,12 @@ FUNCTIONAL_NAMES = {
     HingeEmbeddingLoss: "hinge_embedding_loss",
     MarginRankingLoss: "margin_ranking_loss",
     SigmoidFocalLoss: "sigmoid_focal_loss",
+    PinballLoss: "pinball_loss",
+    PseudoHuberLoss: "pseudo_huber_loss",
+    LogCoshLoss: "log_cosh_loss",
+    TweedieLoss: "tweedie_loss",
+    GammaLoss: "gamma_loss",
+    ExponentialLoss: "exponential_loss",
     CrossEntropyLoss: "cross_entropy",
     NLLLoss: "nll_loss",
     SoftmaxFocalLoss: "softmax_focal_loss",

@@ -188,6 +188,18 @@ class PointwiseLoss(Criterion):
         return pointwise(device, spec, want_grad, out, grad_output, hess)
 
 
+def _check_range(arr, name, lo, hi, nan_is_bad, expected, take):
+    """A ValueError naming the first element of arr outside [lo, hi] (and NaN when nan_is_bad)
+    and its position, if there is one; lo and hi exact in arr's dtype."""
+    if take.count_outside(arr, lo, hi, nan_is_bad):
+        arr = take.to_host(arr)
+        inside = (arr >= lo) & (arr <= hi)
+        bad = np.flatnonzero(~inside if nan_is_bad else ~(inside | np.isnan(arr)))[0]
+        position = np.unravel_index(bad, arr.shape) if arr.ndim else ()
+        where = tuple(int(p) for p in position)
+        fail(ValueError, name, expected, f"{arr.reshape(-1)[bad].item()!r} at position {where}")
+
+
 def _weight_operand(value, name, x, take):
     return None if value is None else (take.option(value, name, x.dtype), name)
 
@@ -353,12 +365,7 @@ class BCELoss(PointwiseLoss):
         return {"y": (rest[0], None), "a": broadcast_plan("weight", _ONE[x.dtype], x.shape)}
 
     def _validate(self, x, operands, take):
-        if take.count_outside(x, 0.0, 1.0, True):
-            x = take.to_host(x)
-            bad = np.flatnonzero(~((x >= 0) & (x <= 1)))[0]
-            position = np.unravel_index(bad, x.shape) if x.ndim else ()
-            fail(ValueError, "input", "all elements between 0 and 1",
-                 f"{x.reshape(-1)[bad].item()!r} at position {tuple(int(p) for p in position)}")
+        _check_range(x, "input", 0.0, 1.0, True, "all elements between 0 and 1", take)
 
 
 class BCEWithLogitsLoss(PointwiseLoss):
@@ -651,3 +658,223 @@ class SigmoidFocalLoss(PointwiseLoss):
 
     def _options(self):
         return PointOptions(alpha=self.alpha, gamma=self.gamma)
+
+
+class PinballLoss(PointwiseLoss):
+    r"""Pinball (quantile) loss for quantile q: ``l = q (y - x)`` where y >= x, else
+    ``(1 - q) (x - y)``.
+
+    Args:
+      quantile: q in (0, 1), or a sequence of them: then the input's last dimension holds one
+        prediction per quantile (XGBoost's ``quantile_alpha`` list). Default 0.5 (half the
+        absolute error).
+      reduction: 'none' (the input's shape), 'mean' (over the elements) or 'sum'.
+
+    Shapes:
+      input any shape (with a sequence of Q quantiles: (..., Q)); target broadcastable to it, or
+      with a sequence the input's shape without its last dimension (one target per row).
+
+    Returns:
+      LossAndGrad(loss, d loss / d input) with d l / d x = -q where y > x, else 1 - q (at y = x
+      as scikit-learn's); ``grad_hess`` gives the exact hessian, 0 (the boosting adapters'
+      ``hessian="constant"`` gives the boosters' convention instead).
+
+    References:
+      scikit-learn's PinballLoss; XGBoost's ``reg:quantileerror``; LightGBM's ``quantile``;
+      Koenker and Bassett, "Regression Quantiles" (1978).
+    """
+    kernel = "pinball"
+
+    def __init__(self, quantile=0.5, *, reduction: Reductions = "mean"):
+        super().__init__(reduction)
+        if np.ndim(quantile) == 0:
+            self.quantile = check_number("quantile", quantile)
+            values = np.array([self.quantile])
+        else:
+            values = np.array([check_number("quantile", q) for q in quantile], np.float64)
+            if values.ndim != 1 or not values.size:
+                fail(ValueError, "quantile", "a number or a non-empty sequence of numbers", repr(quantile))
+            self.quantile = tuple(float(q) for q in values)
+        if not np.all((values > 0) & (values < 1)):
+            fail(ValueError, "quantile", "values in the open interval (0, 1)", repr(quantile))
+
+    def _quantiles(self, dtype):
+        """The quantile operand in dtype: 0-d for one quantile, (Q,) for a sequence (read-only)."""
+        derived = self._derived()
+        key = ("quantile", np.dtype(dtype))
+        if key not in derived:
+            q = np.array(self.quantile, dtype)
+            q.flags.writeable = False
+            derived[key] = q
+        return derived[key]
+
+    def _operands(self, x, rest, take):
+        q, shape = self._quantiles(x.dtype), tuple(x.shape)
+        target = take.operand(rest[0], "target", x.dtype)
+        if q.ndim:   # one column per quantile, read from the kernels' side (a device copy on the GPU)
+            if not shape or shape[-1] != q.size:
+                fail(ValueError, "input", f"a last dimension of {q.size} (one column per quantile)",
+                     f"shape {shape}")
+            if tuple(target.shape) == shape[:-1]:
+                target = target.reshape(shape[:-1] + (1,))   # one target per row
+            q = take.option(q, "quantile", x.dtype)
+        return {"y": (target, "target"), "a": (q, "quantile")}
+
+    def _fast_operands(self, x, rest):
+        q = self._quantiles(x.dtype)
+        return None if q.ndim else {"y": (rest[0], None), "a": broadcast_plan("quantile", q, x.shape)}
+
+
+QuantileLoss = PinballLoss
+
+
+class PseudoHuberLoss(PointwiseLoss):
+    r"""Pseudo-Huber loss: ``l = delta^2 (sqrt(1 + ((x - y) / delta)^2) - 1)``, smooth
+    everywhere: quadratic near 0, linear with slope delta far out.
+
+    Args:
+      delta: the scale where it turns from quadratic to linear, > 0 (XGBoost's
+        ``huber_slope``). Default 1.
+      reduction: 'none' (the input's shape), 'mean' (over the elements) or 'sum'.
+
+    Shapes:
+      input any shape (0-d included); target broadcastable to it (read in place, never expanded).
+
+    Returns:
+      LossAndGrad(loss, d loss / d input) with d l / d x = (x - y) / sqrt(1 + ((x - y) / delta)^2);
+      ``grad_hess`` gives the hessian ``(1 + ((x - y) / delta)^2)^(-3/2)`` too. Finite for any
+      finite input (the loss is computed without squaring large residuals).
+
+    References:
+      XGBoost's ``reg:pseudohubererror``; Charbonnier et al., "Two deterministic half-quadratic
+      regularization algorithms for computed imaging" (1994).
+    """
+    kernel = "pseudo_huber"
+
+    def __init__(self, delta: float = 1.0, *, reduction: Reductions = "mean"):
+        super().__init__(reduction)
+        self.delta = check_number("delta", delta, positive=True)
+
+    def _options(self):
+        return PointOptions(beta=self.delta)
+
+
+class LogCoshLoss(PointwiseLoss):
+    r"""Log-cosh loss: ``l = log(cosh(x - y))``, computed without overflow (no cosh) and to full
+    precision near 0 (where it is (x - y)^2 / 2).
+
+    Args:
+      reduction: 'none' (the input's shape), 'mean' (over the elements) or 'sum'.
+
+    Shapes:
+      input any shape (0-d included); target broadcastable to it (read in place, never expanded).
+
+    Returns:
+      LossAndGrad(loss, d loss / d input) with d l / d x = tanh(x - y); ``grad_hess`` gives the
+      hessian ``1 - tanh^2(x - y)`` too.
+
+    References:
+      optax.log_cosh; Chen et al., "Log hyperbolic cosine loss improves variational
+      auto-encoder" (2019).
+    """
+    kernel = "log_cosh"
+
+    def __init__(self, *, reduction: Reductions = "mean"):
+        super().__init__(reduction)
+
+
+class _LogLinkLoss(PointwiseLoss):
+    """A loss of a raw prediction x through the log link, whose target must lie in a range."""
+    target_range = (0.0, math.inf, "non-negative values")
+
+    def _validate(self, x, operands, take):
+        lo, hi, expected = self.target_range
+        if lo == "tiny":   # y > 0: the smallest positive number of the dtype and up
+            lo = float(np.finfo(x.dtype).smallest_subnormal)
+        _check_range(operands["y"][0], "target", lo, hi, False, f"{expected} ({type(self).__name__})", take)
+
+
+class TweedieLoss(_LogLinkLoss):
+    r"""Tweedie deviance with a log link, for power p in (1, 2) (compound Poisson-gamma:
+    non-negative targets with exact zeros): on the raw prediction x (the log of the mean),
+    ``l = y exp((1 - p) x) / (p - 1) + exp((2 - p) x) / (2 - p)``.
+
+    Args:
+      power: p, in the open interval (1, 2). Default 1.5.
+      reduction: 'none' (the input's shape), 'mean' (over the elements) or 'sum'.
+
+    Shapes:
+      input any shape (0-d included); target broadcastable to it, every element >= 0.
+
+    Returns:
+      LossAndGrad(loss, d loss / d input) with d l / d x = exp((2 - p) x) - y exp((1 - p) x);
+      ``grad_hess`` gives the hessian ``(2 - p) exp((2 - p) x) + (p - 1) y exp((1 - p) x)`` too.
+      Exponentials are evaluated so that no result overflows where the true value is finite, and
+      a zero target contributes 0 (not 0 * inf).
+
+    References:
+      XGBoost's ``reg:tweedie`` (``tweedie_variance_power``), the same gradient and hessian;
+      scikit-learn's HalfTweedieLoss (log link), which equals l up to terms free of x (its
+      ``loss`` equals l exactly); LightGBM's ``tweedie``.
+    """
+    kernel = "tweedie"
+
+    def __init__(self, power: float = 1.5, *, reduction: Reductions = "mean"):
+        super().__init__(reduction)
+        self.power = check_number("power", power)
+        if not 1.0 < self.power < 2.0:
+            fail(ValueError, "power", "a number in the open interval (1, 2)", repr(power))
+
+    def _options(self):
+        return PointOptions(power=self.power)
+
+
+class GammaLoss(_LogLinkLoss):
+    r"""Gamma deviance with a log link: on the raw prediction x (the log of the mean),
+    ``l = x + y exp(-x)``.
+
+    Args:
+      reduction: 'none' (the input's shape), 'mean' (over the elements) or 'sum'.
+
+    Shapes:
+      input any shape (0-d included); target broadcastable to it, every element > 0.
+
+    Returns:
+      LossAndGrad(loss, d loss / d input) with d l / d x = 1 - y exp(-x); ``grad_hess`` gives the
+      hessian ``y exp(-x)`` too (evaluated without overflow where it is finite).
+
+    References:
+      scikit-learn's HalfGammaLoss (the same loss); XGBoost's ``reg:gamma`` (the same gradient
+      and hessian); LightGBM's ``gamma``.
+    """
+    kernel = "gamma"
+    target_range = ("tiny", math.inf, "positive values")
+
+    def __init__(self, *, reduction: Reductions = "mean"):
+        super().__init__(reduction)
+
+
+class ExponentialLoss(_LogLinkLoss):
+    r"""Exponential loss (AdaBoost's) on a raw score x: ``l = y exp(-x) + (1 - y) exp(x)``,
+    which for labels y in {0, 1} is ``exp(-s x)`` with s = 2y - 1.
+
+    Args:
+      reduction: 'none' (the input's shape), 'mean' (over the elements) or 'sum'.
+
+    Shapes:
+      input any shape (0-d included); target broadcastable to it, every element in [0, 1].
+
+    Returns:
+      LossAndGrad(loss, d loss / d input) with d l / d x = (1 - y) exp(x) - y exp(-x);
+      ``grad_hess`` gives the hessian, which equals the loss.
+
+    References:
+      scikit-learn's ExponentialLoss: the same loss, gradient and hessian of the same raw score.
+      Its link has a factor 2: the probability it predicts is ``sigmoid(2 x)`` (the minimiser of
+      the expected loss is half the log-odds), not ``sigmoid(x)``. Freund and Schapire (1997).
+    """
+    kernel = "exponential"
+    target_range = (0.0, 1.0, "values in [0, 1]")
+
+    def __init__(self, *, reduction: Reductions = "mean"):
+        super().__init__(reduction)
