@@ -194,7 +194,7 @@ def sigmoid_focal_reference(x, y, alpha, gamma, reduction):
 
 def regression_reference(name, x, y, reduction, **options):
     """The regression objectives written out from their definitions (torch has none of them);
-    `name` is the criterion's kernel. Pinball's gradient at y = x is 1 - q, as scikit-learn's;
+    `name` is the criterion's kernel. Pinball's gradient at y = x is -q, as scikit-learn's;
     a zero coefficient times an infinite exponential is 0, the limit (not torch's 0 * inf)."""
     torch, _ = _torch()
 
@@ -203,7 +203,7 @@ def regression_reference(name, x, y, reduction, **options):
     y = y.to(x.dtype).expand_as(x) if y.dim() < x.dim() else y.to(x.dtype)
     if name == "pinball":
         q = torch.as_tensor(options["quantile"], dtype=x.dtype)
-        loss = torch.where(y > x, q * (y - x), (1 - q) * (x - y))
+        loss = torch.where(y >= x, q * (y - x), (1 - q) * (x - y))
     elif name == "pseudo_huber":
         delta = options.get("delta", 1.0)
         loss = delta ** 2 * (torch.sqrt(1 + ((x - y) / delta) ** 2) - 1)

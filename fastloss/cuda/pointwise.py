@@ -165,7 +165,7 @@ def _points(R):
     @jit
     def pinball(x, y, a, b, o):
         d = y - x
-        return (a * d if d >= zero else (a - one) * d), (-a if y > x else one - a), zero, zero
+        return (a * d if d >= zero else (a - one) * d), (-a if y >= x else one - a), zero, zero
 
     @jit
     def pseudo_huber(x, y, a, b, o):

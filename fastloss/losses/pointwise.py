@@ -675,8 +675,8 @@ class PinballLoss(PointwiseLoss):
       with a sequence the input's shape without its last dimension (one target per row).
 
     Returns:
-      LossAndGrad(loss, d loss / d input) with d l / d x = -q where y > x, else 1 - q (at y = x
-      as scikit-learn's); ``grad_hess`` gives the exact hessian, 0 (the boosting adapters'
+      LossAndGrad(loss, d loss / d input) with d l / d x = -q where y >= x, else 1 - q (at y = x
+      scikit-learn's -q); ``grad_hess`` gives the exact hessian, 0 (the boosting adapters'
       ``hessian="constant"`` gives the boosters' convention instead).
 
     References:
