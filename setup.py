@@ -127,6 +127,10 @@ class BuildKernels(build_ext):
         unpeeled = [f"--param={param}" for param in ("vect-max-peeling-for-alignment=0",
                                                      "vect-max-version-for-alignment-checks=0")
                     if accepts(cc, [f"--param={param}"])]
+        # The point functions with three transcendentals (LogCoshLoss, SigmoidFocalLoss's
+        # general gamma) outgrow gcc's default inlining limit for `inline` functions: called
+        # out of line, their loop does not vectorise and runs 20-40x slower.
+        inlined = [flag for flag in ("--param=max-inline-insns-single=400",) if accepts(cc, [flag])]
         macros = [] if os.environ.get("FASTLOSS_POOL", "1") != "0" else [("FASTLOSS_NO_POOL", "1")]
         accepted, mvec = {}, {}
         for ext in self.extensions:
@@ -153,6 +157,8 @@ class BuildKernels(build_ext):
                 ext.libraries += ["mvec", "m"]
             if name in VECTOR_MATH:
                 ext.extra_compile_args += unpeeled
+            if name == "pointwise":
+                ext.extra_compile_args += inlined
         if not any(accepted.values()):
             raise RuntimeError(f"fastloss: the compiler takes none of the CPU levels' flags {levels()}")
         self.extensions = [ext for ext in self.extensions if accepted.get(ext.name.split(".")[-2], True)]

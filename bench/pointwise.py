@@ -21,6 +21,10 @@ def _signs(rng, n):
     return np.where(rng.random(n, dtype=np.float32) > 0.5, 1, -1).astype(np.float32)
 
 
+def _tweedie_targets(rng, n):
+    return (rng.poisson(1.0, n) * rng.gamma(2.0, 0.5, n)).astype(np.float32)
+
+
 def _sigmoid(x):
     return 0.5 * (1 + np.tanh(0.5 * x))
 
@@ -106,6 +110,64 @@ def np_sigmoid_focal(x, y, alpha=0.25):
     return _np_mean(at * ce * q * q, grad)
 
 
+def np_pinball(x, y, q=0.9):
+    d = y - x
+    return _np_mean(np.where(d >= 0, q * d, (q - 1) * d), np.where(d >= 0, -q, 1 - q).astype(x.dtype))
+
+
+def np_pseudo_huber(x, y):
+    d = x - y
+    h = np.sqrt(1 + d * d)
+    return _np_mean(h - 1, d / h)
+
+
+def np_log_cosh(x, y):
+    d = x - y
+    a = np.abs(d)
+    return _np_mean(a + np.log1p(np.exp(-2 * a)) - np.float32(np.log(2)), np.tanh(d))
+
+
+def np_tweedie(x, y, p=1.5):
+    a, b = y * np.exp((1 - p) * x), np.exp((2 - p) * x)
+    return _np_mean(a / (p - 1) + b / (2 - p), b - a)
+
+
+def np_gamma(x, y):
+    ye = y * np.exp(-x)
+    return _np_mean(x + ye, 1 - ye)
+
+
+def np_exponential(x, y):
+    e = np.exp(-(2 * y - 1) * x)
+    return _np_mean(e, -(2 * y - 1) * e)
+
+
+def torch_regression(name):
+    """The regression objectives as a torch user writes them (torch has none), mean-reduced."""
+    def pinball(x, y, q=0.9):
+        return torch.where(y >= x, q * (y - x), (1 - q) * (x - y)).mean()
+
+    def tweedie(x, y, p=1.5):
+        return (y * torch.exp((1 - p) * x) / (p - 1) + torch.exp((2 - p) * x) / (2 - p)).mean()
+    return {"pinball": pinball,
+            "pseudo_huber": lambda x, y: (torch.sqrt(1 + (x - y) ** 2) - 1).mean(),
+            "log_cosh": lambda x, y: torch.log(torch.cosh(x - y)).mean(),
+            "tweedie": tweedie,
+            "gamma": lambda x, y: (x + y * torch.exp(-x)).mean(),
+            "exponential": lambda x, y: torch.exp(-(2 * y - 1) * x).mean()}[name]
+
+
+def jax_regression(name):
+    def pinball(j, x, y, q=0.9):
+        return j.mean(j.where(y >= x, q * (y - x), (1 - q) * (x - y)))
+    return {"pinball": pinball,
+            "pseudo_huber": lambda j, x, y: j.mean(j.sqrt(1 + (x - y) ** 2) - 1),
+            "log_cosh": lambda j, x, y: j.mean(j.logaddexp(x - y, y - x) - np.log(2)),
+            "tweedie": lambda j, x, y: j.mean(y * j.exp(-0.5 * x) / 0.5 + j.exp(0.5 * x) / 0.5),
+            "gamma": lambda j, x, y: j.mean(x + y * j.exp(-x)),
+            "exponential": lambda j, x, y: j.mean(j.exp(-(2 * y - 1) * x))}[name]
+
+
 def torch_sigmoid_focal(x, y, alpha=0.25, gamma=2.0):
     # torchvision.ops.sigmoid_focal_loss, mean-reduced
     p = torch.sigmoid(x)
@@ -132,7 +194,9 @@ def sklearn_loss(name):
         x, y = arrays[:2]
         # sklearn's half losses: half squared error, half Poisson (log link), half binomial (logit)
         loss = {"mse": sk.HalfSquaredError, "poisson_nll": sk.HalfPoissonLoss,
-                "bce_with_logits": sk.HalfBinomialLoss}[name]()
+                "bce_with_logits": sk.HalfBinomialLoss, "pinball": lambda: sk.PinballLoss(quantile=0.9),
+                "tweedie": lambda: sk.HalfTweedieLoss(power=1.5), "gamma": sk.HalfGammaLoss,
+                "exponential": sk.ExponentialLoss}[name]()
         loss_out, grad_out = np.empty_like(x), np.empty_like(x)
         return lambda: loss.loss_gradient(y, x, loss_out=loss_out, gradient_out=grad_out, n_threads=num_threads)
     return make
@@ -185,4 +249,17 @@ CASES = [
     Case("SigmoidFocalLoss", fl.SigmoidFocalLoss, lambda r, n: [_normal(r, n), _binary(r, n)],
          torch_sigmoid_focal, np_sigmoid_focal,
          jax=jax_sigmoid_focal),
+    Case("PinballLoss", lambda: fl.PinballLoss(0.9), lambda r, n: [_normal(r, n), _normal(r, n)],
+         torch_regression("pinball"), np_pinball, sklearn_loss("pinball"), jax=jax_regression("pinball")),
+    Case("PseudoHuberLoss", fl.PseudoHuberLoss, lambda r, n: [_normal(r, n), _normal(r, n)],
+         torch_regression("pseudo_huber"), np_pseudo_huber, jax=jax_regression("pseudo_huber")),
+    Case("LogCoshLoss", fl.LogCoshLoss, lambda r, n: [_normal(r, n), _normal(r, n)],
+         torch_regression("log_cosh"), np_log_cosh, jax=jax_regression("log_cosh")),
+    Case("TweedieLoss", fl.TweedieLoss, lambda r, n: [_normal(r, n), _tweedie_targets(r, n)],
+         torch_regression("tweedie"), np_tweedie, sklearn_loss("tweedie"), jax=jax_regression("tweedie")),
+    Case("GammaLoss", fl.GammaLoss, lambda r, n: [_normal(r, n), r.gamma(2.0, 1.0, n).astype(np.float32)],
+         torch_regression("gamma"), np_gamma, sklearn_loss("gamma"), jax=jax_regression("gamma")),
+    Case("ExponentialLoss", fl.ExponentialLoss, lambda r, n: [_normal(r, n), _binary(r, n)],
+         torch_regression("exponential"), np_exponential, sklearn_loss("exponential"),
+         jax=jax_regression("exponential")),
 ]

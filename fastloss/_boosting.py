@@ -74,9 +74,9 @@ def _scores_and_labels(criterion, scores, labels):
             fail(ValueError, "labels", f"class indices for {name}", repr(bad.item()))
         return scores, labels.astype(np.int64)
     if labels.size == scores.size:
-        return scores, labels.astype(scores.dtype).reshape(scores.shape)
+        return scores, labels.astype(scores.dtype, copy=False).reshape(scores.shape)
     if scores.ndim == 2 and labels.shape == (scores.shape[0],):   # one target per row (a quantile sequence)
-        return scores, labels.astype(scores.dtype)
+        return scores, labels.astype(scores.dtype, copy=False)
     fail(ValueError, "labels", f"one label per score ({scores.size}, scores of shape {scores.shape})",
          f"{labels.size} labels")
 
