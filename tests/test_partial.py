@@ -25,6 +25,10 @@ def cases(dtype):
     yield "l1-sum", fl.L1Loss(reduction="sum"), 3000, rows_of(x, y)
     yield "bce-logits-weighted", fl.BCEWithLogitsLoss(pos_weight=np.full(200, 2.0, dtype)), 3000, rows_of(x, p01)
     yield "kl-batchmean", fl.KLDivLoss(reduction="batchmean"), 3000, rows_of(x, np.abs(y))
+    yield "tweedie", fl.TweedieLoss(1.3), 3000, rows_of(x, np.abs(y) * p01)
+    yield "gamma-sum", fl.GammaLoss(reduction="sum"), 3000, rows_of(x, np.abs(y) + 0.1)
+    yield "quantiles", fl.QuantileLoss(np.linspace(0.01, 0.99, 200)), 3000, rows_of(x, y[:, 0])
+    yield "log-cosh", fl.LogCoshLoss(), 3000, rows_of(x, y)
     var = np.abs(y[:, :1]) + 0.5
     yield "gaussian", fl.GaussianNLLLoss(), 3000, rows_of(x, y, var)
     logits = r.standard_normal((900, 50)).astype(dtype)
