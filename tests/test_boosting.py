@@ -194,23 +194,26 @@ def test_l1_with_a_constant_hessian_splits_and_learns():
 
 
 @pytest.mark.parametrize("q", [0.1, 0.5, 0.9])
-def test_pinball_objective_against_the_builtin_quantile_objectives(q):
-    """Same gradient, a constant hessian; the built-ins (XGBoost reg:quantileerror, LightGBM
-    quantile) then re-fit each leaf to a quantile of its residuals, a step a custom objective
-    cannot take. Measured at 400 rounds of eta 0.1: hessian='scaled' is 1.6-1.8% above
-    XGBoost's test pinball loss (asserted: 3%), 'constant' 5-12% (asserted: 15%)."""
+def test_pinball_objective_reaches_the_builtin_quantile_objectives_test_loss(q):
+    """Same gradient, a constant hessian: the built-in (XGBoost's reg:quantileerror) also
+    re-fits each leaf to a quantile of its residuals, a step a custom objective cannot take, so
+    hessian='scaled' needs about twice the rounds. Each booster's round count is chosen on a
+    validation set (as early stopping would), then both are scored on a test set: fastloss's
+    test pinball loss is within 1% of the built-in's (measured 0.997-1.0005)."""
     X, y = regression_data("real", 20000)
-    Xt, yt = regression_data("real", 5000, seed=1)
-    rounds = 400
-    params = {"max_depth": 4, "eta": 0.1, "tree_method": "hist", "nthread": 2, "seed": 0, "base_score": 0.0}
-    theirs = xgb.train({**params, "objective": "reg:quantileerror", "quantile_alpha": q}, xgb.DMatrix(X, label=y), rounds)
-    d = xgb.DMatrix(Xt)
-    ref = pinball(theirs.predict(d, output_margin=True), yt, q)
-    for hessian, within in (("scaled", 1.03), ("constant", 1.15)):
-        ours = xgb.train({**params, "disable_default_eval_metric": 1}, xgb.DMatrix(X, label=y), rounds,
-                         obj=fl_xgb.objective(fl.PinballLoss(q), hessian=hessian))
-        mine = pinball(ours.predict(d, output_margin=True), yt, q)
-        assert mine < within * ref, (hessian, mine, ref)
+    sets = [regression_data("real", 5000, seed=s) for s in (1, 2)]
+    params = {"max_depth": 4, "eta": 0.2, "tree_method": "hist", "nthread": 2, "seed": 0, "base_score": 0.0}
+
+    def best_test_loss(booster, rounds):
+        scores = [[pinball(booster.predict(xgb.DMatrix(Xs), output_margin=True, iteration_range=(0, k)), ys, q)
+                   for k in range(10, rounds + 1, 10)] for Xs, ys in sets]
+        return scores[1][int(np.argmin(scores[0]))]   # the test loss at the validation set's best round
+    theirs = xgb.train({**params, "objective": "reg:quantileerror", "quantile_alpha": q}, xgb.DMatrix(X, label=y), 200)
+    ours = xgb.train({**params, "disable_default_eval_metric": 1}, xgb.DMatrix(X, label=y), 400,
+                     obj=fl_xgb.objective(fl.PinballLoss(q), hessian="scaled"))
+    mine, ref = best_test_loss(ours, 400), best_test_loss(theirs, 200)
+    constant = pinball(np.quantile(y, q), sets[1][1], q)
+    assert mine < 1.01 * ref and mine < 0.75 * constant, (mine, ref, constant)
 
 
 # ---------------------------------------------------------------- the scikit-learn estimators
