@@ -127,10 +127,12 @@ class BuildKernels(build_ext):
         unpeeled = [f"--param={param}" for param in ("vect-max-peeling-for-alignment=0",
                                                      "vect-max-version-for-alignment-checks=0")
                     if accepts(cc, [f"--param={param}"])]
-        # The point functions with three transcendentals (LogCoshLoss, SigmoidFocalLoss's
-        # general gamma) outgrow gcc's default inlining limit for `inline` functions: called
-        # out of line, their loop does not vectorise and runs 20-40x slower.
-        inlined = [flag for flag in ("--param=max-inline-insns-single=400",) if accepts(cc, [flag])]
+        # The point functions with three or more transcendentals (LogCoshLoss, SigmoidFocalLoss's
+        # general gamma) outgrow gcc's default limits for inlining `inline` functions (per
+        # function, and the growth of this large unit): called out of line, their loop does not
+        # vectorise and runs 15-30x slower.
+        inlined = [flag for flag in ("--param=max-inline-insns-single=400", "--param=inline-unit-growth=200")
+                   if accepts(cc, [flag])]
         macros = [] if os.environ.get("FASTLOSS_POOL", "1") != "0" else [("FASTLOSS_NO_POOL", "1")]
         accepted, mvec = {}, {}
         for ext in self.extensions:

@@ -158,9 +158,9 @@ def _points(R):
         return point
 
     @jit
-    def times_exp(c, h):
+    def times_exp(c, h):   # in float64, as the CPU kernel: c e^z from h = exp(z / 2), 0 where c = 0
         v = c * h * h
-        return zero if c == zero else v
+        return 0.0 if c == 0.0 else v
 
     @jit
     def pinball(x, y, a, b, o):
@@ -188,26 +188,30 @@ def _points(R):
         loss = -math.log1p(-t * t) / two if s < one else s - ln2 + math.log1p(u)
         return loss, (-t if r < zero else t), zero, R(4) * u / ((one + u) * (one + u))
 
+    # the log-link losses compute in float64 for either dtype, as the CPU kernels do
     @jit
     def tweedie(x, y, a, b, o):
-        p = R(o[OPTION_POWER])
-        h1, h2 = math.exp((one - p) * x / two), math.exp((two - p) * x / two)
-        ya, e2 = times_exp(y, h1), times_exp(one, h2)
-        return ya / (p - one) + e2 / (two - p), e2 - ya, zero, times_exp(two - p, h2) + times_exp((p - one) * y, h1)
+        p, xd, yd = o[OPTION_POWER], float64(x), float64(y)
+        h1, h2 = math.exp((1.0 - p) * xd / 2.0), math.exp((2.0 - p) * xd / 2.0)
+        ya, e2 = times_exp(yd, h1), times_exp(1.0, h2)
+        hess = times_exp(2.0 - p, h2) + times_exp((p - 1.0) * yd, h1)
+        return R(ya / (p - 1.0) + e2 / (2.0 - p)), R(e2 - ya), zero, R(hess)
 
     @jit
     def gamma(x, y, a, b, o):
-        ye = times_exp(y, math.exp(-x / two))
-        return x + ye, one - ye, zero, ye
+        xd = float64(x)
+        ye = times_exp(float64(y), math.exp(-xd / 2.0))
+        return R(xd + ye), R(1.0 - ye), zero, R(ye)
 
     @jit
     def exponential(x, y, a, b, o):
-        g = math.exp(abs(x) / two)
+        yd = float64(y)
+        g = math.exp(abs(float64(x)) / 2.0)
         positive = x >= zero
-        big = times_exp(one - y if positive else y, g)
-        small = (y if positive else one - y) / g / g
+        big = times_exp(1.0 - yd if positive else yd, g)
+        small = (yd if positive else 1.0 - yd) / g / g
         loss = small + big
-        return loss, (big - small if positive else small - big), zero, loss
+        return R(loss), R(big - small if positive else small - big), zero, R(loss)
 
     return {"l1": l1, "mse": mse, "smooth_l1": smooth_l1, "huber": huber, "soft_margin": soft_margin,
             "bce": bce, "bce_with_logits": bce_with_logits,
