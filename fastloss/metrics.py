@@ -17,7 +17,8 @@ Which metrics a criterion offers follows from what its input is (`kind_of`):
   negative in one bin count a half, as ties do, so the AUC is exact when no bin holds both,
   and `roc_auc_error_bound` gives the most it can be off otherwise (half the share of such
   pairs), computed from the same counts;
-* regression (MSELoss, L1Loss, HuberLoss, SmoothL1Loss; residual r = input - target over
+* regression (MSELoss, L1Loss, HuberLoss, SmoothL1Loss, PseudoHuberLoss, LogCoshLoss,
+  PinballLoss with one quantile; residual r = input - target over
   every element): MAE, RMSE, and residual quantiles from the same kind of histogram: each
   quantile (inverted CDF: the smallest r with F(r) >= q) is given as the interval of its bin,
   which holds the exact value (bounds 2**-11 of the value apart).
@@ -45,7 +46,10 @@ from .losses.pointwise import (
     BCEWithLogitsLoss,
     HuberLoss,
     L1Loss,
+    LogCoshLoss,
     MSELoss,
+    PinballLoss,
+    PseudoHuberLoss,
     SigmoidFocalLoss,
     SmoothL1Loss,
     SoftMarginLoss,
@@ -56,7 +60,7 @@ __all__ = ["kind_of", "METRICS", "Tally"]
 
 KINDS = (("classification", (CrossEntropyLoss, NLLLoss, MultiMarginLoss)),   # SoftmaxFocalLoss is a CrossEntropyLoss
          ("binary", (BCEWithLogitsLoss, BCELoss, SigmoidFocalLoss, SoftMarginLoss)),
-         ("regression", (MSELoss, L1Loss, HuberLoss, SmoothL1Loss)))
+         ("regression", (MSELoss, L1Loss, HuberLoss, SmoothL1Loss, PseudoHuberLoss, LogCoshLoss, PinballLoss)))
 _ANY = ("worst", "loss_histogram")
 METRICS = {
     "classification": ("accuracy", "top_k", "per_class", "confusion", "ece") + _ANY,
@@ -77,6 +81,8 @@ _SUM = {c: c(reduction="sum") for c in (BCELoss, BCEWithLogitsLoss, L1Loss, MSEL
 
 def kind_of(criterion):
     """'classification', 'binary', 'regression' or None: what the criterion's input is."""
+    if isinstance(criterion, PinballLoss) and isinstance(criterion.quantile, tuple):
+        return None   # one column per quantile against one target per row: no single residual
     for kind, classes in KINDS:
         if isinstance(criterion, classes):
             return kind

@@ -117,10 +117,11 @@ def test_auc_is_exact_when_no_bin_holds_a_positive_and_a_negative():
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_regression_metrics_match_sklearn(dtype):
+@pytest.mark.parametrize("crit", [fl.HuberLoss(), fl.PinballLoss(0.8), fl.LogCoshLoss()], ids=lambda c: type(c).__name__)
+def test_regression_metrics_match_sklearn(dtype, crit):
     r = np.random.default_rng(4)
     x, y = (r.standard_normal((2, 4000, 2)) * [[[1.0, 100.0]]]).astype(dtype)
-    m = fl.evaluate(fl.HuberLoss(), x, y, metrics="all", chunk_rows=999).metrics
+    m = fl.evaluate(crit, x, y, metrics="all", chunk_rows=999).metrics
     truth, pred = y.astype(np.float64).ravel(), x.astype(np.float64).ravel()
     rel = 1e-14 if dtype == np.float64 else 1e-7   # |r| and r^2 in the input's dtype, as the losses
     assert m["mae"] == pytest.approx(skm.mean_absolute_error(truth, pred), rel=rel)
