@@ -104,7 +104,8 @@ def gradients(criterion, scores, labels, weights=None, hessian="exact"):
     _, grad = crit(scores, labels, grad_output=w)
     hess = np.ones_like(grad) if w is None else np.array(np.broadcast_to(w, grad.shape))   # (not the caller's w)
     if hessian == "scaled":
-        scale = float(_MEAN_ABSOLUTE.loss(scores, labels))
+        per_row = labels.reshape(labels.shape + (1,) * (scores.ndim - labels.ndim))   # (a quantile sequence's)
+        scale = float(_MEAN_ABSOLUTE.loss(scores, per_row))
         if scale > 0 and np.isfinite(scale):
             hess /= np.asarray(scale, hess.dtype)
     return grad, hess
@@ -120,7 +121,7 @@ def metric_value(criterion, scores, labels, weights=None):
         return float(criterion.loss(scores, labels))
     losses = np.asarray(criterion._with_reduction("none").loss(scores, labels), np.float64)
     per_row = losses.reshape(scores.shape[0], -1)
-    w = np.asarray(weights, np.float64)
+    w = w.reshape(-1).astype(np.float64)
     total = float(w @ per_row.sum(1))
     if criterion.reduction == "sum":
         return total

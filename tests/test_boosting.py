@@ -171,6 +171,12 @@ def test_constant_hessian_is_the_sample_weight():
     np.testing.assert_allclose(grad, np.where(labels >= scores, -0.2, 0.8))
     grad, hess = fl_xgb.objective(fl.L1Loss(), hessian="scaled")(labels, scores, sample_weight=w)
     np.testing.assert_allclose(hess, w / np.mean(np.abs(scores)), rtol=1e-15)
+    # a sequence of quantiles: (N, Q) scores, one label per row
+    scores, labels = np.arange(12.0).reshape(4, 3), np.array([1.0, 4.0, 7.0, 20.0])
+    grad, hess = fl_lgb.objective(fl.QuantileLoss([0.1, 0.5, 0.9]), hessian="scaled")(labels, scores, None)
+    np.testing.assert_allclose(grad, np.where(labels[:, None] >= scores, -np.array([0.1, 0.5, 0.9]),
+                                              1 - np.array([0.1, 0.5, 0.9])))
+    np.testing.assert_allclose(hess, 1 / np.mean(np.abs(scores - labels[:, None])), rtol=1e-15)
 
 
 def test_l1_with_a_constant_hessian_splits_and_learns():
