@@ -58,6 +58,20 @@ def _pointwise(make, second=None, third=None, low=None, high=None):
     return build
 
 
+def _sometimes(rng, shape, good, bad, rate=0.02):
+    """Targets in the loss's range, with an out-of-range value now and then (a clear error)."""
+    return np.where(rng.random(shape) < rate, bad, good).astype(float)
+
+
+def _quantiles(rng, dtype, s, empty):
+    """QuantileLoss with a sequence: (N, Q) scores, one target per row or per element."""
+    Q = int(rng.integers(1, 5))
+    rows = shape_of(rng, 1, empty)
+    x = values(rng, rows + (Q,), s).astype(dtype)
+    y = values(rng, rows if rng.random() < 0.5 else rows + (Q,), s).astype(dtype)
+    return fl.QuantileLoss(list(np.sort(rng.uniform(0.01, 0.99, Q)))), (x, y)
+
+
 def _rows(make, target):
     def build(rng, dtype, s, empty):
         ndim = int(rng.integers(0 if make is not fl.MultiLabelSoftMarginLoss else 1, 3))
@@ -162,6 +176,15 @@ REGISTRY = {
     "MarginRankingLoss": _pointwise(lambda r: fl.MarginRankingLoss(margin=0.1), third=lambda r, sh: r.choice([-1.0, 1.0], sh)),
     "SigmoidFocalLoss": _pointwise(lambda r: fl.SigmoidFocalLoss(gamma=float(r.choice([0.0, 1.5, 2.0]))),
                                    lambda r, sh: (r.random(sh) < 0.5).astype(float)),
+    "PinballLoss": _pointwise(lambda r: fl.PinballLoss(float(r.choice([0.1, 0.5, 0.9])))),
+    "QuantileLoss": _quantiles,
+    "PseudoHuberLoss": _pointwise(lambda r: fl.PseudoHuberLoss(delta=float(r.choice([0.5, 2.0])))),
+    "LogCoshLoss": _pointwise(lambda r: fl.LogCoshLoss()),
+    "TweedieLoss": _pointwise(lambda r: fl.TweedieLoss(power=float(r.choice([1.01, 1.5, 1.99]))),
+                              lambda r, sh: _sometimes(r, sh, r.poisson(1.0, sh) * r.uniform(0, 3, sh), -1.0)),
+    "GammaLoss": _pointwise(lambda r: fl.GammaLoss(), lambda r, sh: _sometimes(r, sh, r.gamma(2.0, 1.0, sh), 0.0)),
+    "ExponentialLoss": _pointwise(lambda r: fl.ExponentialLoss(),
+                                  lambda r, sh: _sometimes(r, sh, (r.random(sh) < 0.5) * 1.0, 2.0)),
     "CrossEntropyLoss": _cross_entropy,
     "NLLLoss": _index_loss(lambda r, C: fl.NLLLoss(weight=r.uniform(0, 2, C) if r.random() < 0.3 else None)),
     "SoftmaxFocalLoss": _index_loss(lambda r, C: fl.SoftmaxFocalLoss(gamma=float(r.choice([0.0, 2.0])))),

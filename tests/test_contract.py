@@ -588,6 +588,8 @@ def test_the_registry_covers_every_criterion():
               and issubclass(getattr(fl, name), fl.Criterion) and name != "Criterion"}
     assert cases.CRITERIA == public   # (an alias such as QuantileLoss counts as its class)
     assert fl.QuantileLoss is fl.PinballLoss
+    import fuzz
+    assert cases.CRITERIA <= set(fuzz.REGISTRY), "tests/fuzz.py lacks a criterion"
 
 
 def test_an_option_set_after_construction_takes_effect():
