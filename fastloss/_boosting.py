@@ -17,7 +17,7 @@ import numpy as np
 from ._arrays import fail
 from .losses import CrossEntropyLoss, L1Loss, MultiMarginLoss, NLLLoss
 
-__all__ = ["per_sample", "check_hessian", "gradients", "metric_value", "objective_call", "metric_call"]
+__all__ = ["per_sample", "check_hessian", "gradients", "metric_value", "objective", "metric_call"]
 
 HESSIANS = ("exact", "constant", "scaled")
 _CLASS_INDEX = (CrossEntropyLoss, NLLLoss, MultiMarginLoss)   # SoftmaxFocalLoss is a CrossEntropyLoss
@@ -121,23 +121,28 @@ def metric_value(criterion, scores, labels, weights=None):
         return float(criterion.loss(scores, labels))
     losses = np.asarray(criterion._with_reduction("none").loss(scores, labels), np.float64)
     per_row = losses.reshape(scores.shape[0], -1)
-    w = w.reshape(-1).astype(np.float64)
+    w = np.asarray(weights, np.float64)   # (checked above; kept in float64, not the scores' dtype)
     total = float(w @ per_row.sum(1))
     if criterion.reduction == "sum":
         return total
     return total / (float(w.sum()) * per_row.shape[1])
 
 
-def objective_call(criterion, hessian, first, second, weights=None):
-    """An objective's call from either API: native ``(scores, DMatrix or Dataset)`` or the
-    scikit-learn estimators' ``(labels, scores, weights)``."""
-    if hasattr(second, "get_label"):
-        return gradients(criterion, first, second.get_label(), second.get_weight(), hessian)
-    return gradients(criterion, second, first, weights, hessian)
+def objective(criterion, hessian):
+    """The objective of both boosters and both their APIs: native ``obj(scores, DMatrix or
+    Dataset)``, and the scikit-learn estimators' ``obj(labels, scores, sample_weight)``: XGBoost
+    passes the weights by that keyword, LightGBM positionally (it counts three parameters)."""
+    check_hessian(criterion, hessian)
+
+    def obj(first, second, sample_weight=None):
+        if hasattr(second, "get_label"):
+            return gradients(criterion, first, second.get_label(), second.get_weight(), hessian)
+        return gradients(criterion, second, first, sample_weight, hessian)
+    return obj
 
 
 def metric_call(criterion, first, second, weights=None):
-    """(value, native) of a metric's call from either API, as objective_call."""
+    """(value, native) of a metric's call from either API, told apart as `objective` does."""
     if hasattr(second, "get_label"):
         return metric_value(criterion, first, second.get_label(), second.get_weight()), True
     return metric_value(criterion, second, first, weights), False

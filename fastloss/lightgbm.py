@@ -22,7 +22,8 @@ Mind:
   it the scores are 1-D and the objective refuses them rather than train on garbage.
 - LightGBM computes its default metric beside a custom one: silence it with ``metric="None"``.
 """
-from ._boosting import check_hessian, metric_call, objective_call
+from . import _boosting
+from ._boosting import metric_call
 
 __all__ = ["objective", "metric"]
 
@@ -34,11 +35,7 @@ def objective(criterion, hessian="exact"):
     without weights: the boosters' convention) or 'scaled' (that over the round's mean absolute
     residual, so that a leaf's step is in the targets' units: with targets of scale 30, 100
     rounds of 'constant' barely move)."""
-    check_hessian(criterion, hessian)
-
-    def fobj(preds, train_data, weight=None):
-        return objective_call(criterion, hessian, preds, train_data, weight)
-    return fobj
+    return _boosting.objective(criterion, hessian)
 
 
 def metric(criterion, name=None, higher_better=False):

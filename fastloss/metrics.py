@@ -362,7 +362,11 @@ class Tally:
     def result(self):
         """Every chosen metric as plain, JSON-ready values (None where undefined: no rows)."""
         out, c, chosen = {"kind": self.kind}, self.counts, self.chosen
-        total = lambda name: self._exact(name)[0].value() if self._exact(name) else 0.0   # noqa: E731
+
+        def total(name):
+            sums = self._exact(name)   # (its states are read once)
+            return sums[0].value() if sums else 0.0
+
         if self.kind == "classification":
             kept = c.get("kept", 0)
             out["classes"], out["rows_counted"] = self.classes, kept

@@ -28,7 +28,8 @@ Mind:
 - XGBoost still computes its default metric beside a custom one: silence it with
   ``disable_default_eval_metric=1``.
 """
-from ._boosting import check_hessian, metric_call, objective_call
+from . import _boosting
+from ._boosting import metric_call
 
 __all__ = ["objective", "metric"]
 
@@ -41,11 +42,7 @@ def objective(criterion, hessian="exact"):
     without weights: the boosters' convention) or 'scaled' (that over the round's mean absolute
     residual, so that a leaf's step is in the targets' units: with targets of scale 30, 100
     rounds of 'constant' barely move)."""
-    check_hessian(criterion, hessian)
-
-    def obj(predt, dtrain, sample_weight=None):
-        return objective_call(criterion, hessian, predt, dtrain, sample_weight)
-    return obj
+    return _boosting.objective(criterion, hessian)
 
 
 def metric(criterion, name=None):

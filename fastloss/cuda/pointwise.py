@@ -172,8 +172,9 @@ def _points(R):
         delta = R(o[OPTION_BETA])
         t = (x - y) / delta
         at = abs(t)
-        if at >= far:
-            return delta * (delta * (at - one)), delta * sign(t), zero, zero
+        if at >= far:   # h is |t| to the last bit (the hessian 1 / h^3 as the CPU kernel's)
+            inverse = one / at
+            return delta * (delta * (at - one)), delta * sign(t), zero, inverse * inverse * inverse
         h = math.sqrt(one + t * t)
         inverse = one / h
         return delta * (delta * (t * t / (one + h))), delta * t / h, zero, inverse * inverse * inverse

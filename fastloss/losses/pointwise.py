@@ -725,8 +725,6 @@ class PinballLoss(PointwiseLoss):
         return None if q.ndim else {"y": (rest[0], None), "a": broadcast_plan("quantile", q, x.shape)}
 
 
-QuantileLoss = PinballLoss
-
 
 class PseudoHuberLoss(PointwiseLoss):
     r"""Pseudo-Huber loss: ``l = delta^2 (sqrt(1 + ((x - y) / delta)^2) - 1)``, smooth
@@ -783,18 +781,19 @@ class LogCoshLoss(PointwiseLoss):
         super().__init__(reduction)
 
 
-class _LogLinkLoss(PointwiseLoss):
-    """A loss of a raw prediction x through the log link, whose target must lie in a range."""
-    target_range = (0.0, math.inf, "non-negative values")
+class _RangedTargetLoss(PointwiseLoss):
+    """A loss whose target must lie in a range (NaN passes through, as elsewhere)."""
+
+    def _target_range(self, dtype):
+        """(lo, hi, what the range is called): bounds exact in dtype."""
+        return 0.0, math.inf, "non-negative values"
 
     def _validate(self, x, operands, take):
-        lo, hi, expected = self.target_range
-        if lo == "tiny":   # y > 0: the smallest positive number of the dtype and up
-            lo = float(np.finfo(x.dtype).smallest_subnormal)
+        lo, hi, expected = self._target_range(x.dtype)
         _check_range(operands["y"][0], "target", lo, hi, False, f"{expected} ({type(self).__name__})", take)
 
 
-class TweedieLoss(_LogLinkLoss):
+class TweedieLoss(_RangedTargetLoss):
     r"""Tweedie deviance with a log link, for power p in (1, 2) (compound Poisson-gamma:
     non-negative targets with exact zeros): on the raw prediction x (the log of the mean),
     ``l = y exp((1 - p) x) / (p - 1) + exp((2 - p) x) / (2 - p)``.
@@ -829,7 +828,7 @@ class TweedieLoss(_LogLinkLoss):
         return PointOptions(power=self.power)
 
 
-class GammaLoss(_LogLinkLoss):
+class GammaLoss(_RangedTargetLoss):
     r"""Gamma deviance with a log link: on the raw prediction x (the log of the mean),
     ``l = x + y exp(-x)``.
 
@@ -848,13 +847,15 @@ class GammaLoss(_LogLinkLoss):
       and hessian); LightGBM's ``gamma``.
     """
     kernel = "gamma"
-    target_range = ("tiny", math.inf, "positive values")
 
     def __init__(self, *, reduction: Reductions = "mean"):
         super().__init__(reduction)
 
+    def _target_range(self, dtype):   # y > 0: from the dtype's smallest positive number on
+        return float(np.finfo(dtype).smallest_subnormal), math.inf, "positive values"
 
-class ExponentialLoss(_LogLinkLoss):
+
+class ExponentialLoss(_RangedTargetLoss):
     r"""Exponential loss (AdaBoost's) on a raw score x: ``l = y exp(-x) + (1 - y) exp(x)``,
     which for labels y in {0, 1} is ``exp(-s x)`` with s = 2y - 1.
 
@@ -874,7 +875,9 @@ class ExponentialLoss(_LogLinkLoss):
       the expected loss is half the log-odds), not ``sigmoid(x)``. Freund and Schapire (1997).
     """
     kernel = "exponential"
-    target_range = (0.0, 1.0, "values in [0, 1]")
 
     def __init__(self, *, reduction: Reductions = "mean"):
         super().__init__(reduction)
+
+    def _target_range(self, dtype):
+        return 0.0, 1.0, "values in [0, 1]"
