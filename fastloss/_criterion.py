@@ -141,6 +141,7 @@ class Criterion:
     _chunked_gradient = True   # a chunk's gradient needs only the whole's divisor
     _partial_of_none = False   # a partial state for reduction='none' (DiceLoss: per-class losses)
     _host_arguments = ()       # arguments that may stay on the host in a GPU call (CTC's lengths)
+    _half_kernels = False      # _spec and _cpu take half data through _half.HALF_HOST (see _half.py)
 
     def __init__(self, reduction: str = "mean"):
         check_option("reduction", reduction, self.reductions)

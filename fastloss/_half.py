@@ -2,26 +2,34 @@
 input's dtype.
 
 bfloat16 is ml_dtypes.bfloat16 (the NumPy dtype JAX uses); torch float16/bfloat16 CPU
-tensors are read through a zero-copy view of their bits. A call with half-precision arrays
-runs the float32 kernels on staged blocks of rows: each block of every half array is widened
-into a reused float32 buffer (convert.pyx, at memory speed), so no float32 copy of the input
-is ever made. The blocks start on the kernels' block boundaries (`block_rows`) and their
-partial states are exact, so the loss is bitwise the float32 call's on the same values;
-each block's gradient, computed in float32 with the whole call's scale, is narrowed to the
-input's dtype (rounded to nearest even) or written as it is into a float32 `out=`.
+tensors are read through a zero-copy view of their bits. Two ways in:
 
-Losses come back in the input's dtype as SPEC.md says (a 0-d scalar for 'mean' and 'sum'):
-the float32 call's loss, from the float64 total, narrowed like the gradients. A reduced loss
-with a gradient takes two passes over the data for 'mean' (the divisor of the whole scales
-every block's gradient). The criteria whose gradients are not per row
-(LinearCrossEntropyLoss's weight, a broadcast GaussianNLLLoss var, NTXentLoss, DiceLoss),
-hessians (grad_hess) and partial-less options convert the whole arrays instead: a float32
-copy, said here.
+* In the kernels' loops (families with `_half_kernels`: the pointwise family). Half arrays
+  are taken as they are (HalfHost); each tile of TILE elements is widened into float32
+  buffers on the stack and its losses, gradients and hessians are narrowed out of them
+  (_kernels/half.h: F16C where the level has it, bfloat16 by its bits). One pass, no extra
+  memory, and the half call reads half the float32 call's bytes.
+* Staged blocks of rows (the other families): each block of every half array is widened
+  into a reused float32 buffer (convert.pyx, at memory speed), so no float32 copy of the
+  input is made. The blocks start on the kernels' block boundaries (`block_rows`) and their
+  partial states are exact; each block's gradient, computed in float32 with the whole call's
+  scale, is narrowed to the input's dtype or written as it is into a float32 `out=`. A
+  reduced loss with a gradient takes two passes over the data for 'mean' (the divisor of the
+  whole scales every block's gradient). The criteria whose gradients are not per row
+  (LinearCrossEntropyLoss's weight, a broadcast GaussianNLLLoss var, NTXentLoss, DiceLoss),
+  hessians (grad_hess) and partial-less options convert the whole arrays instead: a float32
+  copy, said here.
+
+Either way the results are the float32 call's on the same values, bitwise (every half value
+is exact in float32; outputs are rounded to nearest even). Losses come back in the input's
+dtype as SPEC.md says (a 0-d scalar for 'mean' and 'sum'): the float32 call's loss, from the
+float64 total, narrowed like the gradients.
 """
 import numpy as np
 
-from ._arrays import fail, scalar_grad_output
+from ._arrays import as_float_input, as_host_array, as_operand, broadcast_plan, contiguous, fail, scalar_grad_output
 from ._kernels.convert import narrow, widen
+from ._spec import Host
 from ._threads import get_num_threads
 
 try:
@@ -70,6 +78,94 @@ def as_numpy(a):
     return bits.view(BFLOAT16)
 
 
+def work_dtype(dtype):
+    """The dtype a call computes in: float32 for half data, else the data's own."""
+    return np.dtype(np.float32) if is_half(dtype) else dtype
+
+
+class NotInKernel(Exception):
+    """A half call that the kernels cannot take as it is (see HalfHost): the staged path does."""
+
+
+def operand(obj, name, dtype):
+    """A real operand as the kernels read it in a call computing in `dtype`: half data as it is
+    (C-contiguous) when that is float32, else converted to `dtype`."""
+    arr = as_numpy(obj)
+    if dtype == np.float32 and is_half(getattr(arr, "dtype", None)):
+        return contiguous(arr)
+    return as_operand(arr, name, dtype)
+
+
+class HalfHost(Host):
+    """How a family whose kernels read and write half data in their loops (the pointwise
+    family: `_half_kernels`) takes a half call's arrays. Half arrays stay half, read in place;
+    every other real array is taken in float32, as a float32 call takes it. An input of
+    another dtype, or an operand of more than a staged block's elements that would need a
+    float32 copy (a float64 target, say), is NotInKernel: the staged path takes that call."""
+
+    @staticmethod
+    def float_input(obj, name):
+        arr = as_numpy(obj)
+        if is_half(getattr(arr, "dtype", None)):
+            return contiguous(arr)
+        arr = as_float_input(arr, name)
+        if arr.dtype != np.float32:
+            raise NotInKernel
+        return arr
+
+    @staticmethod
+    def input(obj, name):
+        arr = HalfHost.float_input(obj, name)
+        return arr, arr
+
+    @staticmethod
+    def operand(obj, name, dtype):
+        arr = as_numpy(obj)
+        if not is_half(getattr(arr, "dtype", None)):
+            arr = arr if type(arr) is np.ndarray else as_host_array(arr, name)
+            if arr.dtype != np.float32 and arr.size > STAGE_ELEMENTS:
+                raise NotInKernel
+        return operand(arr, name, np.dtype(np.float32))
+
+    option = operand
+
+    @staticmethod
+    def cast(arr, dtype):
+        return HalfHost.operand(arr, "target", dtype)
+
+    @staticmethod
+    def count_outside(arr, lo, hi, nan_is_bad):
+        """As Host's (lo, hi exact in float32), half data widened a staged block at a time."""
+        if not is_half(arr.dtype):
+            return Host.count_outside(arr, lo, hi, nan_is_bad)
+        flat = arr.reshape(-1)
+        buffer = np.empty(min(flat.size, STAGE_ELEMENTS), np.float32)
+        bad = 0
+        for start in range(0, flat.size, STAGE_ELEMENTS):
+            part = flat[start:start + STAGE_ELEMENTS]
+            bad += Host.count_outside(to_float32(part, buffer[:part.size]), lo, hi, nan_is_bad)
+        return bad
+
+
+HALF_HOST = HalfHost()
+
+
+def plan(name, arr, shape):
+    """broadcast_plan of an operand the kernels read: a broadcast half operand (small: a
+    weight, a var) is widened to float32, as the kernels read only full ones as half."""
+    result = broadcast_plan(name, arr, shape)
+    if result[1] is not None and is_half(arr.dtype):
+        result = broadcast_plan(name, to_float32(arr), shape)
+    return result
+
+
+def outputs(shapes, dtype, out):
+    """The gradient buffers of a half call: the caller's out= (float32 or `dtype`, checked) or
+    new arrays in `dtype`; None where a shape is None."""
+    given = _outs(out, len(shapes))
+    return tuple(None if shape is None else _output(o, shape, dtype) for shape, o in zip(shapes, given))
+
+
 def to_float32(a, out=None):
     """A half array widened to float32 (into `out`, C-contiguous, when given)."""
     a = np.asarray(a, order="C")   # (np.ascontiguousarray makes a 0-d array 1-d)
@@ -108,6 +204,11 @@ def call(crit, arrays, want_grad, out, grad_output, mode, result_type):
     differentiable = [i for i, name in enumerate(crit.arguments) if name in crit.differentiable]
     first = arrays[differentiable[0]] if differentiable else arrays[0]
     dtype = np.dtype(first.dtype) if is_half(getattr(first, "dtype", None)) else np.dtype(np.float32)
+    if crit._half_kernels:   # read in place by the kernels' loops
+        try:
+            return crit._cpu(crit._spec(HALF_HOST, arrays, **mode), want_grad, out, grad_output, **mode)
+        except NotInKernel:
+            pass
     if not mode.get("hess") and _stageable(crit, arrays, want_grad, mode):
         try:
             return _staged(crit, arrays, want_grad, out, grad_output, mode, dtype, result_type)

@@ -1,6 +1,7 @@
-"""float16 and bfloat16 inputs on the CPU (fastloss/_half.py, _kernels/convert.pyx): every
-criterion gives the float32 call's results on the same values, bitwise (gradients narrowed to
-the input's dtype), with no float32 copy of the input; evaluation reads half-precision files."""
+"""float16 and bfloat16 inputs on the CPU (fastloss/_half.py, _kernels/half.h, convert.pyx):
+every criterion gives the float32 call's results on the same values, bitwise (gradients
+narrowed to the input's dtype), with no float32 copy of the input; the pointwise kernels read
+and write half data in their loops; evaluation reads half-precision files."""
 import tracemalloc
 
 import cases
@@ -13,6 +14,7 @@ from conftest import run_cli
 import fastloss as fl
 from fastloss import _half
 from fastloss._kernels import convert
+from fastloss.losses.pointwise import PointwiseLoss
 
 HALVES = [np.dtype(np.float16), np.dtype(ml_dtypes.bfloat16)]
 HALF_IDS = ["float16", "bfloat16"]
@@ -92,6 +94,76 @@ def test_every_criterion_is_the_float32_call_on_the_same_values(case, reduction,
         assert same_bits(g, ref.astype(dtype))
 
 
+POINTWISE = [c for c in cases.CASES if isinstance(c[1], PointwiseLoss)]
+
+
+def _not_staged(*args, **kwargs):
+    raise AssertionError("a pointwise half call took the staged or the whole-array path")
+
+
+@pytest.mark.parametrize("dtype", HALVES, ids=HALF_IDS)
+@pytest.mark.parametrize("reduction", ["none", "mean", "sum"])
+@pytest.mark.parametrize("case", POINTWISE, ids=[c[0] for c in POINTWISE])
+def test_pointwise_kernels_read_half_data_in_their_loops(case, reduction, dtype, monkeypatch):
+    """No staged block and no widened copy: the kernels' tiles widen the half data, and the
+    results are still the float32 call's, bitwise, with grad_output per element, out= in
+    either dtype, a half target beside a float32 input, and the hessian."""
+    crit, arrays, _ = cases.build(case, reduction, np.float32)
+    half, wide = halved(arrays, dtype), None
+    wide = widened(half)
+    var = crit.arguments[-1] == "var" and np.shape(half[-1]) != np.shape(half[0])
+    if not var:   # (GaussianNLLLoss's broadcast var gradient is a sum: the whole-array path takes it)
+        monkeypatch.setattr(_half, "_staged", _not_staged)
+        monkeypatch.setattr(_half, "_whole", _not_staged)
+    grad_output = None
+    if reduction == "none":
+        grad_output = np.random.default_rng(1).uniform(0.5, 1.5, np.shape(half[0])).astype(dtype)
+    loss, grads = crit(*half, grad_output=grad_output)
+    ref_loss, ref_grads = crit(*wide, grad_output=None if grad_output is None else grad_output.astype(np.float32))
+    assert same_bits(loss, np.asarray(np.float32(ref_loss) if np.ndim(ref_loss) == 0 else ref_loss).astype(dtype))
+    grads, ref_grads = np.atleast_1d(grads) if not isinstance(grads, tuple) else grads, ref_grads
+    for g, ref in zip(grads if isinstance(grads, tuple) else (grads,),
+                      ref_grads if isinstance(ref_grads, tuple) else (ref_grads,)):
+        assert (g is None) == (ref is None) and (g is None or same_bits(g.reshape(ref.shape), ref.astype(dtype)))
+    if len(crit.differentiable) == 1:
+        out = np.empty(np.shape(half[0]), np.float32)
+        assert crit(*half, out=out, grad_output=grad_output)[1] is out
+        assert np.array_equal(out, np.asarray(ref_grads), equal_nan=True)
+        mixed = [half[0]] + wide[1:]   # half input, float32 target
+        assert same_bits(crit(*mixed, grad_output=grad_output)[1], np.asarray(ref_grads).astype(dtype))
+    if type(crit).__name__ in ("BCEWithLogitsLoss", "MSELoss", "PinballLoss", "GammaLoss") and not var:
+        grad, hess = crit.grad_hess(*half)
+        ref_grad, ref_hess = crit.grad_hess(*wide)
+        assert same_bits(grad, ref_grad.astype(dtype)) and same_bits(hess, ref_hess.astype(dtype))
+
+
+@pytest.mark.parametrize("dtype", HALVES, ids=HALF_IDS)
+@pytest.mark.parametrize("n", [1, 7, 8, 271, 272, 273, 3 * 8192 + 5])
+def test_half_tiles_at_every_length(n, dtype, monkeypatch):
+    """Lengths around F16C's 8 lanes, the kernels' 272-element tiles and 8192-element blocks,
+    on 2 threads: whole tiles and their tails widen and narrow alike."""
+    monkeypatch.setattr(_half, "_staged", _not_staged)
+    r = np.random.default_rng(n)
+    x = (r.standard_normal(n) * 3).astype(dtype)
+    y = r.random(n).astype(dtype)
+    for crit in (fl.BCEWithLogitsLoss(), fl.HuberLoss(reduction="none"), fl.LogCoshLoss(reduction="sum")):
+        loss, grad = crit(x, y)
+        ref_loss, ref_grad = crit(*widened([x, y]))
+        assert same_bits(loss, np.asarray(np.float32(ref_loss) if np.ndim(ref_loss) == 0 else ref_loss).astype(dtype))
+        assert same_bits(grad, ref_grad.astype(dtype)), type(crit).__name__
+
+
+@pytest.mark.parametrize("dtype", HALVES, ids=HALF_IDS)
+def test_half_target_range_errors_name_the_whole_arrays(dtype):
+    x = np.zeros(3 * (1 << 20) + 11, dtype)
+    y = np.ones_like(x)
+    y[(1 << 21) + 5] = -1.0
+    with pytest.raises(ValueError, match=r"target: expected positive values \(GammaLoss\), got -1.0 at position \(2097157,\)"):
+        fl.GammaLoss()(x, y)
+    with pytest.raises(ValueError, match=r"input: expected all elements between 0 and 1, got 2.0 at position \(4,\)"):
+        fl.BCELoss()(np.array([0.5, 0, 1, 0.25, 2], dtype), np.zeros(5, dtype))
+
+
 @pytest.mark.parametrize("dtype", HALVES, ids=HALF_IDS)
 def test_large_calls_in_many_blocks_and_out(dtype):
     r = np.random.default_rng(2)
@@ -123,10 +195,20 @@ def test_no_float32_copy_of_the_input():
     _, grad = crit(x, y)
     _, peak_grad = tracemalloc.get_traced_memory()
     tracemalloc.stop()
-    staging = 3 * 4 * _half.STAGE_ELEMENTS   # a float32 block of each array, and of the block's gradient
-    assert peak_loss <= staging + (1 << 20), peak_loss            # a float32 copy would be 16 MB
-    assert peak_grad <= x.nbytes + staging + (1 << 20), peak_grad   # the bfloat16 gradient itself, 8 MB
+    # the pointwise kernels widen tiles on their stacks: no staged block (a float32 copy would be 16 MB)
+    assert peak_loss <= 1 << 16, peak_loss
+    assert peak_grad <= x.nbytes + (1 << 16), peak_grad   # the bfloat16 gradient itself, 8 MB
     assert np.isfinite(loss) and grad.dtype == x.dtype
+    ce = fl.CrossEntropyLoss()   # the softmax family: staged blocks of rows
+    logits = np.resize(x, (120_000, 100))   # 24 MB; a float32 copy would be 48 MB
+    t = np.zeros(len(logits), np.int64)
+    ce(logits[:10], t[:10])
+    tracemalloc.start()
+    ce(logits, t)
+    _, peak_ce = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    staging = 3 * 4 * _half.STAGE_ELEMENTS   # float32 blocks of the logits and of the block's gradient
+    assert peak_ce <= logits.nbytes + 2 * staging, peak_ce
 
 
 @pytest.mark.parametrize("torch_dtype, dtype", [(torch.float16, HALVES[0]), (torch.bfloat16, HALVES[1])])

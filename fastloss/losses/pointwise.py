@@ -14,10 +14,10 @@ from typing import Literal, Optional
 
 import numpy as np
 
+from .. import _half
 from .._arrays import (
     ArrayLike,
     as_host_array,
-    as_operand,
     broadcast_plan,
     check_number,
     check_same_shape,
@@ -25,6 +25,7 @@ from .._arrays import (
     scalar_grad_output,
 )
 from .._criterion import Criterion, GradHess, LossAndGrad, Reductions, as_dtype, reduced
+from .._half import is_half, work_dtype
 from .._kernels import pointwise as _kernel
 from .._kernels.memory import empty, extents_overlap
 from .._spec import HOST, PointOptions, PointwiseSpec, divided
@@ -45,6 +46,7 @@ class PointwiseLoss(Criterion):
     kernel = None
     _hessian = True             # for the kernels in HESSIAN_LOSSES (checked per call)
     _partial = True
+    _half_kernels = True        # the kernels widen float16/bfloat16 tiles themselves
     target_same_shape = False   # torch requires target.shape == input.shape (BCE losses)
 
     # -- hooks --------------------------------------------------------------------------
@@ -150,23 +152,29 @@ class PointwiseLoss(Criterion):
 
     def _cpu(self, spec, want_grad, out, grad_output, hess=False, partial=False):
         x, red = spec.x, spec.reduction
-        shape, dtype = x.shape, x.dtype
-        plans = {key: broadcast_plan(operand[1], operand[0], shape) for key, operand in spec.operands.items()}
+        # half data (float16/bfloat16, from _half.call) runs the float32 kernels, which widen
+        # each tile of it; losses and gradients come back in its dtype (or a float32 out=)
+        shape, dtype, work = x.shape, x.dtype, work_dtype(x.dtype)
+        half = work != dtype
+        plans = {key: _half.plan(operand[1], operand[0], shape) for key, operand in spec.operands.items()}
         grad_x = grad_a = g_plan = None
         slab_m = slab_q = 1
         if want_grad:
             if red.none:
-                g = _ONE[dtype] if grad_output is None else as_operand(grad_output, "grad_output", dtype)
-                g_plan = broadcast_plan("grad_output", g, shape)
+                g = _ONE[work] if grad_output is None else _half.operand(grad_output, "grad_output", work)
+                g_plan = _half.plan("grad_output", g, shape)
             else:
                 scale = scalar_grad_output(grad_output) / red.divisor if red.divisor else 0.0
-                g_plan = broadcast_plan("grad_output", np.array(scale, dtype), shape)
+                g_plan = broadcast_plan("grad_output", np.array(scale, work), shape)
             two = len(spec.names) == 2
             grad_a_shape = None if spec.grad_a is None else spec.grad_a[0]
-            grads = self._gradient_buffers((shape,) + ((grad_a_shape,) if two else ()), dtype, out)
+            shapes = (shape,) + ((grad_a_shape,) if two else ())
+            grads = _half.outputs(shapes, dtype, out) if half else self._gradient_buffers(shapes, dtype, out)
             grad_x = grads[0]
             if spec.grad_a is not None:
                 grad_a, (_, slab_m, slab_q) = grads[1], spec.grad_a
+                if half and slab_m > 1 and is_half(grad_a.dtype):
+                    raise _half.NotInKernel   # a sum over a broadcast var: the whole-array path
         loss_out = empty(shape, dtype) if red.none else None
         hess_x = empty(shape, dtype) if hess else None
         if grad_a is not None and not x.size:
@@ -175,8 +183,9 @@ class PointwiseLoss(Criterion):
             _KERNEL_INDEX[spec.kernel], x, plans.get("y"), plans.get("a"), plans.get("b"), g_plan,
             loss_out, grad_x, grad_a, slab_m, slab_q, self._num_threads(), spec.options, hess_x, partial)
         if partial:
-            return reduced(None, total, None if red.kind == "sum" else float(red.divisor), dtype)
-        loss = loss_out if red.none else as_dtype(total / red.divisor if red.divisor else math.nan, dtype)
+            return reduced(None, total, None if red.kind == "sum" else float(red.divisor), work)
+        loss = loss_out if red.none else (_half.narrow_scalar if half else as_dtype)(
+            total / red.divisor if red.divisor else math.nan, dtype)
         if hess:
             return GradHess(grad_x, hess_x)
         if not want_grad:
@@ -356,7 +365,7 @@ class BCELoss(PointwiseLoss):
 
     def _operands(self, x, rest, take):
         operands = super()._operands(x, rest, take)
-        operands["a"] = _weight_operand(self.weight, "weight", x, take) or (_ONE[x.dtype], "weight")
+        operands["a"] = _weight_operand(self.weight, "weight", x, take) or (_ONE[work_dtype(x.dtype)], "weight")
         return operands
 
     def _fast_operands(self, x, rest):
@@ -399,7 +408,7 @@ class BCEWithLogitsLoss(PointwiseLoss):
 
     def _operands(self, x, rest, take):
         operands = super()._operands(x, rest, take)
-        one = _ONE[x.dtype]
+        one = _ONE[work_dtype(x.dtype)]
         operands["a"] = _weight_operand(self.weight, "weight", x, take) or (one, "weight")
         operands["b"] = _weight_operand(self.pos_weight, "pos_weight", x, take) or (one, "pos_weight")
         return operands
@@ -483,7 +492,7 @@ class GaussianNLLLoss(PointwiseLoss):
         operands = super()._operands(x, rest[:1], take)
         var = rest[1]
         if isinstance(var, (int, float)) and not isinstance(var, bool):
-            operands["a"] = (np.full((), var, x.dtype), "var")
+            operands["a"] = (np.full((), var, work_dtype(x.dtype)), "var")
             return operands
         var = take.operand(var, "var", x.dtype)
         slab = self._var_slab(tuple(x.shape), tuple(var.shape))
@@ -612,7 +621,7 @@ class MarginRankingLoss(PointwiseLoss):
 
     def _operands(self, x, rest, take):
         x2 = take.float_input(rest[0], "input2")
-        if x2.dtype != x.dtype:
+        if work_dtype(x2.dtype) != work_dtype(x.dtype):   # (half data with float32 is a float32 call)
             fail(TypeError, "input2", f"dtype {x.dtype} (input1's)", f"dtype {x2.dtype}")
         check_same_shape("input2", x2, x.shape, "input1's shape")
         target = take.operand(rest[1], "target", x.dtype)
@@ -709,7 +718,7 @@ class PinballLoss(PointwiseLoss):
         return derived[key]
 
     def _operands(self, x, rest, take):
-        q, shape = self._quantiles(x.dtype), tuple(x.shape)
+        q, shape = self._quantiles(work_dtype(x.dtype)), tuple(x.shape)
         target = take.operand(rest[0], "target", x.dtype)
         if q.ndim:   # one column per quantile, read from the kernels' side (a device copy on the GPU)
             if not shape or shape[-1] != q.size:
@@ -721,7 +730,7 @@ class PinballLoss(PointwiseLoss):
         return {"y": (target, "target"), "a": (q, "quantile")}
 
     def _fast_operands(self, x, rest):
-        q = self._quantiles(x.dtype)
+        q = self._quantiles(work_dtype(x.dtype))
         return None if q.ndim else {"y": (rest[0], None), "a": broadcast_plan("quantile", q, x.shape)}
 
 
@@ -789,7 +798,7 @@ class _RangedTargetLoss(PointwiseLoss):
         return 0.0, math.inf, "non-negative values"
 
     def _validate(self, x, operands, take):
-        lo, hi, expected = self._target_range(x.dtype)
+        lo, hi, expected = self._target_range(work_dtype(x.dtype))
         _check_range(operands["y"][0], "target", lo, hi, False, f"{expected} ({type(self).__name__})", take)
 
 
