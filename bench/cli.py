@@ -4,17 +4,17 @@ import json
 
 import fastloss as fl
 
-from . import adapters, contention, embedding, evaluate, gpu, harness, levels, pointwise, sequence, softmax
+from . import adapters, contention, embedding, evaluate, gpu, half, harness, levels, pointwise, sequence, softmax
 
 FAMILIES = {"pointwise": pointwise.CASES, "softmax": softmax.CASES, "embedding": embedding.CASES,
             "sequence": sequence.CASES, "adapters": [], "eval": [], "gpu": [], "contention": [],
-            "levels": []}
+            "levels": [], "half": []}
 # families with a report of their own after the table (memory; boosting rounds, wrappers;
 # chunked evaluation of a 16 GB file, the GPU against torch CUDA, and calls beside another
-# multithreaded job, only when asked for by name)
+# multithreaded job, and half-precision data against float32, only when asked for by name)
 REPORTS = {"softmax": softmax.report, "adapters": adapters.report, "eval": evaluate.report, "gpu": gpu.report,
-           "contention": contention.report}
-ONLY_BY_NAME = {"eval", "gpu", "contention", "levels"}
+           "contention": contention.report, "half": half.report}
+ONLY_BY_NAME = {"eval", "gpu", "contention", "levels", "half"}
 SIZES = (64, 100_000, 10_000_000)
 QUICK_SIZES = (64, 100_000, 1_000_000)
 LEVEL_SIZES = (100_000, 1_000_000)

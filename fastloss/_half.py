@@ -166,6 +166,12 @@ def outputs(shapes, dtype, out):
     return tuple(None if shape is None else _output(o, shape, dtype) for shape, o in zip(shapes, given))
 
 
+def widened(obj):
+    """A (small) half array, or torch half tensor, as float32; anything else as it is."""
+    arr = as_numpy(obj)
+    return to_float32(arr) if is_half(getattr(arr, "dtype", None)) else obj
+
+
 def to_float32(a, out=None):
     """A half array widened to float32 (into `out`, C-contiguous, when given)."""
     a = np.asarray(a, order="C")   # (np.ascontiguousarray makes a 0-d array 1-d)

@@ -14,7 +14,7 @@ from conftest import run_cli
 import fastloss as fl
 from fastloss import _half
 from fastloss._kernels import convert
-from fastloss.losses.pointwise import PointwiseLoss
+from fastloss.losses.softmax import _ClassRowLoss
 
 HALVES = [np.dtype(np.float16), np.dtype(ml_dtypes.bfloat16)]
 HALF_IDS = ["float16", "bfloat16"]
@@ -94,47 +94,75 @@ def test_every_criterion_is_the_float32_call_on_the_same_values(case, reduction,
         assert same_bits(g, ref.astype(dtype))
 
 
-POINTWISE = [c for c in cases.CASES if isinstance(c[1], PointwiseLoss)]
+IN_KERNEL = [c for c in cases.CASES if c[1]._half_kernels]   # the pointwise family, cross entropy, NLL
 
 
 def _not_staged(*args, **kwargs):
-    raise AssertionError("a pointwise half call took the staged or the whole-array path")
+    raise AssertionError("a half call took the staged or the whole-array path")
+
+
+def _stages(crit, arrays):
+    """Whether a call of these arrays takes staged blocks by design: a broadcast GaussianNLLLoss
+    var (its gradient sums over rows), cross entropy with classes along an inner axis."""
+    if crit.arguments[-1] == "var":
+        return np.shape(arrays[-1]) != np.shape(arrays[0])
+    return isinstance(crit, _ClassRowLoss) and not crit._log_probs and np.ndim(arrays[0]) > 2
 
 
 @pytest.mark.parametrize("dtype", HALVES, ids=HALF_IDS)
 @pytest.mark.parametrize("reduction", ["none", "mean", "sum"])
-@pytest.mark.parametrize("case", POINTWISE, ids=[c[0] for c in POINTWISE])
-def test_pointwise_kernels_read_half_data_in_their_loops(case, reduction, dtype, monkeypatch):
-    """No staged block and no widened copy: the kernels' tiles widen the half data, and the
-    results are still the float32 call's, bitwise, with grad_output per element, out= in
-    either dtype, a half target beside a float32 input, and the hessian."""
+@pytest.mark.parametrize("case", IN_KERNEL, ids=[c[0] for c in IN_KERNEL])
+def test_kernels_read_half_data_in_their_loops(case, reduction, dtype, monkeypatch):
+    """No staged block and no widened copy: the kernels widen the half data in their loops (a
+    tile, a row), and the results are still the float32 call's, bitwise, with grad_output per
+    element or row, out= in either dtype, a half input beside a float32 target, and hessians."""
     crit, arrays, _ = cases.build(case, reduction, np.float32)
-    half, wide = halved(arrays, dtype), None
+    half = halved(arrays, dtype)
     wide = widened(half)
-    var = crit.arguments[-1] == "var" and np.shape(half[-1]) != np.shape(half[0])
-    if not var:   # (GaussianNLLLoss's broadcast var gradient is a sum: the whole-array path takes it)
+    staged = _stages(crit, half)
+    if not staged:
         monkeypatch.setattr(_half, "_staged", _not_staged)
         monkeypatch.setattr(_half, "_whole", _not_staged)
+    probe = crit.loss(*wide)
     grad_output = None
     if reduction == "none":
-        grad_output = np.random.default_rng(1).uniform(0.5, 1.5, np.shape(half[0])).astype(dtype)
+        grad_output = np.random.default_rng(1).uniform(0.5, 1.5, np.shape(probe)).astype(dtype)
     loss, grads = crit(*half, grad_output=grad_output)
     ref_loss, ref_grads = crit(*wide, grad_output=None if grad_output is None else grad_output.astype(np.float32))
     assert same_bits(loss, np.asarray(np.float32(ref_loss) if np.ndim(ref_loss) == 0 else ref_loss).astype(dtype))
-    grads, ref_grads = np.atleast_1d(grads) if not isinstance(grads, tuple) else grads, ref_grads
     for g, ref in zip(grads if isinstance(grads, tuple) else (grads,),
                       ref_grads if isinstance(ref_grads, tuple) else (ref_grads,)):
-        assert (g is None) == (ref is None) and (g is None or same_bits(g.reshape(ref.shape), ref.astype(dtype)))
+        assert (g is None) == (ref is None) and (g is None or same_bits(g, ref.astype(dtype)))
     if len(crit.differentiable) == 1:
         out = np.empty(np.shape(half[0]), np.float32)
         assert crit(*half, out=out, grad_output=grad_output)[1] is out
         assert np.array_equal(out, np.asarray(ref_grads), equal_nan=True)
         mixed = [half[0]] + wide[1:]   # half input, float32 target
         assert same_bits(crit(*mixed, grad_output=grad_output)[1], np.asarray(ref_grads).astype(dtype))
-    if type(crit).__name__ in ("BCEWithLogitsLoss", "MSELoss", "PinballLoss", "GammaLoss") and not var:
+    if type(crit).__name__ in ("BCEWithLogitsLoss", "MSELoss", "PinballLoss", "GammaLoss") and not staged:
         grad, hess = crit.grad_hess(*half)
         ref_grad, ref_hess = crit.grad_hess(*wide)
         assert same_bits(grad, ref_grad.astype(dtype)) and same_bits(hess, ref_hess.astype(dtype))
+
+
+@pytest.mark.parametrize("dtype", HALVES, ids=HALF_IDS)
+@pytest.mark.parametrize("shape", [(1, 1), (3, 7), (17, 16), (40, 17), (33, 1000), (5, 70001)])
+def test_class_rows_of_every_width(shape, dtype, monkeypatch):
+    """Cross entropy (index and probability targets, smoothing, softcap) and NLL over half rows
+    of every width, on 2 threads, the float32 call's bits: the small-class kernel's rows as well."""
+    monkeypatch.setattr(_half, "_staged", _not_staged)
+    r = np.random.default_rng(shape[1])
+    x = (r.standard_normal(shape) * 4).astype(dtype)
+    t = r.integers(0, shape[1], shape[0])
+    t[::5] = -100
+    p = r.dirichlet(np.ones(shape[1]), shape[0]).astype(dtype)
+    for crit, target in [(fl.CrossEntropyLoss(), t), (fl.CrossEntropyLoss(label_smoothing=0.2, softcap=3.0), t),
+                         (fl.CrossEntropyLoss(reduction="sum"), p), (fl.NLLLoss(reduction="none"), t),
+                         (fl.SoftmaxFocalLoss(gamma=2.0), t)]:
+        loss, grad = crit(x, target)
+        ref_loss, ref_grad = crit(*widened([x, target]))
+        assert same_bits(loss, np.asarray(np.float32(ref_loss) if np.ndim(ref_loss) == 0 else ref_loss).astype(dtype))
+        assert same_bits(grad, ref_grad.astype(dtype)), repr(crit)
 
 
 @pytest.mark.parametrize("dtype", HALVES, ids=HALF_IDS)
@@ -199,16 +227,17 @@ def test_no_float32_copy_of_the_input():
     assert peak_loss <= 1 << 16, peak_loss
     assert peak_grad <= x.nbytes + (1 << 16), peak_grad   # the bfloat16 gradient itself, 8 MB
     assert np.isfinite(loss) and grad.dtype == x.dtype
-    ce = fl.CrossEntropyLoss()   # the softmax family: staged blocks of rows
     logits = np.resize(x, (120_000, 100))   # 24 MB; a float32 copy would be 48 MB
     t = np.zeros(len(logits), np.int64)
-    ce(logits[:10], t[:10])
-    tracemalloc.start()
-    ce(logits, t)
-    _, peak_ce = tracemalloc.get_traced_memory()
-    tracemalloc.stop()
-    staging = 3 * 4 * _half.STAGE_ELEMENTS   # float32 blocks of the logits and of the block's gradient
-    assert peak_ce <= logits.nbytes + 2 * staging, peak_ce
+    for crit, target, staging in [(fl.CrossEntropyLoss(), t, 0),   # a row at a time, in the kernel
+                                  (fl.MultiLabelSoftMarginLoss(), np.zeros_like(logits),   # staged blocks
+                                   2 * 3 * 4 * _half.STAGE_ELEMENTS)]:
+        crit(logits[:10], target[:10])
+        tracemalloc.start()
+        crit(logits, target)
+        _, peak = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+        assert peak <= logits.nbytes + staging + (1 << 16), (type(crit).__name__, peak)
 
 
 @pytest.mark.parametrize("torch_dtype, dtype", [(torch.float16, HALVES[0]), (torch.bfloat16, HALVES[1])])

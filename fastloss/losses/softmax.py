@@ -15,6 +15,7 @@ from typing import Any, Literal, Optional
 
 import numpy as np
 
+from .. import _half
 from .._arrays import (
     ArrayLike,
     as_host_array,
@@ -56,6 +57,7 @@ class _ClassRowLoss(Criterion):
     _log_probs = False    # NLLLoss: the input holds log-probabilities
     _probabilities = True   # whether float targets are class probabilities (else a TypeError)
     _partial = True
+    _half_kernels = True    # cross entropy widens half rows itself (contiguous rows; see _cpu)
 
     def block_rows(self, shape):
         return _block_rows(shape)
@@ -66,7 +68,7 @@ class _ClassRowLoss(Criterion):
         on the CPU path, the caller's device array on the GPU (checked on a host copy)."""
         target = take.array(target, "target")
         mean = self.reduction == "mean"
-        if target.dtype.kind == "f" and self._probabilities:   # probabilities, one per class
+        if (target.dtype.kind == "f" or _half.is_half(target.dtype)) and self._probabilities:   # probabilities
             if tuple(target.shape) != tuple(input_shape):
                 fail(ValueError, "target", f"class probabilities of the input's shape {tuple(input_shape)} "
                      f"or class indices of shape {target_shape}", tuple(target.shape))
@@ -122,9 +124,10 @@ class _ClassRowLoss(Criterion):
         N, C, D, target_shape = class_layout(x.shape)
         if hess and self.softcap:
             raise NotImplementedError(f"{type(self).__name__}: no hessian with softcap")
-        weight = class_weight(self.weight, C, x.dtype)
+        work = _half.work_dtype(x.dtype)   # (float32 for half data)
+        weight = class_weight(self.weight, C, work)
         target, target_prob, divisors, z_divisor = self._class_targets(take, arrays[1], x.shape, C, target_shape,
-                                                                       weight, x.dtype)
+                                                                       weight, work)
         return self._rows_spec(x, target, target_prob, weight, N, C, D, target_shape, divisors, z_divisor, partial)
 
     def _rows_spec(self, x, target, target_prob, weight, N, C, D, target_shape, divisors, z_divisor, partial=False):
@@ -145,18 +148,23 @@ class _ClassRowLoss(Criterion):
     def _cpu(self, spec, want_grad, out, grad_output, hess=False, partial=False):
         x, red = spec.x, spec.reduction
         dtype = x.dtype
+        work = _half.work_dtype(dtype)
+        half = work != dtype   # half data (from _half.call): the kernel widens a row at a time
+        if half and (hess or not spec.log_probs and spec.positions != 1):
+            raise _half.NotInKernel   # hessians and cross entropy over (N, C, d1, ...): staged blocks
         grad = rows_grad_output = None
         scale_ce = scale_z = 0.0
         if want_grad:
             if red.none:
                 if grad_output is not None:
-                    rows_grad_output = row_grad_output(grad_output, red.loss_shape, dtype)
+                    rows_grad_output = row_grad_output(_half.widened(grad_output), red.loss_shape, work)
                 scale_ce = scale_z = 1.0
             else:
                 go = scalar_grad_output(grad_output)
                 scale_ce = go / red.divisor if red.divisor else 0.0
                 scale_z = go / spec.z_divisor if spec.z_divisor else 0.0
-            grad = self._gradient_buffers((x.shape,), dtype, out)[0]
+            buffers = _half.outputs if half else self._gradient_buffers
+            grad = buffers((x.shape,), dtype, out)[0]
         loss_out = empty(red.loss_shape, dtype) if red.none else None
         hess_x = empty(x.shape, dtype) if hess else None
         if spec.log_probs:
@@ -169,8 +177,9 @@ class _ClassRowLoss(Criterion):
         if hess:
             return GradHess(grad, hess_x)
         if partial:
-            return reduced(None, total, None if red.kind == "sum" else spec.divisors, dtype)
-        return LossAndGrad(reduced(loss_out, total, red.divisor, dtype), grad)
+            return reduced(None, total, None if red.kind == "sum" else spec.divisors, work)
+        loss = reduced(loss_out, total, red.divisor, work)
+        return LossAndGrad(_half.narrow_scalar(loss, dtype) if half and not red.none else loss, grad)
 
     def _cuda(self, device, spec, want_grad, out, grad_output, hess=False, partial=False):
         from ..cuda.softmax import class_rows
@@ -328,6 +337,7 @@ class LinearCrossEntropyLoss(CrossEntropyLoss):
     arguments = ("input", "linear_weight", "target", "linear_bias")
     differentiable = ("input", "linear_weight", "linear_bias")
     _hessian = False
+    _half_kernels = False   # (its own _spec and _cpu: staged blocks)
     row_axes = (0, None, 0, None)   # linear_weight and linear_bias are the classes', whole in every slice
 
     def __init__(self, weight: Optional[ArrayLike] = None, *, ignore_index: int = -100,

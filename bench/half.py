@@ -1,0 +1,76 @@
+"""Half-precision data in memory (run with --family half; not part of the default run):
+fwd+bwd and the loss alone of float16 and bfloat16 arrays against the same values in float32,
+fastloss's time per dtype as a ratio to its float32 call, beside torch's bfloat16 CPU call
+(the same threads). The pointwise family reads half data in its kernels' loops; cross entropy
+widens a row at a time, NLL its one value per row; the other families convert staged blocks (fastloss/_half.py).
+"""
+import numpy as np
+
+import fastloss as fl
+
+from .harness import best_time, torch
+
+F = torch.nn.functional if torch is not None else None
+
+
+def _binary(r, shape):
+    return [r.standard_normal(shape, dtype=np.float32), (r.random(shape) < 0.5).astype(np.float32)]
+
+
+def _logits(r, shape):
+    return [r.standard_normal(shape, dtype=np.float32), r.integers(0, shape[1], shape[0])]
+
+
+def _cases(quick):
+    n = 1_000_000 if quick else 10_000_000
+    rows = (1024, 1000) if quick else (4096, 1000)
+    wide = (256, 32000) if quick else (2048, 32000)
+    return [
+        ("BCEWithLogitsLoss", (n,), fl.BCEWithLogitsLoss(), _binary,
+         lambda x, y: F.binary_cross_entropy_with_logits(x, y)),
+        ("MSELoss", (n,), fl.MSELoss(), _binary, lambda x, y: F.mse_loss(x, y)),
+        ("HuberLoss", (n,), fl.HuberLoss(), _binary, lambda x, y: F.huber_loss(x, y)),
+        ("CrossEntropyLoss", rows, fl.CrossEntropyLoss(), _logits, lambda x, t: F.cross_entropy(x, t)),
+        ("CrossEntropyLoss", wide, fl.CrossEntropyLoss(), _logits, lambda x, t: F.cross_entropy(x, t)),
+        ("NLLLoss", rows, fl.NLLLoss(), _logits, lambda x, t: F.nll_loss(x, t)),
+    ]
+
+
+def _torch_bf16(fn, arrays):
+    if torch is None:
+        return None
+    x = torch.from_numpy(arrays[0]).to(torch.bfloat16).requires_grad_(True)
+    rest = [torch.from_numpy(a).to(torch.bfloat16) if a.dtype.kind == "f" else torch.from_numpy(a) for a in arrays[1:]]
+
+    def run():
+        x.grad = None
+        fn(x, *rest).backward()
+    return best_time(run)
+
+
+def report(print_fn=print, quick=False):
+    from fastloss._half import BFLOAT16
+    if BFLOAT16 is None:
+        print_fn("(half precision: bfloat16 needs ml_dtypes)")
+        return
+    rng = np.random.default_rng(0)
+    print_fn("")
+    print_fn(f"half-precision data, {fl.get_num_threads()} threads: time over the float32 call's on the same values "
+             "(fwd+bwd with out= in the data's dtype, and loss()); torch: its bfloat16 fwd+bwd over fastloss's")
+    print_fn(f"{'loss':<20} {'shape':>14} {'float32':>10} {'f16/f32':>8} {'bf16/f32':>9} {'f16 loss':>9} "
+             f"{'bf16 loss':>10} {'x torch bf16':>13}")
+    for name, shape, crit, data, torch_fn in _cases(quick):
+        arrays = data(rng, shape)
+        out32 = np.empty(shape, np.float32)
+        t32 = best_time(lambda: crit(*arrays, out=out32))
+        l32 = best_time(lambda: crit.loss(*arrays))
+        ratios, times = [], {}
+        for dtype in (np.dtype(np.float16), BFLOAT16):
+            half = [a.astype(dtype) if a.dtype.kind == "f" else a for a in arrays]
+            out = np.empty(shape, dtype)
+            times[dtype] = best_time(lambda: crit(*half, out=out))
+            ratios.append((times[dtype] / t32, best_time(lambda: crit.loss(*half)) / l32))
+        torch_time = _torch_bf16(torch_fn, arrays)
+        vs_torch = "-" if torch_time is None else f"{torch_time / times[BFLOAT16]:.1f}x"
+        print_fn(f"{name:<20} {'x'.join(map(str, shape)):>14} {t32 * 1e3:>8.2f}ms {ratios[0][0]:>8.2f} "
+                 f"{ratios[1][0]:>9.2f} {ratios[0][1]:>9.2f} {ratios[1][1]:>10.2f} {vs_torch:>13}")
