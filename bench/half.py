@@ -2,7 +2,8 @@
 fwd+bwd and the loss alone of float16 and bfloat16 arrays against the same values in float32,
 fastloss's time per dtype as a ratio to its float32 call, beside torch's bfloat16 CPU call
 (the same threads). The pointwise family reads half data in its kernels' loops; cross entropy
-widens a row at a time, NLL its one value per row; the other families convert staged blocks (fastloss/_half.py).
+(and the margin losses) widen a row at a time, NLL its one value per row, Dice a run of class
+planes at a time; the other families convert staged blocks (fastloss/_half.py).
 """
 import numpy as np
 
@@ -21,10 +22,20 @@ def _logits(r, shape):
     return [r.standard_normal(shape, dtype=np.float32), r.integers(0, shape[1], shape[0])]
 
 
+def _segmentation(r, shape):
+    return [r.standard_normal(shape, dtype=np.float32), r.integers(0, shape[1], (shape[0],) + shape[2:])]
+
+
+def _torch_dice(x, t):
+    from .softmax import torch_dice_multiclass
+    return torch_dice_multiclass(x, t)
+
+
 def _cases(quick):
     n = 1_000_000 if quick else 10_000_000
     rows = (1024, 1000) if quick else (4096, 1000)
     wide = (256, 32000) if quick else (2048, 32000)
+    seg = (2, 21, 128, 128) if quick else (8, 21, 256, 256)
     return [
         ("BCEWithLogitsLoss", (n,), fl.BCEWithLogitsLoss(), _binary,
          lambda x, y: F.binary_cross_entropy_with_logits(x, y)),
@@ -33,6 +44,9 @@ def _cases(quick):
         ("CrossEntropyLoss", rows, fl.CrossEntropyLoss(), _logits, lambda x, t: F.cross_entropy(x, t)),
         ("CrossEntropyLoss", wide, fl.CrossEntropyLoss(), _logits, lambda x, t: F.cross_entropy(x, t)),
         ("NLLLoss", rows, fl.NLLLoss(), _logits, lambda x, t: F.nll_loss(x, t)),
+        ("MultiLabelSoftMargin", rows, fl.MultiLabelSoftMarginLoss(), _binary,
+         lambda x, y: F.multilabel_soft_margin_loss(x, y)),
+        ("DiceLoss multiclass", seg, fl.DiceLoss("multiclass"), _segmentation, _torch_dice),
     ]
 
 

@@ -289,15 +289,16 @@ class Criterion:
         per-row loss buffer for 'none' or None). 'mean' divides by `divisor`."""
         scale, rows_grad_output, grads = 0.0, None, (None,) * len(grad_shapes)
         none = self.reduction == "none"
+        work = _half.work_dtype(dtype)   # half data: a float32 grad_output, outputs in the data's dtype
         if want_grad:
             if none:
                 scale = 1.0
                 if grad_output is not None:
-                    rows_grad_output = row_grad_output(grad_output, loss_shape, dtype)
+                    rows_grad_output = row_grad_output(_half.widened(grad_output), loss_shape, work)
             else:
                 go = scalar_grad_output(grad_output)
                 scale = go / divisor if divisor else 0.0
-            grads = self._gradient_buffers(grad_shapes, dtype, out)
+            grads = (self._gradient_buffers if work == dtype else _half.outputs)(grad_shapes, dtype, out)
         return scale, rows_grad_output, grads, empty(loss_shape, dtype) if none else None
 
     def _pack(self, grads):

@@ -4,11 +4,11 @@ input's dtype.
 bfloat16 is ml_dtypes.bfloat16 (the NumPy dtype JAX uses); torch float16/bfloat16 CPU
 tensors are read through a zero-copy view of their bits. Two ways in:
 
-* In the kernels' loops (families with `_half_kernels`: the pointwise family). Half arrays
-  are taken as they are (HalfHost); each tile of TILE elements is widened into float32
-  buffers on the stack and its losses, gradients and hessians are narrowed out of them
-  (_kernels/half.h: F16C where the level has it, bfloat16 by its bits). One pass, no extra
-  memory, and the half call reads half the float32 call's bytes.
+* In the kernels' loops (families with `_half_kernels`: the pointwise family, the softmax
+  rows, the margin losses, DiceLoss). Half arrays are taken as they are (HalfHost); the
+  kernels widen each tile, row or run of them into float32 scratch and narrow their losses,
+  gradients and hessians out of it (_kernels/half.h: F16C where the level has it, bfloat16
+  by its bits). One pass, no extra memory, and half the float32 call's bytes to read.
 * Staged blocks of rows (the other families): each block of every half array is widened
   into a reused float32 buffer (convert.pyx, at memory speed), so no float32 copy of the
   input is made. The blocks start on the kernels' block boundaries (`block_rows`) and their
@@ -16,9 +16,8 @@ tensors are read through a zero-copy view of their bits. Two ways in:
   scale, is narrowed to the input's dtype or written as it is into a float32 `out=`. A
   reduced loss with a gradient takes two passes over the data for 'mean' (the divisor of the
   whole scales every block's gradient). The criteria whose gradients are not per row
-  (LinearCrossEntropyLoss's weight, a broadcast GaussianNLLLoss var, NTXentLoss, DiceLoss),
-  hessians (grad_hess) and partial-less options convert the whole arrays instead: a float32
-  copy, said here.
+  (LinearCrossEntropyLoss's weight, NTXentLoss), hessians of the staged families and
+  partial-less options convert the whole arrays instead: a float32 copy, said here.
 
 Either way the results are the float32 call's on the same values, bitwise (every half value
 is exact in float32; outputs are rounded to nearest even). Losses come back in the input's
@@ -150,6 +149,13 @@ class HalfHost(Host):
 HALF_HOST = HalfHost()
 
 
+def rows_in_kernel(x, *arrays):
+    """The row kernels widen a row of half x and what goes with it: half targets beside a
+    float32 input are NotInKernel (staged)."""
+    if not is_half(x.dtype) and any(is_half(getattr(a, "dtype", None)) for a in arrays):
+        raise NotInKernel
+
+
 def plan(name, arr, shape):
     """broadcast_plan of an operand the kernels read: a broadcast half operand (small: a
     weight, a var) is widened to float32, as the kernels read only full ones as half."""
@@ -186,6 +192,16 @@ def narrow_scalar(value, dtype):
     float32), rounded once more to the half dtype (to nearest even; beyond its range, inf)."""
     with np.errstate(over="ignore"):
         return np.asarray(np.float32(value)).astype(dtype)[()]
+
+
+def narrowed(loss, dtype):
+    """A float32 call's loss (a scalar, or per-row/per-class losses) in `dtype`: narrowed when
+    that is a half dtype (as narrow_scalar, or elementwise to nearest even), else as it is."""
+    if not is_half(dtype):
+        return loss
+    if np.ndim(loss):
+        return np.asarray(loss, np.float32).astype(dtype)
+    return narrow_scalar(loss, dtype)
 
 
 def store(values, target):

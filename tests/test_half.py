@@ -102,10 +102,8 @@ def _not_staged(*args, **kwargs):
 
 
 def _stages(crit, arrays):
-    """Whether a call of these arrays takes staged blocks by design: a broadcast GaussianNLLLoss
-    var (its gradient sums over rows), cross entropy with classes along an inner axis."""
-    if crit.arguments[-1] == "var":
-        return np.shape(arrays[-1]) != np.shape(arrays[0])
+    """Whether a call of these arrays takes staged blocks by design: cross entropy with the
+    classes along an inner axis."""
     return isinstance(crit, _ClassRowLoss) and not crit._log_probs and np.ndim(arrays[0]) > 2
 
 
@@ -148,17 +146,22 @@ def test_kernels_read_half_data_in_their_loops(case, reduction, dtype, monkeypat
 @pytest.mark.parametrize("dtype", HALVES, ids=HALF_IDS)
 @pytest.mark.parametrize("shape", [(1, 1), (3, 7), (17, 16), (40, 17), (33, 1000), (5, 70001)])
 def test_class_rows_of_every_width(shape, dtype, monkeypatch):
-    """Cross entropy (index and probability targets, smoothing, softcap) and NLL over half rows
-    of every width, on 2 threads, the float32 call's bits: the small-class kernel's rows as well."""
+    """Cross entropy (index and probability targets, smoothing, softcap), NLL and the margin
+    losses over half rows of every width, on 2 threads, the float32 call's bits: the
+    small-class kernel's rows as well."""
     monkeypatch.setattr(_half, "_staged", _not_staged)
     r = np.random.default_rng(shape[1])
     x = (r.standard_normal(shape) * 4).astype(dtype)
     t = r.integers(0, shape[1], shape[0])
     t[::5] = -100
     p = r.dirichlet(np.ones(shape[1]), shape[0]).astype(dtype)
+    multilabel = np.where(r.random(shape) < 0.3, r.integers(0, shape[1], shape), -1)   # each row ends at a -1
     for crit, target in [(fl.CrossEntropyLoss(), t), (fl.CrossEntropyLoss(label_smoothing=0.2, softcap=3.0), t),
                          (fl.CrossEntropyLoss(reduction="sum"), p), (fl.NLLLoss(reduction="none"), t),
-                         (fl.SoftmaxFocalLoss(gamma=2.0), t)]:
+                         (fl.SoftmaxFocalLoss(gamma=2.0), t),
+                         (fl.MultiMarginLoss(p=2, margin=0.7), np.abs(t) % shape[1]),
+                         (fl.MultiLabelMarginLoss(reduction="sum"), multilabel),
+                         (fl.MultiLabelSoftMarginLoss(reduction="none"), (p > 1 / shape[1]).astype(dtype))]:
         loss, grad = crit(x, target)
         ref_loss, ref_grad = crit(*widened([x, target]))
         assert same_bits(loss, np.asarray(np.float32(ref_loss) if np.ndim(ref_loss) == 0 else ref_loss).astype(dtype))
@@ -179,6 +182,42 @@ def test_half_tiles_at_every_length(n, dtype, monkeypatch):
         ref_loss, ref_grad = crit(*widened([x, y]))
         assert same_bits(loss, np.asarray(np.float32(ref_loss) if np.ndim(ref_loss) == 0 else ref_loss).astype(dtype))
         assert same_bits(grad, ref_grad.astype(dtype)), type(crit).__name__
+
+
+@pytest.mark.parametrize("dtype", HALVES, ids=HALF_IDS)
+@pytest.mark.parametrize("shape", [(3, 4, 700), (2, 21, 37, 29), (2, 3000, 9)])
+def test_dice_widens_its_planes_in_the_kernel(shape, dtype, monkeypatch):
+    """DiceLoss over half data: runs that span samples and blocks, many classes (short runs),
+    each mode with half 0/1 targets and ignore_index, pass 2 computing p again from the half
+    input: the float32 call's bits, and no float32 copy."""
+    monkeypatch.setattr(_half, "_staged", _not_staged)
+    monkeypatch.setattr(_half, "_whole", _not_staged)
+    r = np.random.default_rng(shape[1])
+    x = (r.standard_normal(shape) * 3).astype(dtype)
+    labels = r.integers(0, shape[1], (shape[0],) + shape[2:])
+    labels.reshape(-1)[::7] = 255
+    binary = (r.random(shape) < 0.4).astype(dtype)
+    binary.reshape(-1)[::11] = 255
+    for crit, target in [(fl.DiceLoss("multiclass", ignore_index=255), labels),
+                         (fl.DiceLoss("multilabel", ignore_index=255, smooth=1.0, reduction="none"), binary),
+                         (fl.DiceLoss("multilabel", from_logits=False, reduction="sum"),
+                          (binary.astype(np.float32) == 1).astype(dtype))]:
+        data = x if crit.from_logits else (r.random(shape)).astype(dtype)
+        loss, grad = crit(data, target)
+        ref_loss, ref_grad = crit(*widened([data, target]))
+        assert same_bits(loss, np.asarray(np.float32(ref_loss) if np.ndim(ref_loss) == 0 else ref_loss).astype(dtype))
+        assert same_bits(grad, ref_grad.astype(dtype)), crit.mode
+        out = np.empty(shape, np.float32)
+        assert crit(data, target, out=out)[1] is out and np.array_equal(out, ref_grad)
+    if shape[1] == 21:   # memory: the half gradient and O(C), no float32 copy (11 MB here)
+        big = np.resize(x, (4, 21, 128, 128))
+        big_labels = np.resize(labels, (4, 128, 128))
+        fl.DiceLoss("multiclass", ignore_index=255)(big[:1, :, :8], big_labels[:1, :8])
+        tracemalloc.start()
+        fl.DiceLoss("multiclass", ignore_index=255)(big, big_labels)
+        _, peak = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+        assert peak <= big.nbytes + (1 << 20), peak
 
 
 @pytest.mark.parametrize("dtype", HALVES, ids=HALF_IDS)

@@ -25,7 +25,7 @@ from .._arrays import (
     scalar_grad_output,
 )
 from .._criterion import Criterion, GradHess, LossAndGrad, Reductions, as_dtype, reduced
-from .._half import is_half, work_dtype
+from .._half import work_dtype
 from .._kernels import pointwise as _kernel
 from .._kernels.memory import empty, extents_overlap
 from .._spec import HOST, PointOptions, PointwiseSpec, divided
@@ -173,8 +173,6 @@ class PointwiseLoss(Criterion):
             grad_x = grads[0]
             if spec.grad_a is not None:
                 grad_a, (_, slab_m, slab_q) = grads[1], spec.grad_a
-                if half and slab_m > 1 and is_half(grad_a.dtype):
-                    raise _half.NotInKernel   # a sum over a broadcast var: the whole-array path
         loss_out = empty(shape, dtype) if red.none else None
         hess_x = empty(shape, dtype) if hess else None
         if grad_a is not None and not x.size:

@@ -152,6 +152,7 @@ class _ClassRowLoss(Criterion):
         half = work != dtype   # half data (from _half.call): the kernel widens a row at a time
         if half and (hess or not spec.log_probs and spec.positions != 1):
             raise _half.NotInKernel   # hessians and cross entropy over (N, C, d1, ...): staged blocks
+        _half.rows_in_kernel(x, spec.target_prob)
         grad = rows_grad_output = None
         scale_ce = scale_z = 0.0
         if want_grad:
@@ -445,6 +446,7 @@ class _RowLoss(Criterion):
     _margin_loss = None   # its name in the kernel's MARGIN_LOSSES
     _partial = True
     _zero_d = True   # torch takes a 0-d input as one class (MultiLabelSoftMarginLoss does not)
+    _half_kernels = True   # the kernel widens half rows itself
     margin, p = 0.0, 1   # MultiMarginLoss's options
 
     def block_rows(self, shape):
@@ -462,14 +464,17 @@ class _RowLoss(Criterion):
 
     def _cpu(self, spec, want_grad, out, grad_output, partial=False):
         x, red = spec.x, spec.reduction
+        _half.rows_in_kernel(x, spec.target_real)
+        work = _half.work_dtype(x.dtype)   # half data: float32 math, widened a row at a time
         scale, rows_grad_output, (grad,), loss_out = self._row_reduction(want_grad, red.loss_shape, red.divisor,
                                                                          grad_output, (x.shape,), x.dtype, out)
         total = _kernel.margin_loss(_kernel.MARGIN_LOSSES.index(spec.loss), x, spec.rows, spec.classes, spec.target,
                                     spec.target_real, spec.weight, grad, loss_out, rows_grad_output, scale,
                                     self._num_threads(), partial, spec.margin, spec.p)
         if partial:
-            return reduced(None, total, red.divisor if red.kind == "mean" else None, x.dtype)
-        return LossAndGrad(reduced(loss_out, total, red.divisor, x.dtype), grad)
+            return reduced(None, total, red.divisor if red.kind == "mean" else None, work)
+        loss = reduced(loss_out, total, red.divisor, work)
+        return LossAndGrad(loss if red.none else _half.narrowed(loss, x.dtype), grad)
 
     def _cuda(self, device, spec, want_grad, out, grad_output, partial=False):
         from ..cuda.softmax import margin_rows
@@ -506,7 +511,7 @@ class MultiMarginLoss(_RowLoss):
         self.weight = None if weight is None else as_host_array(weight, "weight")
 
     def _targets(self, take, target, x, C):
-        weight = class_weight(self.weight, C, x.dtype)
+        weight = class_weight(self.weight, C, _half.work_dtype(x.dtype))
         target = take.array(target, "target")
         host, _, _ = class_targets(take.to_host(target), tuple(x.shape)[:-1], C, None, None)
         return (target if take.device else host), None, weight
@@ -572,7 +577,7 @@ class MultiLabelSoftMarginLoss(_RowLoss):
     def _targets(self, take, target, x, C):
         target = take.operand(target, "target", x.dtype)
         check_same_shape("target", target, x.shape, "the input's")
-        return None, target, class_weight(self.weight, C, x.dtype)
+        return None, target, class_weight(self.weight, C, _half.work_dtype(x.dtype))
 
 
 class DiceLoss(Criterion):
@@ -608,6 +613,7 @@ class DiceLoss(Criterion):
     _partial = True             # per-class sums: see _DicePartial
     _partial_of_none = True     # ('none' is per class, not per sample)
     _chunked_gradient = False   # each chunk's gradient needs the whole's per-class sums
+    _half_kernels = True        # the kernel widens half planes a run at a time
 
     def __init__(self, mode: Literal["binary", "multiclass", "multilabel"], *, from_logits: bool = True,
                  smooth: float = 0.0, eps: float = 1e-7, ignore_index: Optional[int] = None,
@@ -632,7 +638,7 @@ class DiceLoss(Criterion):
             host, _, _ = class_targets(take.to_host(target), (N,) + tuple(x.shape)[2:], C, self.ignore_index, None)
             target_index = target if take.device else host
         else:
-            target_real = take.operand(arrays[1], "target", x.dtype)
+            target_real = take.operand(arrays[1], "target", _half.work_dtype(x.dtype))
             check_same_shape("target", target_real, x.shape, "the input's")
         link = "probabilities" if not self.from_logits else ("softmax" if self.mode == "multiclass" else "sigmoid")
         return DiceSpec(x, target_index, target_real, N, C, S, link, self.smooth, self.eps, self.ignore_index,
@@ -656,27 +662,28 @@ class DiceLoss(Criterion):
 
     def _cpu(self, spec, want_grad, out, grad_output, partial=False):
         x, C, dtype = spec.x, spec.C, spec.x.dtype
+        work = _half.work_dtype(dtype)   # half data: float32 math, the loss narrowed at the end
         run = dict(ignore_index=spec.ignore_index, mode=_kernel.DICE_MODES[spec.link], num_threads=self._num_threads())
         arrays = (x, spec.N, C, spec.S, spec.target_index, spec.target_real)
         if partial:
             return _DicePartial(tuple(ExactSum(*state) for state in _kernel.dice(*arrays, partial=True, **run)),
-                                self, dtype)
+                                self, work)
         if not want_grad:
-            return LossAndGrad(self._loss_from_sums(_kernel.dice(*arrays, **run), dtype)[0], None)
+            return LossAndGrad(_half.narrowed(self._loss_from_sums(_kernel.dice(*arrays, **run), work)[0], dtype), None)
         # everything that can fail is checked before pass 1 writes p into the gradient buffer
         if spec.reduction.none:
-            scale = np.ones(C) if grad_output is None else row_grad_output(grad_output, (C,), np.float64)
+            scale = np.ones(C) if grad_output is None else row_grad_output(_half.widened(grad_output), (C,), np.float64)
         else:
             scale = scalar_grad_output(grad_output) / spec.reduction.divisor
-        grad = self._gradient_buffers((x.shape,), dtype, out)[0]
-        loss, inner, total, present, denominator = self._loss_from_sums(_kernel.dice(*arrays, grad=grad, **run), dtype)
+        grad = (_half.outputs if work != dtype else self._gradient_buffers)((x.shape,), dtype, out)[0]
+        loss, inner, total, present, denominator = self._loss_from_sums(_kernel.dice(*arrays, grad=grad, **run), work)
         # d loss_c / d p = m (coef_y y + coef_1): the numerator's 2 y / D and the denominator's
         # -(2 I + smooth) / D^2 (zero where the eps clamp holds)
         coef_y = np.ascontiguousarray(-2.0 * present / denominator * scale)
         coef_1 = np.ascontiguousarray(present * (2 * inner + self.smooth) * (total + self.smooth >= self.eps)
                                       / denominator ** 2 * scale)
         _kernel.dice(*arrays, grad=grad, coef_y=coef_y, coef_1=coef_1, **run)
-        return LossAndGrad(loss, grad)
+        return LossAndGrad(_half.narrowed(loss, dtype), grad)
 
 
 class _DicePartial(namedtuple("_DicePartial", ["sums", "criterion", "dtype"])):
