@@ -2,8 +2,8 @@
 fwd+bwd and the loss alone of float16 and bfloat16 arrays against the same values in float32,
 fastloss's time per dtype as a ratio to its float32 call, beside torch's bfloat16 CPU call
 (the same threads). The pointwise family reads half data in its kernels' loops; cross entropy
-(and the margin losses) widen a row at a time, NLL its one value per row, Dice a run of class
-planes at a time; the other families convert staged blocks (fastloss/_half.py).
+(and the margin and embedding losses) widen a row at a time, NLL its one value per row, Dice
+a run of class planes at a time; CTC and LinearCrossEntropyLoss convert staged blocks (fastloss/_half.py).
 """
 import numpy as np
 
@@ -31,6 +31,10 @@ def _torch_dice(x, t):
     return torch_dice_multiclass(x, t)
 
 
+def _triplets(r, shape):
+    return [r.standard_normal(shape, dtype=np.float32) for _ in range(3)]
+
+
 def _cases(quick):
     n = 1_000_000 if quick else 10_000_000
     rows = (1024, 1000) if quick else (4096, 1000)
@@ -47,19 +51,29 @@ def _cases(quick):
         ("MultiLabelSoftMargin", rows, fl.MultiLabelSoftMarginLoss(), _binary,
          lambda x, y: F.multilabel_soft_margin_loss(x, y)),
         ("DiceLoss multiclass", seg, fl.DiceLoss("multiclass"), _segmentation, _torch_dice),
+        ("TripletMarginLoss", (rows[0] * 16, 256), fl.TripletMarginLoss(), _triplets,
+         lambda a, p, n: F.triplet_margin_loss(a, p, n)),
     ]
 
 
-def _torch_bf16(fn, arrays):
+def _torch_bf16(fn, arrays, differentiable):
+    """torch's bfloat16 fwd+bwd, with a gradient for each of the first `differentiable` arrays."""
     if torch is None:
         return None
-    x = torch.from_numpy(arrays[0]).to(torch.bfloat16).requires_grad_(True)
-    rest = [torch.from_numpy(a).to(torch.bfloat16) if a.dtype.kind == "f" else torch.from_numpy(a) for a in arrays[1:]]
+    tensors = [torch.from_numpy(a).to(torch.bfloat16) if a.dtype.kind == "f" else torch.from_numpy(a) for a in arrays]
+    for t in tensors[:differentiable]:
+        t.requires_grad_(True)
 
     def run():
-        x.grad = None
-        fn(x, *rest).backward()
+        for t in tensors[:differentiable]:
+            t.grad = None
+        fn(*tensors).backward()
     return best_time(run)
+
+
+def _outs(shape, dtype, count):
+    outs = tuple(np.empty(shape, dtype) for _ in range(count))
+    return outs[0] if count == 1 else outs
 
 
 def report(print_fn=print, quick=False):
@@ -75,16 +89,17 @@ def report(print_fn=print, quick=False):
              f"{'bf16 loss':>10} {'x torch bf16':>13}")
     for name, shape, crit, data, torch_fn in _cases(quick):
         arrays = data(rng, shape)
-        out32 = np.empty(shape, np.float32)
+        count = len(crit.differentiable)
+        out32 = _outs(shape, np.float32, count)
         t32 = best_time(lambda: crit(*arrays, out=out32))
         l32 = best_time(lambda: crit.loss(*arrays))
         ratios, times = [], {}
         for dtype in (np.dtype(np.float16), BFLOAT16):
             half = [a.astype(dtype) if a.dtype.kind == "f" else a for a in arrays]
-            out = np.empty(shape, dtype)
+            out = _outs(shape, dtype, count)
             times[dtype] = best_time(lambda: crit(*half, out=out))
             ratios.append((times[dtype] / t32, best_time(lambda: crit.loss(*half)) / l32))
-        torch_time = _torch_bf16(torch_fn, arrays)
+        torch_time = _torch_bf16(torch_fn, arrays, count)
         vs_torch = "-" if torch_time is None else f"{torch_time / times[BFLOAT16]:.1f}x"
         print_fn(f"{name:<20} {'x'.join(map(str, shape)):>14} {t32 * 1e3:>8.2f}ms {ratios[0][0]:>8.2f} "
                  f"{ratios[1][0]:>9.2f} {ratios[0][1]:>9.2f} {ratios[1][1]:>10.2f} {vs_torch:>13}")

@@ -103,7 +103,9 @@ def _not_staged(*args, **kwargs):
 
 def _stages(crit, arrays):
     """Whether a call of these arrays takes staged blocks by design: cross entropy with the
-    classes along an inner axis."""
+    classes along an inner axis, a triplet loss with a Python distance function."""
+    if getattr(crit, "distance_function", None) is not None:
+        return True
     return isinstance(crit, _ClassRowLoss) and not crit._log_probs and np.ndim(arrays[0]) > 2
 
 
@@ -182,6 +184,33 @@ def test_half_tiles_at_every_length(n, dtype, monkeypatch):
         ref_loss, ref_grad = crit(*widened([x, y]))
         assert same_bits(loss, np.asarray(np.float32(ref_loss) if np.ndim(ref_loss) == 0 else ref_loss).astype(dtype))
         assert same_bits(grad, ref_grad.astype(dtype)), type(crit).__name__
+
+
+@pytest.mark.parametrize("dtype", HALVES, ids=HALF_IDS)
+@pytest.mark.parametrize("shape", [(1, 1), (5, 7), (130, 8), (70, 33), (3, 5000)])
+def test_embedding_rows_of_every_width(shape, dtype, monkeypatch):
+    """The embedding family over half rows (several blocks of 64 rows, feature counts around
+    F16C's 8 lanes): the float32 call's bits; half inputs beside float32 ones are staged."""
+    r = np.random.default_rng(shape[1])
+    a, b, c = ((r.standard_normal(shape)).astype(dtype) for _ in range(3))
+    labels = np.where(r.random(shape[0]) < 0.5, 1, -1).astype(dtype)
+    cases_ = [(fl.TripletMarginLoss(p=1.5, swap=True), [a, b, c]),
+              (fl.TripletMarginWithDistanceLoss(distance_function="cosine", reduction="none"), [a, b, c]),
+              (fl.ContrastiveLoss(margin=2.0, reduction="sum"), [a, b, (labels.astype(np.float32) > 0).astype(dtype)]),
+              (fl.CosineEmbeddingLoss(margin=0.2), [a, b, labels])]
+    with monkeypatch.context() as patched:
+        patched.setattr(_half, "_staged", _not_staged)
+        patched.setattr(_half, "_whole", _not_staged)
+        for crit, arrays in cases_:
+            loss, grads = crit(*arrays)
+            ref_loss, ref_grads = crit(*widened(arrays))
+            assert same_bits(loss, np.asarray(np.float32(ref_loss) if np.ndim(ref_loss) == 0 else ref_loss).astype(dtype))
+            for g, ref in zip(grads, ref_grads):
+                assert same_bits(g, ref.astype(dtype)), type(crit).__name__
+    mixed = [a, b.astype(np.float32), c]
+    loss, grads = fl.TripletMarginLoss()(*mixed)
+    ref_loss, ref_grads = fl.TripletMarginLoss()(*widened(mixed))
+    assert same_bits(loss, np.float32(ref_loss).astype(dtype)) and same_bits(grads[1], ref_grads[1].astype(dtype))
 
 
 @pytest.mark.parametrize("dtype", HALVES, ids=HALF_IDS)

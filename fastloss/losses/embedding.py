@@ -14,6 +14,7 @@ from typing import Callable, Optional, Tuple, Union
 
 import numpy as np
 
+from .. import _half
 from .._arrays import check_number, check_optional_count, contiguous, fail, ieee_quietly
 from .._criterion import Criterion, LossAndGrad, Reductions, reduced
 from .._exact import exact_sum
@@ -29,6 +30,7 @@ class _PairLoss(Criterion):
     _kernel_loss = None   # its name in the kernel's LOSS_NAMES
     _labels = False       # whether the last argument is a per-row label y
     _partial = True
+    _half_kernels = True  # the kernel widens half rows itself (one dtype for every input)
     swap, distance_function = False, None   # the triplet losses' options
 
     def __init__(self, margin=1.0, reduction="mean"):
@@ -41,6 +43,8 @@ class _PairLoss(Criterion):
     def _spec(self, take, arrays, partial=False):
         names = self.differentiable
         inputs = tuple([take.input(a, name) for a, name in zip(arrays, names)])
+        if take is _half.HALF_HOST and len({view.dtype for _, view in inputs}) > 1:
+            raise _half.NotInKernel   # half beside float32 inputs: staged blocks, all widened
         embeddings([view for _, view in inputs], names)
         shape = tuple(inputs[0][1].shape)
         rows, D = (1, shape[0]) if len(shape) == 1 else shape
@@ -48,6 +52,7 @@ class _PairLoss(Criterion):
         y = None
         if self._labels:
             y = take.array(arrays[-1], "target")
+            y = y if take.device else _half.widened(y)   # (half labels: N values)
             row_labels(y, loss_shape)
             y = y if take.device else contiguous(y, np.float64)
         p, eps = self._distance_options()
@@ -60,18 +65,22 @@ class _PairLoss(Criterion):
         return 2.0, 0.0
 
     def _cpu(self, spec, want_grad, out, grad_output, partial=False):
-        if spec.distance is not None:
-            return self._callable_distance(spec, want_grad, out, grad_output)
         inputs = tuple(view for _, view in spec.inputs)
         x, red = inputs[0], spec.reduction
+        work = _half.work_dtype(x.dtype)   # half data: float32 math, widened a row at a time
+        if spec.distance is not None:
+            if work != x.dtype:
+                raise _half.NotInKernel   # a Python distance function: staged float32 blocks
+            return self._callable_distance(spec, want_grad, out, grad_output)
         scale, rows_grad_output, grads, loss_out = self._row_reduction(
             want_grad, red.loss_shape, red.divisor, grad_output, (x.shape,) * len(inputs), x.dtype, out)
         total = _kernel.pair_loss(_kernel.LOSS_NAMES.index(spec.loss), inputs, grads if want_grad else None, spec.y,
                                   loss_out, rows_grad_output, spec.rows, spec.D, scale, self._num_threads(), partial,
                                   spec.p, spec.eps, spec.margin, spec.swap)
         if partial:
-            return reduced(None, total, red.divisor if red.kind == "mean" else None, x.dtype)
-        return LossAndGrad(reduced(loss_out, total, red.divisor, x.dtype), self._pack(grads))
+            return reduced(None, total, red.divisor if red.kind == "mean" else None, work)
+        loss = reduced(loss_out, total, red.divisor, work)
+        return LossAndGrad(loss if red.none else _half.narrowed(loss, x.dtype), self._pack(grads))
 
     def _cuda(self, device, spec, want_grad, out, grad_output, partial=False):
         from ..cuda import embedding
