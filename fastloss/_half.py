@@ -206,7 +206,7 @@ def narrowed(loss, dtype):
 
 def store(values, target):
     """target[...] = values (float32), narrowed to target's half dtype, or copied."""
-    if not is_half(target.dtype):
+    if not is_half(target.dtype) or getattr(values, "dtype", None) == target.dtype:
         target[...] = values
         return
     values = np.asarray(values, np.float32, order="C")

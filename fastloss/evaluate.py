@@ -41,13 +41,16 @@ class _Source:
     page past its end), slicing for other arrays; a view of an in-memory NumPy array; an array
     without a row axis (axis None: LinearCrossEntropyLoss's linear_weight) read once."""
 
-    def __init__(self, array, name, axis):
+    def __init__(self, array, name, axis, widen=True):
         if not hasattr(array, "shape") or not hasattr(array, "dtype") or not hasattr(array, "__getitem__"):
             fail(TypeError, name, "an array that slices along its rows (NumPy, np.memmap, h5py, zarr...)",
                  type(array).__name__)
         self.array, self.name, self.axis = array, name, axis
         self.dtype = np.dtype(array.dtype)
         self.half = _half.is_half(self.dtype)   # read as it is, computed in float32
+        # half chunks widened to float32 as they are read (for the metrics' kernels), or passed
+        # as they are to the criterion, whose kernels widen them in their loops (fastloss/_half.py)
+        self.widen = self.half and widen
         self.fd = self.filename = None
         if isinstance(array, np.memmap) and getattr(array, "filename", None):
             self._open_file(array)
@@ -86,13 +89,13 @@ class _Source:
 
     def buffer(self, rows):
         """A reused buffer for chunks of `rows` rows: the file's rows (None for an array in
-        memory), and for half-precision data a dict of float32 buffers by chunk shape."""
+        memory), and for half-precision data widened here a dict of float32 buffers by chunk shape."""
         raw = None
         if self.axis is not None and type(self.array) is not np.ndarray:
             shape = list(self.array.shape)
             shape[self.axis] = rows
             raw = empty(shape, self.dtype)   # (from the buffer cache: pages already mapped)
-        return (raw, {}) if self.half else raw
+        return (raw, {}) if self.widen else raw
 
     def read_all(self):
         out = np.empty(self.array.shape, self.dtype)
@@ -100,8 +103,9 @@ class _Source:
         return _half.to_float32(out) if self.half else out
 
     def read(self, r0, r1, buffer):
-        """Rows [r0, r1): float16/bfloat16 widened to float32 (into the buffer, reused)."""
-        if not self.half:
+        """Rows [r0, r1): float16/bfloat16 widened to float32 (into the buffer, reused) when
+        `widen`."""
+        if not self.widen:
             return self._read(r0, r1, buffer)
         raw, wide = buffer
         part = self._read(r0, r1, raw)
@@ -210,7 +214,7 @@ def _progress_bar(total, label, enabled):
 def _chunks(criterion, sources, rows, chunk_rows):
     block = criterion.block_rows(sources[0].array.shape)
     if chunk_rows is None:   # (half-precision rows counted as the float32 they are widened to)
-        per_row = max(1, sum(s.row_bytes * (2 if s.half else 1) for s in sources))
+        per_row = max(1, sum(s.row_bytes * (2 if s.widen else 1) for s in sources))
         chunk_rows = max(1, CHUNK_BYTES // per_row)
     chunk_rows = max(block, -(-int(chunk_rows) // block) * block)   # whole blocks: exact partials
     return chunk_rows, [(r0, min(rows, r0 + chunk_rows)) for r0 in range(0, rows, chunk_rows)]
@@ -392,7 +396,10 @@ def evaluate(criterion, *arrays, chunk_rows=None, grad_out=None, loss_out=None, 
     tally = None if metrics is None else Tally(criterion, metrics)
     sources, files = [], []
     try:
-        sources += [_Source(a, names[i], axes[i]) for i, a in enumerate(arrays) if a is not None]
+        # half chunks go to the criterion as they are (its kernels widen them), widened as they
+        # are read only for the metrics' kernels
+        sources += [_Source(a, names[i], axes[i], widen=tally is not None) for i, a in enumerate(arrays)
+                    if a is not None]
         rows = sources[0].rows
         for s in sources[1:]:
             if s.rows is not None and s.rows != rows:

@@ -341,6 +341,26 @@ def test_evaluate_a_half_file_is_the_one_call(tmp_path, dtype):
 
 
 @pytest.mark.parametrize("dtype", HALVES, ids=HALF_IDS)
+def test_evaluate_passes_half_chunks_to_the_kernels(tmp_path, dtype, monkeypatch):
+    """Without metrics, evaluate hands the half chunks to the criterion as they are: nothing
+    is widened outside the kernels, and the loss, gradient and per-row losses are the one call's."""
+    r = np.random.default_rng(6)
+    x = r.standard_normal((5000, 40)).astype(dtype)
+    t = r.integers(0, 40, 5000)
+    y = (r.random(x.shape) < 0.5).astype(dtype)
+    np.save(tmp_path / "x.npy", x)
+    mapped = np.load(tmp_path / "x.npy", mmap_mode="r").view(dtype)
+    monkeypatch.setattr(_half, "to_float32", _not_staged)
+    for crit, target in [(fl.CrossEntropyLoss(), t), (fl.BCEWithLogitsLoss(), y), (fl.MultiLabelSoftMarginLoss(), y)]:
+        grad_file, loss_file = tmp_path / "g.npy", tmp_path / "l.npy"
+        result = fl.evaluate(crit, mapped, target, chunk_rows=700, grad_out=grad_file, loss_out=loss_file,
+                             overwrite=True)
+        loss, grad = crit(x, target)
+        assert same_bits(result.loss, loss) and same_bits(np.load(grad_file).view(dtype), grad), repr(crit)
+        assert same_bits(np.load(loss_file).view(dtype), crit._with_reduction("none").loss(x, target))
+
+
+@pytest.mark.parametrize("dtype", HALVES, ids=HALF_IDS)
 def test_bad_data_in_a_later_block_is_named_in_the_whole_arrays(dtype, monkeypatch):
     monkeypatch.setattr(_half, "STAGE_ELEMENTS", 100)
     x = np.zeros((500, 10), dtype)
