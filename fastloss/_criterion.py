@@ -90,7 +90,10 @@ _FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
 def as_dtype(value, dtype):
-    """A float64 loss as a NumPy scalar of the loss's dtype (beyond float32's range: inf, quietly)."""
+    """A float64 loss as a NumPy scalar of the loss's dtype (beyond float32's range: inf, quietly);
+    for float16/bfloat16 the float32 loss, narrowed (fastloss/_half.py)."""
+    if dtype.itemsize == 2:
+        return _half.narrow_scalar(value, dtype)
     if -_FLOAT32_MAX <= value <= _FLOAT32_MAX:
         return dtype.type(value)
     with np.errstate(over="ignore"):
@@ -98,8 +101,10 @@ def as_dtype(value, dtype):
 
 
 def row_grad_output(grad_output, shape, dtype):
-    """grad_output for a 'none' loss of `shape`: an array of that shape, or a scalar spread over it."""
-    g = as_operand(grad_output, "grad_output", dtype)
+    """grad_output for a 'none' loss of `shape`: an array of that shape, or a scalar spread over it
+    (in float32 for half data, which the kernels widen: they read grad_output per row in float32)."""
+    dtype = _half.work_dtype(dtype)
+    g = as_operand(_half.widened(grad_output), "grad_output", dtype)
     if g.shape != shape:
         if g.size != 1:
             fail(ValueError, "grad_output", f"shape {shape} (the loss's) or a scalar", tuple(g.shape))
@@ -115,7 +120,8 @@ def reduced(loss_out, total, divisor, dtype):
     if isinstance(total, (tuple, ExactSum)):
         if divisor is not None and not isinstance(divisor, ExactSum):
             divisor = exact_sum((divisor,))
-        return Partial(total if isinstance(total, ExactSum) else ExactSum(*total), divisor, dtype)
+        # (of half data: the float32 call's state, narrowed where the value is taken)
+        return Partial(total if isinstance(total, ExactSum) else ExactSum(*total), divisor, _half.work_dtype(dtype))
     if loss_out is not None:
         return loss_out
     return as_dtype(total / divisor if divisor else math.nan, dtype)
@@ -259,7 +265,10 @@ class Criterion:
         raise NotImplementedError(f"{type(self).__name__}: no GPU path")
 
     def _gradient_buffers(self, shapes, dtype, out):
-        """Fresh gradient arrays, or the caller's `out` buffers after checking them."""
+        """Fresh gradient arrays, or the caller's `out` buffers after checking them (of half
+        data: in its dtype, or the caller's float32 ones)."""
+        if dtype.itemsize == 2:
+            return _half.outputs(shapes, dtype, out)
         if out is None:
             if len(shapes) == 1:   # (the common case, without a generator: small calls)
                 return (None if shapes[0] is None else empty(shapes[0], dtype),)
@@ -289,16 +298,15 @@ class Criterion:
         per-row loss buffer for 'none' or None). 'mean' divides by `divisor`."""
         scale, rows_grad_output, grads = 0.0, None, (None,) * len(grad_shapes)
         none = self.reduction == "none"
-        work = _half.work_dtype(dtype)   # half data: a float32 grad_output, outputs in the data's dtype
         if want_grad:
             if none:
                 scale = 1.0
                 if grad_output is not None:
-                    rows_grad_output = row_grad_output(_half.widened(grad_output), loss_shape, work)
+                    rows_grad_output = row_grad_output(grad_output, loss_shape, dtype)
             else:
                 go = scalar_grad_output(grad_output)
                 scale = go / divisor if divisor else 0.0
-            grads = (self._gradient_buffers if work == dtype else _half.outputs)(grad_shapes, dtype, out)
+            grads = self._gradient_buffers(grad_shapes, dtype, out)
         return scale, rows_grad_output, grads, empty(loss_shape, dtype) if none else None
 
     def _pack(self, grads):

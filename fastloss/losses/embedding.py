@@ -67,9 +67,8 @@ class _PairLoss(Criterion):
     def _cpu(self, spec, want_grad, out, grad_output, partial=False):
         inputs = tuple(view for _, view in spec.inputs)
         x, red = inputs[0], spec.reduction
-        work = _half.work_dtype(x.dtype)   # half data: float32 math, widened a row at a time
         if spec.distance is not None:
-            if work != x.dtype:
+            if _half.is_half(x.dtype):
                 raise _half.NotInKernel   # a Python distance function: staged float32 blocks
             return self._callable_distance(spec, want_grad, out, grad_output)
         scale, rows_grad_output, grads, loss_out = self._row_reduction(
@@ -78,9 +77,8 @@ class _PairLoss(Criterion):
                                   loss_out, rows_grad_output, spec.rows, spec.D, scale, self._num_threads(), partial,
                                   spec.p, spec.eps, spec.margin, spec.swap)
         if partial:
-            return reduced(None, total, red.divisor if red.kind == "mean" else None, work)
-        loss = reduced(loss_out, total, red.divisor, work)
-        return LossAndGrad(loss if red.none else _half.narrowed(loss, x.dtype), self._pack(grads))
+            return reduced(None, total, red.divisor if red.kind == "mean" else None, x.dtype)
+        return LossAndGrad(reduced(loss_out, total, red.divisor, x.dtype), self._pack(grads))
 
     def _cuda(self, device, spec, want_grad, out, grad_output, partial=False):
         from ..cuda import embedding

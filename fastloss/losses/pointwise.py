@@ -155,7 +155,6 @@ class PointwiseLoss(Criterion):
         # half data (float16/bfloat16, from _half.call) runs the float32 kernels, which widen
         # each tile of it; losses and gradients come back in its dtype (or a float32 out=)
         shape, dtype, work = x.shape, x.dtype, work_dtype(x.dtype)
-        half = work != dtype
         plans = {key: _half.plan(operand[1], operand[0], shape) for key, operand in spec.operands.items()}
         grad_x = grad_a = g_plan = None
         slab_m = slab_q = 1
@@ -168,8 +167,7 @@ class PointwiseLoss(Criterion):
                 g_plan = broadcast_plan("grad_output", np.array(scale, work), shape)
             two = len(spec.names) == 2
             grad_a_shape = None if spec.grad_a is None else spec.grad_a[0]
-            shapes = (shape,) + ((grad_a_shape,) if two else ())
-            grads = _half.outputs(shapes, dtype, out) if half else self._gradient_buffers(shapes, dtype, out)
+            grads = self._gradient_buffers((shape,) + ((grad_a_shape,) if two else ()), dtype, out)
             grad_x = grads[0]
             if spec.grad_a is not None:
                 grad_a, (_, slab_m, slab_q) = grads[1], spec.grad_a
@@ -181,9 +179,8 @@ class PointwiseLoss(Criterion):
             _KERNEL_INDEX[spec.kernel], x, plans.get("y"), plans.get("a"), plans.get("b"), g_plan,
             loss_out, grad_x, grad_a, slab_m, slab_q, self._num_threads(), spec.options, hess_x, partial)
         if partial:
-            return reduced(None, total, None if red.kind == "sum" else float(red.divisor), work)
-        loss = loss_out if red.none else (_half.narrow_scalar if half else as_dtype)(
-            total / red.divisor if red.divisor else math.nan, dtype)
+            return reduced(None, total, None if red.kind == "sum" else float(red.divisor), dtype)
+        loss = loss_out if red.none else as_dtype(total / red.divisor if red.divisor else math.nan, dtype)
         if hess:
             return GradHess(grad_x, hess_x)
         if not want_grad:

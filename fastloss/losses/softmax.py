@@ -148,8 +148,7 @@ class _ClassRowLoss(Criterion):
     def _cpu(self, spec, want_grad, out, grad_output, hess=False, partial=False):
         x, red = spec.x, spec.reduction
         dtype = x.dtype
-        work = _half.work_dtype(dtype)
-        half = work != dtype   # half data (from _half.call): the kernel widens a row at a time
+        half = _half.is_half(dtype)   # half data (from _half.call): the kernel widens a row at a time
         if half and (hess or not spec.log_probs and spec.positions != 1):
             raise _half.NotInKernel   # hessians and cross entropy over (N, C, d1, ...): staged blocks
         _half.rows_in_kernel(x, spec.target_prob)
@@ -158,14 +157,13 @@ class _ClassRowLoss(Criterion):
         if want_grad:
             if red.none:
                 if grad_output is not None:
-                    rows_grad_output = row_grad_output(_half.widened(grad_output), red.loss_shape, work)
+                    rows_grad_output = row_grad_output(grad_output, red.loss_shape, dtype)
                 scale_ce = scale_z = 1.0
             else:
                 go = scalar_grad_output(grad_output)
                 scale_ce = go / red.divisor if red.divisor else 0.0
                 scale_z = go / spec.z_divisor if spec.z_divisor else 0.0
-            buffers = _half.outputs if half else self._gradient_buffers
-            grad = buffers((x.shape,), dtype, out)[0]
+            grad = self._gradient_buffers((x.shape,), dtype, out)[0]
         loss_out = empty(red.loss_shape, dtype) if red.none else None
         hess_x = empty(x.shape, dtype) if hess else None
         if spec.log_probs:
@@ -178,9 +176,8 @@ class _ClassRowLoss(Criterion):
         if hess:
             return GradHess(grad, hess_x)
         if partial:
-            return reduced(None, total, None if red.kind == "sum" else spec.divisors, work)
-        loss = reduced(loss_out, total, red.divisor, work)
-        return LossAndGrad(_half.narrow_scalar(loss, dtype) if half and not red.none else loss, grad)
+            return reduced(None, total, None if red.kind == "sum" else spec.divisors, dtype)
+        return LossAndGrad(reduced(loss_out, total, red.divisor, dtype), grad)
 
     def _cuda(self, device, spec, want_grad, out, grad_output, hess=False, partial=False):
         from ..cuda.softmax import class_rows
@@ -464,17 +461,15 @@ class _RowLoss(Criterion):
 
     def _cpu(self, spec, want_grad, out, grad_output, partial=False):
         x, red = spec.x, spec.reduction
-        _half.rows_in_kernel(x, spec.target_real)
-        work = _half.work_dtype(x.dtype)   # half data: float32 math, widened a row at a time
+        _half.rows_in_kernel(x, spec.target_real)   # (half data: the kernel widens a row at a time)
         scale, rows_grad_output, (grad,), loss_out = self._row_reduction(want_grad, red.loss_shape, red.divisor,
                                                                          grad_output, (x.shape,), x.dtype, out)
         total = _kernel.margin_loss(_kernel.MARGIN_LOSSES.index(spec.loss), x, spec.rows, spec.classes, spec.target,
                                     spec.target_real, spec.weight, grad, loss_out, rows_grad_output, scale,
                                     self._num_threads(), partial, spec.margin, spec.p)
         if partial:
-            return reduced(None, total, red.divisor if red.kind == "mean" else None, work)
-        loss = reduced(loss_out, total, red.divisor, work)
-        return LossAndGrad(loss if red.none else _half.narrowed(loss, x.dtype), grad)
+            return reduced(None, total, red.divisor if red.kind == "mean" else None, x.dtype)
+        return LossAndGrad(reduced(loss_out, total, red.divisor, x.dtype), grad)
 
     def _cuda(self, device, spec, want_grad, out, grad_output, partial=False):
         from ..cuda.softmax import margin_rows
@@ -672,10 +667,10 @@ class DiceLoss(Criterion):
             return LossAndGrad(_half.narrowed(self._loss_from_sums(_kernel.dice(*arrays, **run), work)[0], dtype), None)
         # everything that can fail is checked before pass 1 writes p into the gradient buffer
         if spec.reduction.none:
-            scale = np.ones(C) if grad_output is None else row_grad_output(_half.widened(grad_output), (C,), np.float64)
+            scale = np.ones(C) if grad_output is None else row_grad_output(grad_output, (C,), np.float64)
         else:
             scale = scalar_grad_output(grad_output) / spec.reduction.divisor
-        grad = (_half.outputs if work != dtype else self._gradient_buffers)((x.shape,), dtype, out)[0]
+        grad = self._gradient_buffers((x.shape,), dtype, out)[0]
         loss, inner, total, present, denominator = self._loss_from_sums(_kernel.dice(*arrays, grad=grad, **run), work)
         # d loss_c / d p = m (coef_y y + coef_1): the numerator's 2 y / D and the denominator's
         # -(2 I + smooth) / D^2 (zero where the eps clamp holds)
