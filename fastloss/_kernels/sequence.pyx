@@ -22,6 +22,10 @@ zero_infinity its loss and gradient are 0. Batch elements run in parallel, each 
 scratch (alpha and beta, T x S float64), allocated for every thread before the first element
 runs (a MemoryError then leaves the gradient untouched); the loss total is summed exactly
 afterwards, so every thread count gives the same bits.
+
+float16/bfloat16 log-probabilities run the float32 kernel: the recursions widen the one value
+per state they read, and the gradient widens a frame's row into float32 scratch and narrows
+the row of its gradient out of more (half.h): the float32 call's bits on the same values.
 """
 cimport numpy as cnp
 import numpy as np
@@ -29,6 +33,9 @@ from libc.math cimport INFINITY, NAN
 from libc.stdint cimport int64_t
 from libc.stdlib cimport free, malloc
 
+from libc.string cimport memset
+
+from ._half cimport fl_narrow_half, fl_widen_half, half_kind
 from ._reduce cimport fl_run, fl_thread_id, threads_for
 
 cnp.import_array()
@@ -89,19 +96,28 @@ cdef inline void step(const double* prev, double* cur, const double* emit, const
         cur[s] = r if live else -INFINITY
 
 
-cdef Py_ssize_t recursion(const real* lp, Py_ssize_t N, Py_ssize_t C, Py_ssize_t b, Py_ssize_t frames,
+cdef inline double lp_value(const void* lp, Py_ssize_t i, int half, real tag) noexcept nogil:
+    """Element i of the log-probabilities: `real` data, or half data (kind `half`) widened."""
+    cdef float v
+    if half:
+        fl_widen_half(half, <const char*> lp + 2 * i, &v, 1)
+        return v
+    return (<const real*> lp)[i]
+
+
+cdef Py_ssize_t recursion(const void* lp, int half, Py_ssize_t N, Py_ssize_t C, Py_ssize_t b, Py_ssize_t frames,
                           const int64_t* labels, const double* skip, Py_ssize_t S, bint reverse,
-                          double* rows, double* emit) noexcept nogil:
+                          double* rows, double* emit, real tag) noexcept nogil:
     """alpha (reverse: beta on reversed states) for frames 0 .. frames - 1 into rows, each
     S + PAD wide; row k holds frame k (reverse: frame frames - 1 - k). Returns how many NaNs
-    the target's log-probabilities held (the loss is then NaN, as torch's)."""
-    cdef Py_ssize_t k, s, t, W = S + PAD, nans = 0, lo, hi
-    cdef const real* row
+    the target's log-probabilities held (the loss is then NaN, as torch's). lp: `real` data,
+    or half data of kind `half` (the float32 kernel: tag is a float)."""
+    cdef Py_ssize_t k, s, t, W = S + PAD, nans = 0, lo, hi, at
     for k in range(frames):
         t = frames - 1 - k if reverse else k
-        row = lp + (t * N + b) * C
+        at = (t * N + b) * C
         for s in range(S):
-            emit[s] = row[labels[s]]
+            emit[s] = lp_value(lp, at + labels[s], half, tag)
         for s in range(S):
             nans += emit[s] != emit[s]
         if k == 0:
@@ -131,18 +147,20 @@ cdef inline void exp_minus(restrict_double occupancy, const real* row, Py_ssize_
 
 cdef object scratch_doubles(object frames, object S, object C):
     """float64 scratch of one element (a Python int: no size wraps around): alpha and beta
-    (frames x (S + PAD) each), skips, emit, occupancy, and the labels (2 S int64, as many
-    doubles)."""
-    return 2 * frames * (S + PAD) + 5 * S + C
+    (frames x (S + PAD) each), skips, emit, occupancy, the labels (2 S int64, as many
+    doubles) and, for half data, a widened row and a gradient row (2 C floats)."""
+    return 2 * frames * (S + PAD) + 5 * S + 2 * C
 
 
-cdef double ctc_element(const real* lp, real* grad, Py_ssize_t T, Py_ssize_t N, Py_ssize_t C,
-                        Py_ssize_t b, Py_ssize_t frames, const int64_t* target, Py_ssize_t L,
-                        int64_t blank, double g, bint zero_infinity, double* alpha) noexcept nogil:
+cdef double ctc_element(const void* lp, void* grad, int half, int grad_half, Py_ssize_t T, Py_ssize_t N,
+                        Py_ssize_t C, Py_ssize_t b, Py_ssize_t frames, const int64_t* target, Py_ssize_t L,
+                        int64_t blank, double g, bint zero_infinity, double* alpha, real tag) noexcept nogil:
     """The nll of batch element b (inf for an impossible alignment; 0 for it with zero_infinity)
     and, when grad is not NULL, its gradient rows grad[:, b, :] scaled by g. alpha: scratch of
-    scratch_doubles(frames, 2 L + 1, C) doubles."""
-    cdef Py_ssize_t S = 2 * L + 1, W = S + PAD, t, s, c, nans, zero_from
+    scratch_doubles(frames, 2 L + 1, C) doubles. lp and grad hold `real` data, or half data of
+    kind `half` and `grad_half` (the float32 kernel; a float32 gradient beside half lp too)."""
+    cdef Py_ssize_t S = 2 * L + 1, W = S + PAD, t, s, c, nans, zero_from, at
+    cdef Py_ssize_t grad_size = 2 if grad_half else sizeof(real)
     cdef double nll, last, value
     cdef const real* row
     cdef real* grow
@@ -151,16 +169,18 @@ cdef double ctc_element(const real* lp, real* grad, Py_ssize_t T, Py_ssize_t N, 
     cdef double* emit
     cdef double* occupancy
     cdef int64_t* labels
+    cdef float* wide_row
     beta = alpha + frames * W
     skip = beta + frames * W          # forward skips, then the reversed ones
     emit = skip + 2 * S
     occupancy = emit + S
     labels = <int64_t*> (occupancy + C)
+    wide_row = <float*> (labels + 2 * S)   # (half data: C floats of the row, C of its gradient)
     extended(target, L, blank, False, labels, skip)
     if frames == 0:
         nll = 0.0 if L == 0 else INFINITY
     else:
-        nans = recursion(lp, N, C, b, frames, labels, skip, S, False, alpha, emit)
+        nans = recursion(lp, half, N, C, b, frames, labels, skip, S, False, alpha, emit, tag)
         last = alpha[(frames - 1) * W + PAD + S - 1]
         value = alpha[(frames - 1) * W + PAD + S - 2] if S >= 2 else -INFINITY
         nll = -(last if last > value else value)
@@ -173,10 +193,18 @@ cdef double ctc_element(const real* lp, real* grad, Py_ssize_t T, Py_ssize_t N, 
         if frames and not (zero_infinity and nll == INFINITY):
             zero_from = frames
             extended(target, L, blank, True, labels + S, skip + S)
-            recursion(lp, N, C, b, frames, labels + S, skip + S, S, True, beta, emit)
+            recursion(lp, half, N, C, b, frames, labels + S, skip + S, S, True, beta, emit, tag)
             for t in range(frames):
-                row = lp + (t * N + b) * C
-                grow = grad + (t * N + b) * C
+                at = (t * N + b) * C
+                if half:   # (real is float)
+                    fl_widen_half(half, <const char*> lp + 2 * at, wide_row, C)
+                    row = <const real*> wide_row
+                else:
+                    row = <const real*> lp + at
+                if grad_half:
+                    grow = <real*> (wide_row + C)
+                else:
+                    grow = <real*> grad + at
                 # the posterior of each state, exp(alpha + beta + nll - lp), summed per class
                 # (all NaN where the alignment is impossible or the input NaN, as torch)
                 for s in range(S):
@@ -192,9 +220,10 @@ cdef double ctc_element(const real* lp, real* grad, Py_ssize_t T, Py_ssize_t N, 
                 exp_minus(occupancy, row, C)
                 for c in range(C):
                     grow[c] = <real> (occupancy[c] * g)
-        for t in range(zero_from, T):
-            for c in range(C):
-                grad[(t * N + b) * C + c] = 0
+                if grad_half:
+                    fl_narrow_half(grad_half, wide_row + C, <char*> grad + 2 * at, C)
+        for t in range(zero_from, T):   # (a half zero is all zero bits too)
+            memset(<char*> grad + grad_size * (t * N + b) * C, 0, grad_size * C)
     if zero_infinity and nll == INFINITY:
         return 0.0
     return nll
@@ -203,7 +232,8 @@ cdef double ctc_element(const real* lp, real* grad, Py_ssize_t T, Py_ssize_t N, 
 ctypedef struct CTCJob:
     const void* lp
     void* grad
-    bint is_float
+    bint is_float             # float32 data, or half data (the float32 kernel)
+    int half, grad_half       # 0, or half.h's kind of lp and of grad
     Py_ssize_t T, N, C, per_thread
     const int64_t* input_lengths
     const int64_t* targets
@@ -221,30 +251,37 @@ cdef void ctc_task(void* ctx, Py_ssize_t b) noexcept nogil:
     cdef CTCJob* job = <CTCJob*> ctx
     cdef double* scratch = job.scratch + fl_thread_id() * job.per_thread
     if job.is_float:
-        job.losses[b] = ctc_element[float](<const float*> job.lp, <float*> job.grad, job.T, job.N, job.C, b,
-                                           job.input_lengths[b], job.targets + job.offsets[b], job.target_lengths[b],
-                                           job.blank, job.grad_scale[b], job.zero_infinity, scratch)
+        job.losses[b] = ctc_element(job.lp, job.grad, job.half, job.grad_half, job.T, job.N, job.C, b,
+                                    job.input_lengths[b], job.targets + job.offsets[b], job.target_lengths[b],
+                                    job.blank, job.grad_scale[b], job.zero_infinity, scratch, <float> 0)
     else:
-        job.losses[b] = ctc_element[double](<const double*> job.lp, <double*> job.grad, job.T, job.N, job.C, b,
-                                            job.input_lengths[b], job.targets + job.offsets[b], job.target_lengths[b],
-                                            job.blank, job.grad_scale[b], job.zero_infinity, scratch)
+        job.losses[b] = ctc_element(job.lp, job.grad, 0, 0, job.T, job.N, job.C, b,
+                                    job.input_lengths[b], job.targets + job.offsets[b], job.target_lengths[b],
+                                    job.blank, job.grad_scale[b], job.zero_infinity, scratch, <double> 0)
 
 
-def ctc(const real[:, :, ::1] log_probs, const int64_t[::1] targets, const int64_t[::1] offsets,
+def ctc(cnp.ndarray log_probs, const int64_t[::1] targets, const int64_t[::1] offsets,
         const int64_t[::1] input_lengths, const int64_t[::1] target_lengths, int64_t blank,
-        const double[::1] grad_scale, real[:, :, ::1] grad, double[::1] losses, bint zero_infinity,
+        const double[::1] grad_scale, cnp.ndarray grad, double[::1] losses, bint zero_infinity,
         int num_threads):
     """Per-element CTC losses into `losses` (N,); the gradient (T, N, C) when grad is not None,
     element b's rows scaled by grad_scale[b]. Element b's target is
-    targets[offsets[b] : offsets[b] + target_lengths[b]] (targets is never empty). Checked by
-    the caller, lengths included (input_lengths <= T)."""
+    targets[offsets[b] : offsets[b] + target_lengths[b]] (targets is never empty). log_probs
+    and grad: C-contiguous (T, N, C) float32 or float64 arrays of one dtype, or float16/bfloat16
+    log_probs with a gradient in their dtype or float32. Checked by the caller, lengths included
+    (input_lengths <= T)."""
     cdef Py_ssize_t T = log_probs.shape[0], N = log_probs.shape[1], C = log_probs.shape[2], b
     cdef Py_ssize_t frames = 0, L = 0, per_thread
-    cdef real* g = NULL if grad is None else &grad[0, 0, 0]
-    cdef const real* lp = &log_probs[0, 0, 0] if T * N * C else NULL
     cdef CTCJob job
+    job.half, job.grad_half = half_kind(log_probs), half_kind(grad)
+    for a in (log_probs, grad):
+        if a is not None and (a.ndim != 3 or not a.flags.c_contiguous or a.dtype.kind != "f" and not half_kind(a)
+                              or a.shape[0] != T or a.shape[1] != N or a.shape[2] != C):
+            raise ValueError("ctc: expected C-contiguous (T, N, C) float arrays")
+    if grad is not None and grad.dtype != log_probs.dtype and not (job.half and grad.dtype == np.float32):
+        raise ValueError(f"ctc: a {grad.dtype} gradient of {log_probs.dtype} log_probs")
     # each element's recursion is a few transcendentals per frame and target label
-    num_threads = threads_for(num_threads, N, T * N * C, sizeof(real) * (1 if grad is None else 2), 2)
+    num_threads = threads_for(num_threads, N, T * N * C, log_probs.dtype.itemsize * (1 if grad is None else 2), 2)
     for b in range(N):   # every thread's scratch fits the longest element
         frames = max(frames, input_lengths[b])
         L = max(L, target_lengths[b])
@@ -255,7 +292,9 @@ def ctc(const real[:, :, ::1] log_probs, const int64_t[::1] targets, const int64
     job.scratch = <double*> malloc(num_threads * per_thread * sizeof(double))
     if job.scratch == NULL:
         raise MemoryError(f"CTCLoss: could not allocate {num_threads} x {per_thread} float64 of alpha-beta scratch")
-    job.lp, job.grad, job.is_float = lp, g, real is float
+    job.lp = cnp.PyArray_DATA(log_probs)
+    job.grad = NULL if grad is None else cnp.PyArray_DATA(grad)
+    job.is_float = log_probs.dtype.itemsize <= 4
     job.T, job.N, job.C, job.per_thread = T, N, C, per_thread
     job.input_lengths, job.targets, job.offsets = &input_lengths[0], &targets[0], &offsets[0]
     job.target_lengths, job.blank, job.grad_scale = &target_lengths[0], blank, &grad_scale[0]

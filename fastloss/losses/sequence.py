@@ -2,6 +2,7 @@
 
 import numpy as np
 
+from .. import _half
 from .._arrays import as_host_array, fail, is_device_array
 from .._criterion import Criterion, LossAndGrad, Reductions, reduced
 from .._exact import exact_sum
@@ -46,6 +47,7 @@ class CTCLoss(Criterion):
         self.zero_infinity = bool(zero_infinity)
 
     _partial = True
+    _half_kernels = True   # the kernel widens half log-probabilities itself
     _host_arguments = ("targets", "input_lengths", "target_lengths")   # torch's CUDA CTC takes them so too
     row_axes = (1, 0, 0, 0)   # log_probs is (T, N, C): the batch is its second axis
 
@@ -90,8 +92,8 @@ class CTCLoss(Criterion):
         _kernel.ctc(lp, spec.targets, spec.offsets, spec.input_lengths, spec.target_lengths, blank=spec.blank,
                     grad_scale=grad_scale, grad=None if grad is None else grad.reshape(lp.shape), losses=losses,
                     zero_infinity=spec.zero_infinity, num_threads=self._num_threads())
-        if loss_out is not None:
-            loss_out[...] = losses.reshape(red.loss_shape)
+        if loss_out is not None:   # (half data: the float32 call's losses, narrowed)
+            _half.store(losses.reshape(red.loss_shape).astype(_half.work_dtype(lp.dtype)), loss_out)
         # the exact sum of the per-element terms (as the other kernels' block sums), rounded
         # once, or kept for a partial state
         total = exact_sum((losses / spec.per_length).tolist())

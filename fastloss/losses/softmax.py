@@ -57,7 +57,7 @@ class _ClassRowLoss(Criterion):
     _log_probs = False    # NLLLoss: the input holds log-probabilities
     _probabilities = True   # whether float targets are class probabilities (else a TypeError)
     _partial = True
-    _half_kernels = True    # cross entropy widens half rows itself (contiguous rows; see _cpu)
+    _half_kernels = True    # cross entropy widens half rows itself (any layout, hessians too)
 
     def block_rows(self, shape):
         return _block_rows(shape)
@@ -148,10 +148,7 @@ class _ClassRowLoss(Criterion):
     def _cpu(self, spec, want_grad, out, grad_output, hess=False, partial=False):
         x, red = spec.x, spec.reduction
         dtype = x.dtype
-        half = _half.is_half(dtype)   # half data (from _half.call): the kernel widens a row at a time
-        if half and (hess or not spec.log_probs and spec.positions != 1):
-            raise _half.NotInKernel   # hessians and cross entropy over (N, C, d1, ...): staged blocks
-        _half.rows_in_kernel(x, spec.target_prob)
+        _half.rows_in_kernel(x, spec.target_prob)   # (half data: the kernel widens a row at a time)
         grad = rows_grad_output = None
         scale_ce = scale_z = 0.0
         if want_grad:
