@@ -310,6 +310,80 @@ def test_dice_widens_its_planes_in_the_kernel(shape, dtype, monkeypatch):
 
 
 @pytest.mark.parametrize("dtype", HALVES, ids=HALF_IDS)
+def test_linear_cross_entropy_widens_weight_slabs(dtype, monkeypatch):
+    """LinearCrossEntropyLoss of half data: chunks of rows and slabs of classes of the weight
+    widened (more classes than a chunk's rows: several slabs), no float32 copy of the weight.
+    The logits are the float32 call's entries; the input's gradient sums the slabs' products
+    in float32, so it is the float32 call's to float32 rounding, then narrowed: within one
+    half ulp of it. Index and half probability targets, bias, 'none' with grad_output, out=."""
+    monkeypatch.setattr(_half, "_staged", _not_staged)
+    monkeypatch.setattr(_half, "_whole", _not_staged)
+    r = np.random.default_rng(5)
+    N, H, C = 40, 24, 1000
+    x, w = (r.standard_normal((N, H)) * 0.5).astype(dtype), (r.standard_normal((C, H)) * 0.5).astype(dtype)
+    bias = r.standard_normal(C).astype(dtype)
+    t = r.integers(0, C, N)
+    t[::7] = -100
+    probs = r.dirichlet(np.ones(C), N).astype(dtype)
+    ulp = np.finfo(dtype).eps
+    for crit, args in [(fl.LinearCrossEntropyLoss(chunk_rows=16), [x, w, t]),
+                       (fl.LinearCrossEntropyLoss(label_smoothing=0.1, reduction="sum", chunk_rows=16), [x, w, t, bias]),
+                       (fl.LinearCrossEntropyLoss(reduction="none", chunk_rows=7), [x, w, probs, bias])]:
+        grad_output = r.uniform(0.5, 1.5, N).astype(np.float32) if crit.reduction == "none" else None
+        ref_loss, ref_grads = crit(*widened(args), grad_output=grad_output)
+        loss, grads = crit(*args, grad_output=grad_output)
+        assert np.asarray(loss).dtype == dtype and all(g.dtype == dtype for g in grads)
+        np.testing.assert_allclose(np.asarray(loss, np.float32), ref_loss, rtol=ulp, atol=ulp)
+        for g, ref in zip(grads, ref_grads):
+            np.testing.assert_allclose(g.astype(np.float32), ref, rtol=ulp, atol=1e-6)
+        out = tuple(np.full(g.shape, np.nan, np.float32) for g in ref_grads)
+        assert all(a is b for a, b in zip(crit(*args, grad_output=grad_output, out=out)[1], out))
+        for g, ref in zip(out, ref_grads):
+            np.testing.assert_allclose(g, ref, rtol=1e-5, atol=1e-7)
+    # memory: a loss over a 12.8 MB bfloat16/float16 weight takes a chunk's logits (3.2 MB) and
+    # a slab (4 MB), never a float32 copy of the weight (25.6 MB)
+    big = r.standard_normal((50000, 128)).astype(dtype)
+    crit = fl.LinearCrossEntropyLoss(chunk_rows=16)
+    tracemalloc.start()
+    crit.loss(x[:, :1].repeat(128, 1)[:32], big, t[:32])
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert peak < big.nbytes, peak
+
+
+@pytest.mark.parametrize("dtype", HALVES, ids=HALF_IDS)
+def test_nt_xent_widens_into_its_normalised_rows(dtype, monkeypatch):
+    """NTXentLoss of half views: the rows widened into the float32 buffer of normalised rows
+    that the float32 call builds anyway (several chunks), the float32 call's bits, with
+    'none' and grad_output and a float32 out=; its memory is the float32 call's plus the half
+    gradients, no float32 copy of the inputs."""
+    monkeypatch.setattr(_half, "_staged", _not_staged)
+    monkeypatch.setattr(_half, "_whole", _not_staged)
+    r = np.random.default_rng(8)
+    z1, z2 = (r.standard_normal((300, 48)).astype(dtype) for _ in range(2))
+    go = r.uniform(0.5, 1.5, 600).astype(np.float32)
+    for crit, grad_output in [(fl.NTXentLoss(temperature=0.2, chunk_rows=64), None),
+                              (fl.NTXentLoss(reduction="none", chunk_rows=100), go)]:
+        ref_loss, ref_grads = crit(*widened([z1, z2]), grad_output=grad_output)
+        loss, grads = crit(z1, z2, grad_output=grad_output)
+        assert same_bits(loss, np.asarray(np.float32(ref_loss) if np.ndim(ref_loss) == 0 else ref_loss).astype(dtype))
+        assert all(same_bits(g, ref.astype(dtype)) for g, ref in zip(grads, ref_grads))
+        out = tuple(np.full(z1.shape, np.nan, np.float32) for _ in range(2))
+        assert all(a is b for a, b in zip(crit(z1, z2, grad_output=grad_output, out=out)[1], out))
+        assert all(same_bits(g, ref) for g, ref in zip(out, ref_grads))
+    z1, z2 = (r.standard_normal((1000, 64)).astype(dtype) for _ in range(2))
+    crit, wide = fl.NTXentLoss(chunk_rows=256), widened([z1, z2])
+    peaks = []
+    for args in (wide, [z1, z2]):
+        crit(*args)
+        tracemalloc.start()
+        crit(*args)
+        peaks.append(tracemalloc.get_traced_memory()[1])
+        tracemalloc.stop()
+    assert peaks[1] <= peaks[0] + z1.nbytes + z2.nbytes + (32 << 10), peaks   # (float32 copies: 512 KiB more)
+
+
+@pytest.mark.parametrize("dtype", HALVES, ids=HALF_IDS)
 def test_half_target_range_errors_name_the_whole_arrays(dtype):
     x = np.zeros(3 * (1 << 20) + 11, dtype)
     y = np.ones_like(x)

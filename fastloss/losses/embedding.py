@@ -287,6 +287,7 @@ class NTXentLoss(Criterion):
     """
     arguments = ("z1", "z2")
     differentiable = ("z1", "z2")
+    _half_kernels = True   # half rows widened into the normalised rows' float32 buffer (_cpu)
 
     def __init__(self, temperature: float = 0.5, reduction: Reductions = "mean", *,
                  chunk_rows: Optional[int] = None):
@@ -296,6 +297,8 @@ class NTXentLoss(Criterion):
 
     def _spec(self, take, arrays):
         z = tuple(take.input(a, name) for a, name in zip(arrays, self.differentiable))
+        if take is _half.HALF_HOST and z[0][1].dtype != z[1][1].dtype:
+            raise _half.NotInKernel   # half beside float32: both widened
         embeddings([view for _, view in z], self.differentiable)
         if z[0][1].ndim != 2:
             fail(ValueError, "z1", "shape (N, D)", tuple(z[0][1].shape))
@@ -311,24 +314,30 @@ class NTXentLoss(Criterion):
     def _cpu(self, spec, want_grad, out, grad_output):
         views = [view for _, view in spec.z]
         N, D, dtype = spec.N, spec.D, views[0].dtype
+        half, work = _half.is_half(dtype), _half.work_dtype(dtype)   # (half data: float32 math)
         M, root = 2 * N, spec.temperature ** 0.5
         norms = [np.empty(N) for _ in views]
-        v = empty((M, D), dtype)
-        for h, (z, n) in enumerate(zip(views, norms)):
+        v = empty((M, D), work)
+        # half rows: widened into v (the float32 call's z), normalised there in place
+        wide = [_half.to_float32(z, v[h * N:(h + 1) * N]) if half else z for h, z in enumerate(views)]
+        for h, (z, n) in enumerate(zip(wide, norms)):
             _kernel.row_norms(z, n)
-            factor = (1.0 / (np.maximum(n, NORMALIZE_EPS) * root)).astype(dtype)
+            factor = (1.0 / (np.maximum(n, NORMALIZE_EPS) * root)).astype(work)
             np.multiply(z, factor[:, None], out=v[h * N:(h + 1) * N])
         divisor = spec.reduction.divisor
         scale, rows_grad_output, grads, loss_out = self._row_reduction(
             want_grad, (M,), divisor, grad_output, (views[0].shape,) * 2, dtype, out)
+        kernel_loss = np.empty(M, work) if half and loss_out is not None else loss_out
         if rows_grad_output is not None:   # the kernel then takes each row's scale from here
-            rows_grad_output = rows_grad_output / dtype.type(root)
+            rows_grad_output = rows_grad_output / work.type(root)
         if want_grad:
-            for g in grads:   # they hold d loss / d (normalised rows) until the last step
+            # half gradients are summed in float32 and narrowed at the end
+            sums = [g if g.dtype == work else np.empty(g.shape, work) for g in grads]
+            for g in sums:   # they hold d loss / d (normalised rows) until the last step
                 g.fill(0)
         rows = spec.chunk_rows
-        similarities = empty((rows, M), dtype)
-        block = np.empty((rows, D), dtype)   # a chunk-by-D product before it is added
+        similarities = empty((rows, M), work)
+        block = np.empty((rows, D), work)   # a chunk-by-D product before it is added
         # the similarity rows' cross entropy: each row's target is its other view (none ignored)
         positives = ClassOptions(ignore_index=-1, weight_total=float(M))
         total = 0.0
@@ -341,21 +350,28 @@ class NTXentLoss(Criterion):
                 # the row kernel on one thread: see LinearCrossEntropyLoss (BLAS threads spin)
                 total += _softmax_kernel.cross_entropy(
                     s, k, M, 1, (np.arange(first, first + k) + N) % M, None, None, s if want_grad else None,
-                    None if loss_out is None else loss_out[first:first + k],
+                    None if kernel_loss is None else kernel_loss[first:first + k],
                     None if rows_grad_output is None else rows_grad_output[first:first + k],
                     positives, scale_ce=scale / root, scale_z=0.0, num_threads=1)
                 if not want_grad:
                     continue
                 # s now holds G / sqrt(temperature) = d loss / d (v v^T) for these rows
                 np.matmul(s, v, out=block[:k])
-                grads[h][r0:r0 + k] += block[:k]
-                for hh, g in enumerate(grads):
+                sums[h][r0:r0 + k] += block[:k]
+                for hh, g in enumerate(sums):
                     for j0 in range(0, N, rows):
                         j1 = min(N, j0 + rows)
                         np.matmul(s[:, hh * N + j0:hh * N + j1].T, v_chunk, out=block[:j1 - j0])
                         g[j0:j1] += block[:j1 - j0]
         if want_grad:
-            for g, z, n in zip(grads, views, norms):
+            for h, (g, z, n) in enumerate(zip(sums, views, norms)):
+                if half:   # v is free now: the half rows widened into it again
+                    z = _half.to_float32(z, v[h * N:(h + 1) * N])
                 _kernel.normalize_backward(g, z, n, NORMALIZE_EPS)
+            for g, given in zip(sums, grads):
+                if g is not given:
+                    _half.store(g, given)
+        if kernel_loss is not loss_out:
+            _half.store(kernel_loss, loss_out)
         return LossAndGrad(reduced(loss_out, total, divisor, dtype), self._pack(grads))
 

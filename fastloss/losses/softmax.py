@@ -310,7 +310,10 @@ class LinearCrossEntropyLoss(CrossEntropyLoss):
     Rows go in chunks: each chunk's logits come from one matrix product, the cross-entropy
     kernel overwrites them with their gradient, and two more products give the gradients of
     the input and of linear_weight (accumulated over chunks). Matrix products run in NumPy's
-    BLAS (cuBLAS on the GPU), with its own threads.
+    BLAS (cuBLAS on the GPU), with its own threads. float16/bfloat16 data is multiplied in
+    float32: each chunk of rows is widened, and linear_weight a slab of classes at a time (no
+    float32 copy of it); the weight's gradient is summed in float32 (in a float32 out=, or in
+    float32 scratch of its size narrowed at the end).
 
     Args:
       weight, ignore_index, reduction, label_smoothing: as CrossEntropyLoss.
@@ -332,7 +335,7 @@ class LinearCrossEntropyLoss(CrossEntropyLoss):
     arguments = ("input", "linear_weight", "target", "linear_bias")
     differentiable = ("input", "linear_weight", "linear_bias")
     _hessian = False
-    _half_kernels = False   # (its own _spec and _cpu: staged blocks)
+    _half_kernels = True    # chunks and weight slabs widened in _cpu
     row_axes = (0, None, 0, None)   # linear_weight and linear_bias are the classes', whole in every slice
 
     def __init__(self, weight: Optional[ArrayLike] = None, *, ignore_index: int = -100,
@@ -360,8 +363,10 @@ class LinearCrossEntropyLoss(CrossEntropyLoss):
     def _spec(self, take, arrays, partial=False):
         x, linear_weight = take.input(arrays[0], "input"), take.input(arrays[1], "linear_weight")
         bias = None if arrays[3] is None else take.input(arrays[3], "linear_bias")
+        if take is _half.HALF_HOST and len({a[1].dtype for a in (x, linear_weight, bias) if a is not None}) > 1:
+            raise _half.NotInKernel   # half beside float32 inputs: staged, all widened
         C, H = linear_shapes(x[1], linear_weight[1], None if bias is None else bias[1])
-        dtype = x[1].dtype
+        dtype = _half.work_dtype(x[1].dtype)
         logits_shape = (C,) if x[1].ndim == 1 else (x[1].shape[0], C)
         target_shape = logits_shape[:-1]
         weight = class_weight(self.weight, C, dtype)
@@ -382,6 +387,8 @@ class LinearCrossEntropyLoss(CrossEntropyLoss):
         x, linear_weight = spec.x[1], spec.linear_weight[1]
         bias = None if spec.bias is None else spec.bias[1]
         C, H, N, red, dtype = spec.classes, spec.hidden, spec.N, spec.reduction, x.dtype
+        half, work = _half.is_half(dtype), _half.work_dtype(dtype)   # (half data: float32 math)
+        bias = _half.widened(bias)
         target_prob = None if spec.target_prob is None else spec.target_prob.reshape(-1, C)
         target = None if spec.target is None else spec.target.reshape(-1)
         X = x.reshape(-1, H)
@@ -393,46 +400,92 @@ class LinearCrossEntropyLoss(CrossEntropyLoss):
             (x.shape, linear_weight.shape, None if bias is None else bias.shape), dtype, out)
         if rows_grad_output is not None:
             rows_grad_output = rows_grad_output.reshape(-1)
+        kernel_loss = loss_out if loss_out is None or not half else np.empty(loss_out.shape, work)
+        chunk_rows = min(rows, N)
+        # half data: the weight in float32 slabs of `chunk_rows` classes (a chunk's size), the
+        # chunk's rows, its probability targets and its input gradient widened or narrowed
+        # through float32 buffers; float data: the weight whole, the chunk in place
+        slab = min(C, max(chunk_rows, (1 << 20) // H, 1)) if half else C
+        weight_slab = np.empty((slab, H), work) if half else None
+        x_wide = np.empty((chunk_rows, H), work) if half else None
+        prob_wide = np.empty((chunk_rows, C), work) if _half.is_half(getattr(target_prob, "dtype", None)) else None
+        # the input's gradient, summed over slabs (and narrowed) through float32 buffers
+        grad_wide = np.empty((2, chunk_rows, H), work) if want_grad and half else None
         if want_grad:
             grad_x = grads[0].reshape(-1, H)
+            # the weight's gradient is summed in float32 (a half one narrowed at the end)
+            grad_w = grads[1] if grads[1].dtype == work else np.empty(linear_weight.shape, work)
             if N == 0:
-                grads[1].fill(0)
+                grad_w.fill(0)
             bias_sum = np.zeros(C)   # the bias gradient, summed over chunks in float64
-        logits = empty((min(rows, N), C), dtype)   # from the buffer cache: its pages stay mapped
+        logits = empty((chunk_rows, C), work)   # from the buffer cache: its pages stay mapped
         # a slice of the weight gradient, for the chunks after the first
-        weight_slice = np.empty((classes, H), dtype) if want_grad and rows < N else None
+        weight_slice = np.empty((classes, H), work) if want_grad and rows < N else None
+
+        def weight_slabs():
+            """(c0, c1, linear_weight[c0:c1] in float32) over the classes: one slab of float data."""
+            for c0 in range(0, C, slab):
+                c1 = min(C, c0 + slab)
+                yield c0, c1, _half.to_float32(linear_weight[c0:c1], weight_slab[: c1 - c0]) if half \
+                    else linear_weight[c0:c1]
+
         total = exact_sum(())   # the exact sum of the chunks' losses
         for r0 in range(0, N, rows):
             r1 = min(N, r0 + rows)
-            chunk, x_chunk = logits[: r1 - r0], X[r0:r1]
-            np.matmul(x_chunk, linear_weight.T, out=chunk)
+            chunk = logits[: r1 - r0]
+            x_chunk = _half.to_float32(X[r0:r1], x_wide[: r1 - r0]) if half else X[r0:r1]
+            for c0, c1, w in weight_slabs():
+                np.matmul(x_chunk, w.T, out=chunk[:, c0:c1])
             if bias is not None:
                 chunk += bias
+            probs = None if target_prob is None else target_prob[r0:r1]
+            if prob_wide is not None:
+                probs = _half.to_float32(probs, prob_wide[: r1 - r0])
             # the row kernel runs on this thread alone: NumPy's BLAS leaves its worker threads
             # spinning for a while after each product, and kernel threads sharing their cores ran
             # the kernel several times slower (1.4 ms alone, 9 ms right after a product, at 512x8000)
             total = total + ExactSum(*_kernel.cross_entropy(
-                chunk, r1 - r0, C, 1, None if target is None else target[r0:r1],
-                None if target_prob is None else target_prob[r0:r1], spec.weight, chunk if want_grad else None,
-                None if loss_out is None else loss_out.reshape(-1)[r0:r1],
+                chunk, r1 - r0, C, 1, None if target is None else target[r0:r1], probs, spec.weight,
+                chunk if want_grad else None, None if kernel_loss is None else kernel_loss.reshape(-1)[r0:r1],
                 None if rows_grad_output is None else rows_grad_output[r0:r1], spec.options,
                 scale_ce=scale, scale_z=0.0, num_threads=1, partial=True))
             if want_grad:  # chunk now holds d loss / d logits
-                np.matmul(chunk, linear_weight, out=grad_x[r0:r1])
+                self._input_gradient(chunk, weight_slabs(), grad_x[r0:r1], grad_wide)
                 if r0 == 0:   # the first chunk writes the weight gradient, the others add to it
-                    np.matmul(chunk.T, x_chunk, out=grads[1])
+                    np.matmul(chunk.T, x_chunk, out=grad_w)
                 for c0 in range(0, C if r0 else 0, classes):
                     c1 = min(C, c0 + classes)
                     np.matmul(chunk[:, c0:c1].T, x_chunk, out=weight_slice[: c1 - c0])
-                    grads[1][c0:c1] += weight_slice[: c1 - c0]
+                    grad_w[c0:c1] += weight_slice[: c1 - c0]
                 if bias is not None:
                     bias_sum += chunk.sum(axis=0, dtype=np.float64)
-        if want_grad and bias is not None:
-            grads[2][...] = bias_sum
+        if want_grad:
+            if grad_w is not grads[1]:
+                _half.store(grad_w, grads[1])
+            if bias is not None:
+                _half.store(bias_sum.astype(work), grads[2])
+        if kernel_loss is not loss_out:
+            _half.store(kernel_loss, loss_out)
         if partial:
             return reduced(None, total, None if red.kind == "sum" else spec.divisors, dtype)
         grads = grads if bias is not None else grads[:2]   # one gradient per input given
         return LossAndGrad(reduced(loss_out, total.value(), red.divisor, dtype), grads if want_grad else None)
+
+    @staticmethod
+    def _input_gradient(chunk, slabs, grad_x, wide):
+        """grad_x = chunk @ linear_weight: one product of float data (wide None); of half data,
+        slab by slab into wide[0] (the first written, the rest added through wide[1]) and then
+        stored into grad_x."""
+        if wide is None:
+            for _, _, w in slabs:
+                np.matmul(chunk, w, out=grad_x)
+            return
+        total, part = wide[0][: len(chunk)], wide[1][: len(chunk)]
+        for c0, c1, w in slabs:
+            np.matmul(chunk[:, c0:c1], w, out=part if c0 else total)
+            if c0:
+                total += part
+        _half.store(total, grad_x)
 
 
 class _RowLoss(Criterion):
