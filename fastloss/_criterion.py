@@ -238,7 +238,10 @@ class Criterion:
             return self._cpu(self._spec(HOST, arrays, **mode), want_grad, out, grad_output, **mode)
         if mode.get("partial"):
             raise NotImplementedError(f"{type(self).__name__}: partial states are for host arrays")
-        from .cuda._device import Device
+        from .cuda._device import Device, float16_call, is_float16
+        if any(is_float16(a) for a in list(arrays) + [grad_output]):
+            return float16_call(self, arrays, want_grad, out, grad_output, mode,
+                                GradHess if mode.get("hess") else LossAndGrad)
         device = Device(arrays)
         return self._cuda(device, self._spec(device, arrays, **mode), want_grad, out, grad_output, **mode)
 

@@ -13,6 +13,7 @@ import pathlib
 import subprocess
 import sys
 
+import ml_dtypes
 import numpy as np
 import pytest
 from numba import config, cuda
@@ -109,11 +110,56 @@ def test_empty_input_gives_nan_mean_and_zero_sum():
     assert host(fl.L1Loss(reduction="sum")(x, x).loss) == 0
 
 
+@pytest.mark.parametrize("case,reduction", [(c, "none" if i % 2 else "mean") for i, c in enumerate(CASES)],
+                         ids=[f"{name}-{'none' if i % 2 else 'mean'}" for i, name in enumerate(IDS)])
+def test_float16_device_arrays_are_the_float32_call_narrowed(case, reduction):
+    """float16 device arrays (every float array of the call, grad_output too): widened on the
+    device, the float32 kernels, results narrowed to float16 on the device: the float32 device
+    call on the same values, narrowed, bitwise; a float32 out= is written as the float32 call
+    writes it, a float16 one with the narrowed gradient."""
+    crit, arrays, _ = build(case, reduction, np.float32)
+    if reduction not in crit.reductions:
+        return   # (DiceLoss's 'none' is per class: covered by its 'mean')
+    half = [a.astype(np.float16) if isinstance(a, np.ndarray) and a.dtype.kind == "f" else a for a in arrays]
+    names = crit.arguments
+    kept = [a is None or isinstance(a, float) or name in cases.HOST_ARGUMENTS for a, name in zip(half, names)]
+    on_device = [a if keep else dev(a) for a, keep in zip(half, kept)]
+    wide = [a if keep else dev(a.astype(np.float32) if a.dtype == np.float16 else a) for a, keep in zip(half, kept)]
+    go = None
+    if reduction == "none":
+        go = np.random.default_rng(3).uniform(0.5, 1.5, np.shape(host(crit(*wide).loss))).astype(np.float16)
+    ref = crit(*wide, grad_output=None if go is None else dev(go.astype(np.float32)))
+    ours = crit(*on_device, grad_output=None if go is None else dev(go))
+    assert host(ours.loss).dtype == np.float16
+    assert host(ours.loss).tobytes() == host(ref.loss).astype(np.float16).tobytes()
+    for g, e in zip(grads(ours.grad), grads(ref.grad)):
+        assert (g is None) == (e is None)
+        if g is not None:
+            assert host(g).dtype == np.float16 and host(g).tobytes() == host(e).astype(np.float16).tobytes()
+    outs = tuple(None if e is None else dev(np.full(e.shape, np.nan, np.float16 if i % 2 else np.float32))
+                 for i, e in enumerate(grads(ref.grad)))
+    placed = crit(*on_device, grad_output=None if go is None else dev(go), out=outs if len(outs) > 1 else outs[0]).grad
+    for g, o, e in zip(grads(placed), outs, grads(ref.grad)):
+        assert g is o
+        if e is not None:
+            assert host(g).tobytes() == host(e).astype(host(o).dtype).tobytes()
+
+
+def test_float16_hessians_are_the_float32_ones_narrowed():
+    r = np.random.default_rng(4)
+    x, t, y = r.standard_normal((9, 6)).astype(np.float16), r.integers(0, 6, 9), r.random((9, 6)).astype(np.float16)
+    for crit, args in [(fl.CrossEntropyLoss(label_smoothing=0.1), [x, t]), (fl.BCEWithLogitsLoss(), [x, y])]:
+        ours = crit.grad_hess(*[dev(a) for a in args])
+        ref = crit.grad_hess(*[dev(a.astype(np.float32) if a.dtype == np.float16 else a) for a in args])
+        for a, b in zip(ours, ref):
+            assert host(a).dtype == np.float16 and host(a).tobytes() == host(b).astype(np.float16).tobytes()
+
+
 BAD = [
     (lambda: fl.MSELoss()(dev(np.zeros(3)), np.zeros(3)), ValueError, "all on the host or all on a CUDA device"),
     (lambda: fl.MSELoss()(dev(np.zeros(3, np.int64)), dev(np.zeros(3))), TypeError, "input: expected a float32 or float64"),
-    (lambda: fl.MSELoss()(dev(np.zeros(3, np.float16)), dev(np.zeros(3, np.float16))), TypeError,
-     r"input: expected a float32 or float64 array on the GPU \(float16/bfloat16 run on the host only"),
+    (lambda: fl.MSELoss()(dev(np.zeros(3, ml_dtypes.bfloat16)), dev(np.zeros(3, ml_dtypes.bfloat16))), TypeError,
+     r"input: expected a float16, float32 or float64 array on the GPU \(bfloat16 runs on the host only"),
     (lambda: fl.MSELoss()(dev(np.zeros(3)), dev(np.zeros(4))), ValueError, "target: expected a shape that broadcasts"),
     (lambda: fl.MSELoss()(dev(np.zeros(3)), dev(np.zeros(3)), out=dev(np.zeros(4))), ValueError, r"out \(input\): expected shape"),
     (lambda: fl.MSELoss()(dev(np.zeros(3)), dev(np.zeros(3)), out=dev(np.zeros(3, np.float32))), TypeError, "dtype float64"),

@@ -17,6 +17,7 @@ import numpy as np
 from numba import config, cuda, float64
 
 from .._arrays import FLOAT_DTYPES, fail
+from .._criterion import GradHess, LossAndGrad
 
 SIMULATOR = bool(config.ENABLE_CUDASIM)
 # threads per block: the simulator runs each as a Python thread and every barrier as a switch
@@ -263,11 +264,11 @@ class Device:
         (torch tensors are taken detached: a parameter's product runs outside autograd.)"""
         if type(obj).__module__.split(".")[0] == "torch":
             obj = obj.detach()
-        if str(getattr(obj, "dtype", "")).split(".")[-1] in ("float16", "bfloat16"):
-            # numba has no bfloat16 and only partial float16 arithmetic: the GPU kernels take
-            # float32 and float64 (half precision is the CPU's, staged in float32 there)
-            fail(TypeError, name, "a float32 or float64 array on the GPU (float16/bfloat16 run on the host "
-                 "only; convert on the device first, e.g. x.float())", f"dtype {obj.dtype}")
+        if str(getattr(obj, "dtype", "")).split(".")[-1] == "bfloat16":
+            # numba has no bfloat16 type (and CuPy none, and torch exports none through the CUDA
+            # array interface): float16 is taken (see float16_call), bfloat16 is the host's
+            fail(TypeError, name, "a float16, float32 or float64 array on the GPU (bfloat16 runs on the "
+                 "host only; convert on the device first, e.g. x.float())", f"dtype {obj.dtype}")
         view = self.view(obj, name)
         if view.dtype not in FLOAT_DTYPES:
             fail(TypeError, name, "a float32 or float64 array", f"dtype {view.dtype}")
@@ -428,3 +429,58 @@ class Device:
         loss, view = self.empty((), dtype)
         self.launch(_finish, 1, THREADS, partials, float(divisor), view.reshape(1))
         return loss
+
+
+# ---------------------------------------------------------------------- float16 device arrays
+def is_float16(obj):
+    """Whether obj is a float16 array (numba, CuPy or torch: by its dtype's name)."""
+    return str(getattr(obj, "dtype", "")).split(".")[-1] == "float16"
+
+
+def float16_call(crit, arrays, want_grad, out, grad_output, mode, result_type):
+    """A call with float16 device arrays: each is widened on the device into a float32 array
+    (a copy there: numba's kernels would otherwise compute in float16, and the float32 kernels
+    are the ones tested), the float32 call runs, and its results are narrowed on the device to
+    float16 (round to nearest even; a reduced loss was rounded to float32 first, as on the
+    host) when the first differentiable input is float16. A float32 out= is written by the
+    float32 call itself, a float16 one by the narrowing."""
+    device = Device([a for a in arrays if a is not None and not isinstance(a, (int, float))])
+
+    def widened(obj, name):
+        if not is_float16(obj):
+            return obj
+        view = device.view(obj, name)
+        wide, wide_view = device.empty(tuple(view.shape), np.float32)
+        device.copy(view, wide_view)
+        return wide
+
+    wide = tuple(widened(a, name) for a, name in zip(arrays, crit.arguments))
+    go = widened(grad_output, "grad_output") if grad_output is not None else None
+    first = next((a for a, name in zip(arrays, crit.arguments) if name in crit.differentiable), arrays[0])
+    narrow = is_float16(first)
+    outs = out if isinstance(out, tuple) else (out,)
+    given32 = tuple(o if o is None or not is_float16(o) else None for o in outs)
+    result = crit._dispatch(wide, want_grad, given32 if isinstance(out, tuple) else given32[0], go, **mode)
+    if not narrow:
+        return result
+
+    def narrowed(arr, given=None):
+        if arr is None or given is arr:
+            return arr
+        view = device.view(arr, "result")
+        if given is None:
+            given, target = device.empty(tuple(view.shape), np.float16)
+        else:
+            target = device.out(given, tuple(view.shape), np.float16, "out")[1]
+        device.copy(view, target)
+        return given
+
+    grads = result[0] if result_type is GradHess else result[1]
+    if grads is not None:
+        many = isinstance(grads, tuple)
+        each = grads if many else (grads,)
+        placed = tuple(narrowed(g, o) for g, o in zip(each, outs + (None,) * len(each)))
+        grads = placed if many else placed[0]
+    if result_type is GradHess:
+        return GradHess(grads, narrowed(result[1]))
+    return LossAndGrad(narrowed(result[0]), grads)
