@@ -8,6 +8,7 @@ import fastloss as fl
 
 F = torch.nn.functional
 ft = pytest.importorskip("fastloss.torch")
+pytestmark = pytest.mark.commands   # Python over the kernels (see pyproject.toml's markers)
 
 
 def _t(a, grad=False):

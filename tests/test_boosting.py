@@ -7,6 +7,7 @@ import fastloss as fl
 
 xgb = pytest.importorskip("xgboost")
 lgb = pytest.importorskip("lightgbm")
+pytestmark = pytest.mark.commands   # Python over the kernels (see pyproject.toml's markers)
 import fastloss.lightgbm as fl_lgb  # noqa: E402
 import fastloss.xgboost as fl_xgb  # noqa: E402
 

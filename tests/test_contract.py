@@ -282,6 +282,7 @@ def test_threadpoolctl_sees_and_limits_the_pool():
     ({"FASTLOSS_NUM_THREADS": "999"}, str(CORES)),   # capped
     ({}, str(CORES)),
 ])
+@pytest.mark.commands
 def test_default_thread_count_from_the_environment(env, expected, tmp_path):
     clean = {k: v for k, v in os.environ.items() if k not in ("FASTLOSS_NUM_THREADS", "OMP_NUM_THREADS")}
     # the fastloss under test (installed or built in place), not the sources of the working directory
@@ -291,6 +292,7 @@ def test_default_thread_count_from_the_environment(env, expected, tmp_path):
     assert result.stdout.strip() == expected
 
 
+@pytest.mark.commands
 def test_the_cpu_path_never_imports_numba(tmp_path):
     """The GPU backend (numba) is imported only when a device array arrives."""
     code = ("import sys, numpy as np, fastloss as fl; x = np.zeros((4, 3)); "

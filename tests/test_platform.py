@@ -48,6 +48,7 @@ def test_the_best_level_the_cpu_runs_is_loaded():
     assert sys.modules["fastloss._kernels.pointwise"].__file__.split(os.sep)[-2] == info["level"]
 
 
+@pytest.mark.commands
 @pytest.mark.parametrize("level", [lvl for lvl in _kernels.LEVELS_BUILT
                                    if _kernels._runs_here(lvl, _kernels.CPU_SUPPORTS)])
 def test_every_level_gives_the_same_losses_and_gradients(level):
@@ -82,6 +83,7 @@ def test_a_level_the_cpu_cannot_run_is_refused_not_loaded():
     assert _kernels._choose(["generic"], None, "") == "generic"
 
 
+@pytest.mark.commands
 def test_the_info_command_says_which_level_runs():
     result = subprocess.run([sys.executable, "-m", "fastloss.cli", "info"], env=fastloss_env(), capture_output=True,
                             text=True, cwd=os.path.dirname(__file__), check=True)
@@ -200,6 +202,7 @@ def test_small_calls_stay_on_the_caller():
     assert pool.jobs() == before + pool.THREADED   # (a build without the pool runs no jobs)
 
 
+@pytest.mark.commands
 def test_the_version_command_gives_the_package_version():
     result = subprocess.run([sys.executable, "-m", "fastloss.cli", "--version"], env=fastloss_env(),
                             capture_output=True, text=True, cwd=os.path.dirname(__file__), check=True)

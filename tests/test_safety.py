@@ -343,6 +343,7 @@ def files(tmp_path):
     return (tmp_path,) + prediction_files(tmp_path, 9)
 
 
+@pytest.mark.commands
 def test_grad_out_onto_the_input_is_refused_and_the_input_kept(files):
     tmp_path, x, _ = files
     os.symlink(tmp_path / "p.npy", tmp_path / "link.npy")
@@ -355,6 +356,7 @@ def test_grad_out_onto_the_input_is_refused_and_the_input_kept(files):
     assert sorted(os.listdir(tmp_path)) == ["link.npy", "p.npy", "t.npy"]
 
 
+@pytest.mark.commands
 def test_grad_out_never_replaces_a_file_without_overwrite(files):
     tmp_path, x, t = files
     (tmp_path / "g.npy").write_bytes(b"mine")
@@ -369,6 +371,7 @@ def test_grad_out_never_replaces_a_file_without_overwrite(files):
     assert sorted(os.listdir(tmp_path)) == ["g.npy", "p.npy", "t.npy"]
 
 
+@pytest.mark.commands
 def test_a_failed_run_leaves_no_gradient_file_behind(files):
     tmp_path, x, t = files
     bad = t.copy()
@@ -424,6 +427,7 @@ def test_a_truncated_file_of_any_layout_is_an_oserror_not_a_signal(tmp_path, lay
     (["--loss", "mse_loss", "--input", "p.npy", "--target", "p.npy", "--chunk-rows", "0"], "--chunk-rows: expected a positive int"),
     (["--loss", "mse_loss", "--input", "p.npy", "--target", "short.npy"], "--target: 'short.npy' is not a readable .npy file"),
 ])
+@pytest.mark.commands
 def test_cli_failures_are_one_line_and_exit_code_2(files, args, message):
     tmp_path, x, _ = files
     (tmp_path / "corrupt.npy").write_bytes(b"\x93NUMPY\x01\x00\x10\x00{'descr': '<f4', 'fortr")
@@ -437,6 +441,7 @@ def test_cli_failures_are_one_line_and_exit_code_2(files, args, message):
     assert message in lines[0], lines
 
 
+@pytest.mark.commands
 def test_cli_reads_booleans_in_any_case_and_prints_valid_json(files):
     tmp_path, x, _ = files
     y = np.abs(x)
