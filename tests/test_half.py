@@ -175,8 +175,9 @@ def test_class_rows_of_every_width(shape, dtype, monkeypatch):
 @pytest.mark.parametrize("shape", [(1, 1, 1), (2, 3, 5), (3, 21, 7, 9), (2, 1100, 3), (1, 17, 300)])
 def test_class_rows_along_an_inner_axis(shape, dtype, monkeypatch):
     """Cross entropy over (N, C, d1, ...) half inputs (each row's classes d1 * ... apart,
-    gathered into a widened row and scattered back), on 2 threads: the float32 call's bits,
-    with half or float32 probability targets, a float32 out=, per-row grad_output and the hessian."""
+    gathered a tile of rows at a time, plane by plane, and scattered back), on 2 threads: the
+    float32 call's bits, with half or float32 probability targets, a float32 out=, per-row
+    grad_output and the hessian; and the float32 tiles are the contiguous kernel's bits."""
     monkeypatch.setattr(_half, "_staged", _not_staged)
     monkeypatch.setattr(_half, "_whole", _not_staged)
     r = np.random.default_rng(shape[1])
@@ -202,6 +203,15 @@ def test_class_rows_along_an_inner_axis(shape, dtype, monkeypatch):
             ref_g, ref_h = crit.grad_hess(*wide)
             g, h = crit.grad_hess(x, target)
             assert same_bits(g, ref_g.astype(dtype)) and same_bits(h, ref_h.astype(dtype)), repr(crit)
+    if shape[1] > 16:   # (C <= 16: contiguous rows take the small-class kernel, other bits)
+        # the tiles against the contiguous kernel on the same rows laid out (N d1 ..., C): the same bits
+        x32 = widened([x])[0]
+        rows_x = np.ascontiguousarray(np.moveaxis(x32, 1, -1).reshape(-1, shape[1]))
+        crit = fl.CrossEntropyLoss(reduction="none", label_smoothing=0.1)
+        loss, grad = crit(x32, t)
+        ref_loss, ref_grad = crit(rows_x, t.reshape(-1))
+        assert same_bits(loss.reshape(-1), ref_loss)
+        assert same_bits(np.moveaxis(grad, 1, -1).reshape(-1, shape[1]), ref_grad)
 
 
 @pytest.mark.parametrize("dtype", HALVES, ids=HALF_IDS)

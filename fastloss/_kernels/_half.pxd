@@ -7,8 +7,6 @@ cdef extern from "half.h" nogil:
         FL_BFLOAT16
     void fl_widen_half(int kind, const void* src, float* dst, Py_ssize_t n)
     void fl_narrow_half(int kind, const float* src, void* dst, Py_ssize_t n)
-    void fl_widen_half_strided(int kind, const void* src, Py_ssize_t step, float* dst, Py_ssize_t n)
-    void fl_narrow_half_strided(int kind, const float* src, void* dst, Py_ssize_t step, Py_ssize_t n)
 
 
 cdef inline int half_kind(object a) except -1:

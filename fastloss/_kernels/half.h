@@ -65,21 +65,4 @@ static inline void fl_narrow_half(int kind, const float* src, void* dst, ptrdiff
     else fl_narrow_f16(src, (uint16_t*)dst, n);
 }
 
-/* The same conversions for n values `step` elements apart in the half array (the classes of
- * a row of an (N, C, d1, ...) input): one value at a time, with the same rounding. */
-static inline void fl_widen_half_strided(int kind, const void* src, ptrdiff_t step, float* dst, ptrdiff_t n) {
-    const uint16_t* s = (const uint16_t*)src;
-    for (ptrdiff_t i = 0; i < n; i++) {
-        if (kind == FL_BFLOAT16) { uint32_t u = (uint32_t)s[i * step] << 16; memcpy(dst + i, &u, 4); }
-        else { _Float16 v; memcpy(&v, s + i * step, 2); dst[i] = (float)v; }
-    }
-}
-
-static inline void fl_narrow_half_strided(int kind, const float* src, void* dst, ptrdiff_t step, ptrdiff_t n) {
-    uint16_t* d = (uint16_t*)dst;
-    for (ptrdiff_t i = 0; i < n; i++) {
-        if (kind == FL_BFLOAT16) d[i * step] = fl_bf16_of(src[i]);
-        else { _Float16 v = (_Float16)src[i]; memcpy(d + i * step, &v, 2); }
-    }
-}
 #endif

@@ -17,7 +17,6 @@ import numpy as np
 from numba import config, cuda, float64
 
 from .._arrays import FLOAT_DTYPES, fail
-from .._criterion import GradHess, LossAndGrad
 
 SIMULATOR = bool(config.ENABLE_CUDASIM)
 # threads per block: the simulator runs each as a Python thread and every barrier as a switch
@@ -475,12 +474,11 @@ def float16_call(crit, arrays, want_grad, out, grad_output, mode, result_type):
         device.copy(view, target)
         return given
 
-    grads = result[0] if result_type is GradHess else result[1]
+    hess = mode.get("hess")   # (result_type is then GradHess: the gradient first, the hessian second)
+    grads = result[0] if hess else result[1]
     if grads is not None:
         many = isinstance(grads, tuple)
         each = grads if many else (grads,)
         placed = tuple(narrowed(g, o) for g, o in zip(each, outs + (None,) * len(each)))
         grads = placed if many else placed[0]
-    if result_type is GradHess:
-        return GradHess(grads, narrowed(result[1]))
-    return LossAndGrad(narrowed(result[0]), grads)
+    return result_type(grads, narrowed(result[1])) if hess else result_type(narrowed(result[0]), grads)
