@@ -89,6 +89,10 @@ def run_all():
             loss_shape = np.shape(crit.loss(*arrays))
             grad_output = on_device(np.ones(loss_shape, dtype)) if reduction == "none" else on_device(np.ones((), dtype))
             crit(*device_arrays, grad_output=grad_output)
+        # float16 device arrays: the widening and narrowing copies (Device.float16_call)
+        crit, _, device_arrays = cases.build(case, "mean", np.float32)
+        crit(*[on_device(np.asarray(a).astype(np.float16)) if getattr(a, "dtype", None) == np.float32 else a
+               for a in device_arrays])
     for crit, make in ((fl.MSELoss(), None), (fl.BCEWithLogitsLoss(pos_weight=np.ones(5)), None),
                        (fl.CrossEntropyLoss(z_loss=0.1, label_smoothing=0.1), "index"),
                        (fl.CrossEntropyLoss(), "probabilities"), (fl.SoftmaxFocalLoss(gamma=1.5), "index")):
