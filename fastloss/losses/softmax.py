@@ -402,10 +402,11 @@ class LinearCrossEntropyLoss(CrossEntropyLoss):
             rows_grad_output = rows_grad_output.reshape(-1)
         kernel_loss = loss_out if loss_out is None or not half else np.empty(loss_out.shape, work)
         chunk_rows = min(rows, N)
-        # half data: the weight in float32 slabs of `chunk_rows` classes (a chunk's size), the
-        # chunk's rows, its probability targets and its input gradient widened or narrowed
-        # through float32 buffers; float data: the weight whole, the chunk in place
-        slab = min(C, max(chunk_rows, (1 << 20) // H, 1)) if half else C
+        # half data: the weight in float32 slabs of about 4 MB (2^20 floats, at least a chunk's
+        # rows of classes), the chunk's rows, its probability targets and its input gradient
+        # widened or narrowed through float32 buffers; float data: the weight whole, the chunk
+        # in place
+        slab = min(C, max(chunk_rows, (1 << 20) // max(H, 1), 1)) if half else C
         weight_slab = np.empty((slab, H), work) if half else None
         x_wide = np.empty((chunk_rows, H), work) if half else None
         prob_wide = np.empty((chunk_rows, C), work) if _half.is_half(getattr(target_prob, "dtype", None)) else None
