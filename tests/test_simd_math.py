@@ -42,6 +42,23 @@ def test_every_float32_input_within_2_ulp(function):
     assert over == 0 and worst <= 2.0, f"{function} at {_kernels.LEVEL}: {worst:.3f} ulp at {at!r}, {over} over 2"
 
 
+@pytest.mark.exhaustive
+def test_exp_of_nonpositive_inputs_is_exp():
+    # fl_expf_neg (the softmax's exp(z - max), exp(-|x|)) gives fl_expf's bits over its whole
+    # domain: every x <= 0, -0 and -inf, and every NaN (the patterns from +NaN up to 2^32)
+    worst, at, over = scan("exp_neg", bits_of(np.inf) + 1, ALL, limit=0.0)
+    assert worst == 0.0 and over == 0, f"exp_neg at {_kernels.LEVEL}: {worst} ulp from exp at {at!r}"
+    for x in (0.0, -87.5, -103.9, -104.0, -1e30):   # and where the ranges end, each alone
+        assert _kernels.pointwise.ulp_scan("exp_neg", bits_of(x), bits_of(x) + 1, 0.0)[0] == 0.0
+
+
+def test_the_scan_sees_a_wrong_exp_neg():
+    # above 43, 2^(n + 64) overflows: the scan must report that as an error (the guard above
+    # would pass a scan that compared nothing)
+    worst, at, over = scan("exp_neg", bits_of(44.0), bits_of(45.0), limit=0.0, parts=2)
+    assert worst >= 1e9 and over > 0 and 44.0 <= at < 45.0
+
+
 @pytest.mark.parametrize("function", FUNCTIONS)
 def test_the_scan_sees_errors(function):
     # the same scan with a limit below what any float function reaches in [1, 2) (~0.5 ulp:

@@ -43,6 +43,7 @@ cnp.import_array()
 cdef extern from "simd_math.h" nogil:
     ctypedef double* restrict_double "fl_restrict_double"   # outputs nothing else reads (simd_math.h)
     double fl_exp(double)
+    double fl_exp_neg(double)   # of x <= 0 or NaN
     double fl_log(double)
 
 ctypedef fused real:
@@ -92,7 +93,7 @@ cdef inline void step(const double* prev, double* cur, const double* emit, const
         d2 = (a2 if hi > a2 else hi) - m
         d1 = d1 if d1 > -700.0 else -700.0
         d2 = d2 if d2 > -700.0 else -700.0
-        r = m + fl_log(<real> 1 + fl_exp(<real> d1) + fl_exp(<real> d2)) + emit[s]
+        r = m + fl_log(<real> 1 + fl_exp_neg(<real> d1) + fl_exp_neg(<real> d2)) + emit[s]
         cur[s] = r if live else -INFINITY
 
 

@@ -4,7 +4,7 @@
  * which scans all 2^32 patterns at each CPU level. */
 #include "simd_math.h"
 
-enum { FL_SCAN_EXP, FL_SCAN_LOG, FL_SCAN_LOG1P, FL_SCAN_CHUNK = 1024 };
+enum { FL_SCAN_EXP, FL_SCAN_LOG, FL_SCAN_LOG1P, FL_SCAN_EXP_NEG, FL_SCAN_CHUNK = 1024 };
 
 /* The worst error over bit patterns [start, stop), in ulp; *worst_bits gets its input and *over
  * the count of inputs with an error above `limit`. A result that should be NaN must be NaN,
@@ -34,6 +34,9 @@ static double fl_ulp_scan(int which, unsigned long long start, unsigned long lon
             for (int i = 0; i < n; i++) want[i] = log(want[i]);
             for (int i = 0; i < n; i++)
                 want[i] = x[i] == 0.0f ? -INFINITY : x[i] == INFINITY ? INFINITY : x[i] > 0.0f ? want[i] : NAN;
+        } else if (which == FL_SCAN_EXP_NEG) {   /* against fl_expf: 0 ulp where they agree */
+            for (int i = 0; i < n; i++) got[i] = fl_expf_neg(x[i]);
+            for (int i = 0; i < n; i++) want[i] = fl_expf(x[i]);
         } else {
             for (int i = 0; i < n; i++) got[i] = fl_log1pf(x[i]);
             for (int i = 0; i < n; i++) want[i] = (x[i] > -1.0f) & (x[i] < INFINITY) ? (double) x[i] : 0.0;
