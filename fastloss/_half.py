@@ -24,6 +24,8 @@ is exact in float32; outputs are rounded to nearest even). Losses come back in t
 dtype as SPEC.md says (a 0-d scalar for 'mean' and 'sum'): the float32 call's loss, from the
 float64 total, narrowed like the gradients.
 """
+import sys
+
 import numpy as np
 
 from ._arrays import as_float_input, as_host_array, as_operand, broadcast_plan, contiguous, fail, scalar_grad_output
@@ -31,14 +33,39 @@ from ._kernels.convert import narrow, widen
 from ._spec import Host
 from ._threads import get_num_threads
 
-try:
-    import ml_dtypes
-    BFLOAT16 = np.dtype(ml_dtypes.bfloat16)
-except ImportError:   # bfloat16 arrays can only come from ml_dtypes (or torch, viewed through it)
-    ml_dtypes, BFLOAT16 = None, None
-
 FLOAT16 = np.dtype(np.float16)
-HALF = {FLOAT16} | ({BFLOAT16} if BFLOAT16 is not None else set())
+_bfloat16 = None
+
+
+def bfloat16(load=False):
+    """ml_dtypes' bfloat16 dtype, or None. A bfloat16 NumPy array exists only once ml_dtypes
+    is imported, so a call looks in sys.modules and imports nothing (ml_dtypes takes a second
+    to import beside NumPy 2.4, most of `import fastloss` when it was done there); `load`
+    imports it (a torch bfloat16 tensor to view, a bfloat16 .npy to read), None if absent."""
+    global _bfloat16
+    if _bfloat16 is None:
+        module = sys.modules.get("ml_dtypes")
+        if module is None and load:
+            try:
+                import ml_dtypes as module
+            except ImportError:
+                return None
+        if module is not None:
+            _bfloat16 = np.dtype(module.bfloat16)
+    return _bfloat16
+
+
+def __getattr__(name):   # _half.BFLOAT16, for the callers that want the dtype itself
+    if name == "BFLOAT16":
+        return bfloat16(load=True)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def _is_half(dtype):
+    if dtype == FLOAT16:
+        return True
+    bf16 = bfloat16() if dtype.kind == "V" else None   # (its kind; no lookup for other dtypes)
+    return bf16 is not None and dtype == bf16
 _TORCH_HALF = ("torch.float16", "torch.bfloat16")
 STAGE_ELEMENTS = 1 << 20   # elements of all arrays per staged block (4 MiB of float32)
 
@@ -50,7 +77,7 @@ def present(arrays):
         if dtype is None:
             continue
         if isinstance(dtype, np.dtype):
-            if dtype in HALF:
+            if _is_half(dtype):
                 return True
         elif str(dtype) in _TORCH_HALF:
             return True
@@ -58,7 +85,7 @@ def present(arrays):
 
 
 def is_half(dtype):
-    return dtype is not None and isinstance(dtype, np.dtype) and dtype in HALF
+    return dtype is not None and isinstance(dtype, np.dtype) and _is_half(dtype)
 
 
 def as_numpy(a):
@@ -72,9 +99,9 @@ def as_numpy(a):
     bits = a.detach().view(torch.int16).numpy()   # shares the tensor's memory
     if str(dtype) == "torch.float16":
         return bits.view(np.float16)
-    if BFLOAT16 is None:
+    if bfloat16(load=True) is None:
         raise ImportError("bfloat16 tensors need ml_dtypes (pip install ml_dtypes)")
-    return bits.view(BFLOAT16)
+    return bits.view(bfloat16())
 
 
 def work_dtype(dtype):
@@ -183,7 +210,7 @@ def to_float32(a, out=None):
     a = np.asarray(a, order="C")   # (np.ascontiguousarray makes a 0-d array 1-d)
     if out is None:
         out = np.empty(a.shape, np.float32)
-    widen(a.reshape(-1).view(np.uint16), out.reshape(-1), a.dtype == BFLOAT16, get_num_threads())
+    widen(a.reshape(-1).view(np.uint16), out.reshape(-1), a.dtype == bfloat16(), get_num_threads())
     return out
 
 
@@ -211,7 +238,7 @@ def store(values, target):
         return
     values = np.asarray(values, np.float32, order="C")
     if target.flags.c_contiguous:
-        narrow(values.reshape(-1), target.reshape(-1).view(np.uint16), target.dtype == BFLOAT16, get_num_threads())
+        narrow(values.reshape(-1), target.reshape(-1).view(np.uint16), target.dtype == bfloat16(), get_num_threads())
     else:
         staged = np.empty(values.shape, target.dtype)
         store(values, staged)

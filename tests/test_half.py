@@ -2,6 +2,8 @@
 every criterion gives the float32 call's results on the same values, bitwise (gradients
 narrowed to the input's dtype), with no float32 copy of the input; the pointwise kernels read
 and write half data in their loops; evaluation reads half-precision files."""
+import subprocess
+import sys
 import tracemalloc
 
 import cases
@@ -524,3 +526,25 @@ def test_grad_hess_of_half_data_is_the_float32_one_narrowed(dtype):
     grad, hess = fl.BCEWithLogitsLoss().grad_hess(x, y)
     ref_grad, ref_hess = fl.BCEWithLogitsLoss().grad_hess(*widened([x, y]))
     assert same_bits(grad, ref_grad.astype(dtype)) and same_bits(hess, ref_hess.astype(dtype))
+
+
+@pytest.mark.commands
+def test_import_leaves_ml_dtypes_until_bfloat16_data_comes():
+    # ml_dtypes takes about a second to import beside NumPy 2.4: `import fastloss` does not
+    # import it, and bfloat16 arrays made after it is imported are still taken as bfloat16
+    code = """
+import sys
+import numpy as np
+import fastloss as fl
+assert "ml_dtypes" not in sys.modules
+import ml_dtypes
+x = np.linspace(-3, 3, 1001).astype(ml_dtypes.bfloat16)
+y = (np.arange(1001) % 2).astype(ml_dtypes.bfloat16)
+half = fl.BCEWithLogitsLoss()(x, y)
+full = fl.BCEWithLogitsLoss()(x.astype(np.float32), y.astype(np.float32))
+assert half.grad.dtype == x.dtype and half.loss.dtype == x.dtype
+assert np.array_equal(half.grad.view(np.uint16), full.grad.astype(ml_dtypes.bfloat16).view(np.uint16))
+print("ok")
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr
