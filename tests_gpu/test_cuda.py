@@ -50,8 +50,9 @@ def grads(g):
 
 
 @pytest.mark.parametrize("case", CASES, ids=IDS)
-@pytest.mark.parametrize("reduction,dtype", [("none", np.float64), ("mean", np.float64), ("sum", np.float64),
-                                             ("mean", np.float32)])
+# each reduction once ('mean' in float32: its divisor and the float32 kernels together; the
+# simulator runs every thread in Python, and a fourth variant was a minute of CI)
+@pytest.mark.parametrize("reduction,dtype", [("none", np.float64), ("sum", np.float64), ("mean", np.float32)])
 def test_matches_the_cpu_path(case, reduction, dtype):
     crit, arrays, on_device = build(case, reduction, dtype)
     expected, ours = crit(*arrays), crit(*on_device)
