@@ -2,6 +2,7 @@
 every criterion gives the float32 call's results on the same values, bitwise (gradients
 narrowed to the input's dtype), with no float32 copy of the input; the pointwise kernels read
 and write half data in their loops; evaluation reads half-precision files."""
+import os
 import subprocess
 import sys
 import tracemalloc
@@ -11,7 +12,7 @@ import ml_dtypes
 import numpy as np
 import pytest
 import torch
-from conftest import run_cli
+from conftest import fastloss_env, run_cli
 
 import fastloss as fl
 from fastloss import _half
@@ -546,5 +547,7 @@ assert half.grad.dtype == x.dtype and half.loss.dtype == x.dtype
 assert np.array_equal(half.grad.view(np.uint16), full.grad.astype(ml_dtypes.bfloat16).view(np.uint16))
 print("ok")
 """
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    # (the fastloss under test, from outside the checkout: its unbuilt sources would shadow it)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                          env=fastloss_env(), cwd=os.path.dirname(__file__))
     assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr
