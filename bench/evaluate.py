@@ -84,9 +84,9 @@ def _sequential_read(path, chunk=64 << 20):
 
 def _write_bfloat16(source, path):
     """The float32 logits file as bfloat16 (rounded to nearest even), 64 MiB at a time."""
-    from fastloss._half import BFLOAT16, store
+    from fastloss._half import bfloat16, store
     X = np.load(source, mmap_mode="r")
-    out = np.lib.format.open_memmap(path, "w+", BFLOAT16, X.shape)
+    out = np.lib.format.open_memmap(path, "w+", bfloat16(load=True), X.shape)
     step = (64 << 20) // (4 * CLASSES)
     for r0 in range(0, X.shape[0], step):
         store(np.asarray(X[r0:r0 + step]), out[r0:r0 + step])
@@ -124,14 +124,11 @@ def file_report(gigabytes, print_fn=print):
         _drop_cache(preds)
         plain = max(plain, _sequential_read(preds))   # the plain read again, after: the better of the two
         with_metrics, _, _ = _cold_evaluate(preds, labels, metrics="all")
-        try:
-            from fastloss._half import BFLOAT16
-        except ImportError:
-            BFLOAT16 = None
+        from fastloss._half import bfloat16
         bf16 = None
-        if BFLOAT16 is not None:
+        if bfloat16(load=True) is not None:
             _write_bfloat16(preds, half)
-            bf16, _, _ = _cold_evaluate(half, labels, BFLOAT16)
+            bf16, _, _ = _cold_evaluate(half, labels, bfloat16())
     print_fn("")
     print_fn(f"fastloss.evaluate, CrossEntropyLoss over a {size / 1e9:.1f} GB float32 .npy ({rows}x{CLASSES}, "
              f"written in {written:.0f} s, deleted after), cold page cache, {fl.get_num_threads()} threads:")

@@ -111,7 +111,8 @@ def _outs(crit, arrays, dtype):
 
 
 def report(print_fn=print, quick=False):
-    from fastloss._half import BFLOAT16
+    from fastloss._half import bfloat16
+    BFLOAT16 = bfloat16(load=True)
     if BFLOAT16 is None:
         print_fn("(half precision: bfloat16 needs ml_dtypes)")
         return

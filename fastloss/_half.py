@@ -55,17 +55,15 @@ def bfloat16(load=False):
     return _bfloat16
 
 
-def __getattr__(name):   # _half.BFLOAT16, for the callers that want the dtype itself
-    if name == "BFLOAT16":
-        return bfloat16(load=True)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
 def _is_half(dtype):
+    if dtype.itemsize != 2:   # (one attribute: the float32 and float64 calls stop here)
+        return False
     if dtype == FLOAT16:
         return True
-    bf16 = bfloat16() if dtype.kind == "V" else None   # (its kind; no lookup for other dtypes)
+    bf16 = bfloat16() if dtype.kind == "V" else None
     return bf16 is not None and dtype == bf16
+
+
 _TORCH_HALF = ("torch.float16", "torch.bfloat16")
 STAGE_ELEMENTS = 1 << 20   # elements of all arrays per staged block (4 MiB of float32)
 
@@ -85,8 +83,7 @@ def present(arrays):
 
 
 def is_half(dtype):
-    # (itemsize first: one attribute, and the float32/float64 calls are done)
-    return dtype is not None and isinstance(dtype, np.dtype) and dtype.itemsize == 2 and _is_half(dtype)
+    return dtype is not None and isinstance(dtype, np.dtype) and _is_half(dtype)
 
 
 def as_numpy(a):
@@ -100,9 +97,10 @@ def as_numpy(a):
     bits = a.detach().view(torch.int16).numpy()   # shares the tensor's memory
     if str(dtype) == "torch.float16":
         return bits.view(np.float16)
-    if bfloat16(load=True) is None:
+    bf16 = bfloat16(load=True)
+    if bf16 is None:
         raise ImportError("bfloat16 tensors need ml_dtypes (pip install ml_dtypes)")
-    return bits.view(bfloat16())
+    return bits.view(bf16)
 
 
 def work_dtype(dtype):

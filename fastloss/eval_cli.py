@@ -94,11 +94,12 @@ def _open(path, what):
     if not isinstance(array, np.ndarray):
         _fail(f"{what}: {path!r} is not a .npy file (an .npz archive?)")
     if array.dtype == np.dtype("V2"):   # how NumPy saves ml_dtypes.bfloat16 (.npy has no code for it)
-        from ._half import BFLOAT16
-        if BFLOAT16 is None:
+        from ._half import bfloat16
+        bf16 = bfloat16(load=True)
+        if bf16 is None:
             _fail(f"{what}: {path!r} holds 2-byte raw values ('<V2', as bfloat16 is saved): reading them as "
                   "bfloat16 needs ml_dtypes (pip install ml_dtypes)")
-        array = array.view(BFLOAT16)
+        array = array.view(bf16)
     return array
 
 
