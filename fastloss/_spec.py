@@ -109,7 +109,8 @@ class PointwiseSpec(NamedTuple):
 # ------------------------------------------------------------------ the softmax family
 class ClassOptions(NamedTuple):
     """The class-row kernels' options (CrossEntropyLoss, SoftmaxFocalLoss, NLLLoss and the
-    chunks of LinearCrossEntropyLoss and NTXentLoss), one name each on both backends."""
+    chunks of LinearCrossEntropyLoss and NTXentLoss), one name each on both backends. The CPU
+    kernels read them by position (softmax.pyx's read_options): a new field goes at the end."""
     ignore_index: int = -100
     label_smoothing: float = 0.0
     z_loss: float = 0.0

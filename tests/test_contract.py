@@ -626,6 +626,22 @@ def test_only_plain_class_rows_take_the_plain_call():
         loss, grad = crit(a, b)
         np.testing.assert_array_equal(loss, expected.loss)
         np.testing.assert_array_equal(grad, expected.grad)
+    # out=: a plain buffer of x's shape and dtype sharing no byte with x or t; the general path
+    # names what is wrong with any other
+    assert _kernel.plain_class_rows(x, t, -100, np.empty_like(x)) == (6, 4, 5)
+    shared = np.empty(2 * x.size + t.size)   # x, t, then room for an out over t's end
+    x_in, t_in = shared[:x.size].reshape(6, 4), shared[x.size:x.size + t.size].view(np.int64)
+    x_in[:], t_in[:] = x, t
+    contiguous = "a writeable, aligned C-contiguous array"
+    refused = [(x, t, np.asfortranarray(np.empty_like(x)), contiguous), (x, t, np.empty((12, 4))[::2], contiguous),
+               (x, t, readonly, contiguous), (x, t, np.empty_like(x, np.float32), "dtype float64"),
+               (x, t, np.empty((4, 6)), r"shape \(6, 4\)"), (x, t, x, "overlaps input"),
+               (x_in, t_in, shared[1:1 + x.size].reshape(6, 4), "overlaps input"),
+               (x_in, t_in, shared[x.size + 1:2 * x.size + 1].reshape(6, 4), "overlaps target")]
+    for a, b, out, match in refused:
+        assert _kernel.plain_class_rows(a, b, -100, out) is None
+        with pytest.raises((TypeError, ValueError), match=match):
+            crit(a, b, out=out)
 
 
 @pytest.mark.parametrize("make", [fl.CrossEntropyLoss, lambda: fl.CrossEntropyLoss(label_smoothing=0.1, z_loss=1e-3),

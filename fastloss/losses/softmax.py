@@ -28,7 +28,7 @@ from .._arrays import (
     ieee_quietly,
     scalar_grad_output,
 )
-from .._criterion import Criterion, GradHess, LossAndGrad, Reductions, reduced, row_grad_output
+from .._criterion import Criterion, GradHess, LossAndGrad, Reductions, as_dtype, reduced, row_grad_output
 from .._exact import ExactSum, exact_sum
 from .._kernels import softmax as _kernel
 from .._kernels.memory import empty
@@ -81,28 +81,24 @@ class _ClassRowLoss(Criterion):
 
     def __call__(self, *arrays: ArrayLike, out: Any = None, grad_output: Any = None) -> LossAndGrad:
         """Loss and gradient, as `Criterion.__call__` (the plain call skips the general conversions)."""
-        spec = self._plain_spec(arrays)
-        if spec is None:
-            return self._dispatch(arrays, True, out, grad_output)
-        if out is not None:
-            self._check_out_overlap(arrays, out, grad_output)
-        return self._cpu(spec, True, out, grad_output)
+        plain = self._plain_call(arrays, True, out, grad_output)
+        return self._dispatch(arrays, True, out, grad_output) if plain is None else plain
 
     def loss(self, *arrays: ArrayLike) -> Any:
         """The loss alone, as `Criterion.loss`."""
-        spec = self._plain_spec(arrays)
-        return (self._dispatch(arrays, False, None, None) if spec is None else self._cpu(spec, False, None, None)).loss
+        plain = self._plain_call(arrays, False, None, None)
+        return (self._dispatch(arrays, False, None, None) if plain is None else plain).loss
 
-    def _plain_spec(self, arrays):
-        """The spec of the most common call, ``crit(x, target)`` with x an aligned C-contiguous
-        (N, C) float ndarray, target its (N,) int64 ndarray of valid class indices and no class
-        weights, built without the general path's conversions: the same spec, so the same
-        kernel and bits (a test compares them). None for any other call (and for a bad index,
-        which the general path names)."""
+    def _plain_call(self, arrays, want_grad, out, grad_output):
+        """The most common call, ``crit(x, target)`` with x an aligned C-contiguous (N, C) float
+        ndarray, target its (N,) int64 ndarray of valid class indices, no class weights and out
+        None or a plain array apart from both, without the general path's conversions: the same
+        spec, so the same kernel and bits (a test compares them). None for any other call (and
+        for a bad index or an overlapping out, which the general path names)."""
         if len(arrays) != 2 or self.weight is not None:
             return None
         x, target = arrays
-        plain = _kernel.plain_class_rows(x, target, self.ignore_index)
+        plain = _kernel.plain_class_rows(x, target, self.ignore_index, out)
         if plain is None:
             return None
         N, C, kept = plain
@@ -115,9 +111,22 @@ class _ClassRowLoss(Criterion):
             mean = self.reduction == "mean"
             spec = self._rows_spec(x, target, None, None, N, C, 1, (N,), ExactSum.of_int(kept if mean else 1),
                                    kept if mean else 1)
-            derived["plain"] = (key, spec.reduction, spec.divisors, spec.z_divisor, spec.options)
-            return spec
-        return ClassRows(x, target, None, None, N, C, 1, *cached[1:], self._log_probs)
+            red, z_divisor = spec.reduction, spec.z_divisor
+            # _cpu's gradient scales for grad_output 1
+            scales = (1.0 / red.divisor if red.divisor else 0.0, 1.0 / z_divisor if z_divisor else 0.0)
+            cached = derived["plain"] = (key, red, spec.divisors, z_divisor, spec.options, scales)
+        red, options, (scale_ce, scale_z) = cached[1], cached[4], cached[5]
+        if red.none or grad_output is not None:
+            return self._cpu(ClassRows(x, target, None, None, N, C, 1, *cached[1:5], self._log_probs),
+                             want_grad, out, grad_output)
+        # a reduced loss with grad_output 1: what _cpu does, in the fewest steps
+        grad = (empty(x.shape, x.dtype) if out is None else out) if want_grad else None
+        if self._log_probs:
+            total = _kernel.nll(x, N, C, 1, target, None, grad, None, None, options, scale_ce, self._num_threads())
+        else:
+            total = _kernel.cross_entropy(x, N, C, 1, target, None, None, grad, None, None, options, scale_ce,
+                                          scale_z, self._num_threads())
+        return LossAndGrad(as_dtype(total / red.divisor if red.divisor else math.nan, x.dtype), grad)
 
     def _spec(self, take, arrays, hess=False, partial=False):
         x = take.float_input(arrays[0], "input")
