@@ -291,8 +291,11 @@ def linear_case(rng, N, H, C, kind, dtype, options, with_bias):
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_linear_cross_entropy_matches_torch(options, kind, reduction, dtype):
     rng = np.random.default_rng(12)
-    for N, chunk_rows, with_bias in [(37, 8, True), (37, None, False), (5, 1, True), (None, None, True), (0, None, True)]:
-        X, W, b, t, ours = linear_case(rng, N, 16, 50, kind, dtype, options, with_bias)
+    # (H = 0: logits of the bias alone, or all 0; the input and weight gradients are empty)
+    for N, chunk_rows, with_bias, H in [(37, 8, True, 16), (37, None, False, 16), (5, 1, True, 16),
+                                        (None, None, True, 16), (0, None, True, 16), (37, 8, True, 0),
+                                        (None, None, False, 0)]:
+        X, W, b, t, ours = linear_case(rng, N, H, 50, kind, dtype, options, with_bias)
         crit = fl.LinearCrossEntropyLoss(reduction=reduction, chunk_rows=chunk_rows, **ours)
         grad_output = rng.uniform(0.5, 1.5, () if N is None else (N,)).astype(dtype) if reduction == "none" else 0.75
         loss, grads = crit(X, W, t, b, grad_output=grad_output)
@@ -306,7 +309,7 @@ def test_linear_cross_entropy_matches_torch(options, kind, reduction, dtype):
         ref = F.linear_cross_entropy(*tensors, target, linear_bias=bias, reduction=reduction, **ignore, **theirs)
         composed = F.cross_entropy(F.linear(*tensors, bias), target, reduction=reduction, **theirs)
         ref.backward(torch.tensor(np.asarray(grad_output, dtype=np.float64)).expand(ref.shape))
-        what = f"{options} {kind} {reduction} N={N} chunk={chunk_rows}"
+        what = f"{options} {kind} {reduction} N={N} H={H} chunk={chunk_rows}"
         assert_close(loss, ref.detach().numpy(), dtype, what=what)
         assert_close(loss, composed.detach().numpy(), dtype, what=what + " vs cross_entropy(linear)")
         assert_close(gx, tensors[0].grad.numpy(), dtype, what=what + " d input")

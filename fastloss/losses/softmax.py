@@ -400,7 +400,7 @@ class LinearCrossEntropyLoss(CrossEntropyLoss):
         bias = _half.widened(bias)
         target_prob = None if spec.target_prob is None else spec.target_prob.reshape(-1, C)
         target = None if spec.target is None else spec.target.reshape(-1)
-        X = x.reshape(-1, H)
+        X = x.reshape(N, H)   # (N, not -1: H may be 0)
         rows = spec.chunk_rows
         # slices of the weight gradient about the input's size: memory stays far under the logits
         classes = max(1, min(C, N))
@@ -422,7 +422,7 @@ class LinearCrossEntropyLoss(CrossEntropyLoss):
         # the input's gradient, summed over slabs (and narrowed) through float32 buffers
         grad_wide = np.empty((2, chunk_rows, H), work) if want_grad and half else None
         if want_grad:
-            grad_x = grads[0].reshape(-1, H)
+            grad_x = grads[0].reshape(N, H)
             # the weight's gradient is summed in float32 (a half one narrowed at the end)
             grad_w = grads[1] if grads[1].dtype == work else np.empty(linear_weight.shape, work)
             if N == 0:
