@@ -145,6 +145,13 @@ FL_INLINE void fl_max_lanes_float(float* lanes, const float* z, ptrdiff_t n) {
         lanes[k] = z[j + k] > lanes[k] ? z[j + k] : lanes[k];
 }
 
+/* A hint that the n bytes from p will be read soon, a cache line at a time (no fault, no effect
+ * on any result). */
+FL_INLINE void fl_prefetch_bytes(const void* p, size_t n) {
+    for (size_t k = 0; k < n; k += 64)
+        __builtin_prefetch((const char*) p + k);
+}
+
 /* The point functions are written once for float and double (a Cython fused type); these
  * pick the float or the double function by the argument's type, so that float32 data is
  * computed in float32 throughout (with the functions above; float64 with libm's, vectorised
