@@ -83,7 +83,8 @@ def divided(kind, loss_shape, divisor):
 
 # ------------------------------------------------------------------ the pointwise family
 class PointOptions(NamedTuple):
-    """The pointwise kernels' options (each loss reads its own; the rest keep these values)."""
+    """The pointwise kernels' options (each loss reads its own; the rest keep these values).
+    The kernel reads them by position (pointwise.pyx's pointwise()): a new field goes at the end."""
     beta: float = 0.0       # SmoothL1Loss's beta, HuberLoss's and PseudoHuberLoss's delta
     margin: float = 0.0     # HingeEmbeddingLoss, MarginRankingLoss
     eps: float = 0.0        # PoissonNLLLoss's and GaussianNLLLoss's clamp

@@ -473,6 +473,57 @@ def test_the_fast_call_with_two_gradients_gives_the_general_paths_bits(make, dty
     assert grads[0] is out[0] and grads[1] is out[1] and out[1].tobytes() == general.grad[1].tobytes()
 
 
+def test_only_plain_operands_take_the_fast_call():
+    """plain_operands says True only for aligned, C-contiguous, native float32/float64 ndarrays
+    of one shape and dtype, and out None or writeable such arrays apart from every input and
+    each other; every other call goes the general way, which takes it with the same results
+    or names what is wrong."""
+    from fastloss.losses.pointwise import _kernel
+    rng = np.random.default_rng(8)
+    x, y = rng.standard_normal((2, 6, 4))
+    crit = fl.MSELoss()
+    expected = crit(x, y, grad_output=1.0)
+    assert _kernel.plain_operands((x, y), None, 1) and _kernel.plain_operands((x, y), np.empty_like(x), 1)
+    readonly = x.copy()
+    readonly.flags.writeable = False
+    assert _kernel.plain_operands((readonly, y), None, 1)   # (inputs are only read)
+    taken = [(x.view(np.matrix).reshape(6, 4), y), (np.asfortranarray(x), y), (x, y.astype(">f8")),
+             (x, y.astype(np.float32))]
+    for a, b in taken:
+        assert not _kernel.plain_operands((a, b), None, 1)
+        loss, grad = crit(a, b)
+        np.testing.assert_allclose(loss, expected.loss, rtol=1e-6)
+        np.testing.assert_allclose(np.asarray(grad).reshape(6, 4), expected.grad, rtol=1e-6)
+    row = crit(x, y[:1].repeat(6, axis=0), grad_output=1.0)   # a broadcast target: the general path
+    assert not _kernel.plain_operands((x, y[0]), None, 1)
+    assert crit(x, y[0]).loss == row.loss
+    assert not _kernel.plain_operands((x.astype(">f8"), y), None, 1)
+    with pytest.raises(TypeError, match="input: expected a float32 or float64 array, got dtype >f8"):
+        crit(x.astype(">f8"), y)
+    assert not _kernel.plain_operands((x[:0], y[:0]), None, 1)   # empty: the general path's nan
+    assert np.isnan(crit(x[:0], y[:0]).loss)
+    shared = np.empty(3 * x.size)
+    x_in, y_in = shared[:x.size].reshape(6, 4), shared[x.size:2 * x.size].reshape(6, 4)
+    x_in[:], y_in[:] = x, y
+    refused = [(x, y, np.empty_like(x, np.float32), "dtype float64"), (x, y, np.empty((4, 6)), r"shape \(6, 4\)"),
+               (x, y, readonly, "writeable"), (x, y, np.asfortranarray(np.empty_like(x)), "C-contiguous"),
+               (x, y, x, "overlaps input"), (x_in, y_in, shared[x.size + 1:2 * x.size + 1].reshape(6, 4),
+                                              "overlaps target")]
+    for a, b, out, match in refused:
+        assert not _kernel.plain_operands((a, b), out, 1)
+        with pytest.raises((TypeError, ValueError), match=match):
+            crit(a, b, out=out)
+    # two gradients (GaussianNLLLoss: input and var): a tuple of two, apart from each other too
+    var = np.abs(y) + 0.1
+    gauss = fl.GaussianNLLLoss()
+    both = np.empty((2, 6, 4))
+    assert _kernel.plain_operands((x, y, var), (both[0], both[1]), 2)
+    for out in [both[0], (both[0], both[0]), (both[0],), (both[0], None)]:
+        assert not _kernel.plain_operands((x, y, var), out, 2)
+    with pytest.raises(ValueError, match="overlaps"):
+        gauss(x, y, var, out=(both[0], both[0]))
+
+
 def test_the_fast_call_still_checks_bce_input():
     with pytest.raises(ValueError, match=r"input: expected all elements between 0 and 1, got 1.5 at position \(1,\)"):
         fl.BCELoss()(np.array([0.5, 1.5]), np.array([0.0, 1.0]))
@@ -601,6 +652,11 @@ def test_an_option_set_after_construction_takes_effect():
     crit.beta = 0.25
     for call in (lambda c: c(x, y), lambda c: c(x, y, grad_output=2.0), lambda c: c._with_reduction("none")(x, y)):
         ours, ref = call(crit), call(fl.SmoothL1Loss(beta=0.25))
+        np.testing.assert_array_equal(ours.loss, ref.loss)
+        np.testing.assert_array_equal(ours.grad, ref.grad)
+    crit.beta = 0.0   # (another kernel: torch's l1_loss)
+    for call in (lambda c: c(x, y), lambda c: c(x, y, grad_output=2.0), lambda c: c._with_reduction("none")(x, y)):
+        ours, ref = call(crit), call(fl.SmoothL1Loss(beta=0.0))
         np.testing.assert_array_equal(ours.loss, ref.loss)
         np.testing.assert_array_equal(ours.grad, ref.grad)
 

@@ -27,7 +27,7 @@ from .._arrays import (
 from .._criterion import Criterion, GradHess, LossAndGrad, Reductions, as_dtype, reduced
 from .._half import work_dtype
 from .._kernels import pointwise as _kernel
-from .._kernels.memory import empty, extents_overlap
+from .._kernels.memory import empty
 from .._spec import HOST, PointOptions, PointwiseSpec, divided
 
 _KERNEL_INDEX = {name: i for i, name in enumerate(_kernel.LOSSES)}
@@ -97,33 +97,29 @@ class PointwiseLoss(Criterion):
         shape and a reduced loss, without the general path's conversions: the same kernel with
         the same operands, so the same bits. At 64 elements the general path's Python work is
         most of the call's time. None when the call is not of that form."""
-        if self.reduction == "none" or len(arrays) != len(self.arguments):
+        two = len(self.differentiable) == 2   # a gradient for operand a as well (elementwise here)
+        if (self.reduction == "none" or len(arrays) != len(self.arguments)
+                or not _kernel.plain_operands(arrays, out, 1 + two)):
             return None
         x = arrays[0]
-        if type(x) is not np.ndarray or x.dtype not in _ONE or not x.size or not x.flags.carray:
-            return None
-        for a in arrays[1:]:
-            if type(a) is not np.ndarray or a.dtype != x.dtype or a.shape != x.shape or not a.flags.carray:
-                return None
-        two = len(self.differentiable) == 2   # a gradient for operand a as well (elementwise here)
-        outs = (out,) if out is None or not two else out
-        if out is not None and (not isinstance(outs, tuple) or len(outs) != 1 + two or any(
-                type(o) is not np.ndarray or o.shape != x.shape or o.dtype != x.dtype
-                or not (o.flags.carray and o.flags.writeable) for o in outs)):
-            return None
         plans = self._fast_operands(x, arrays[1:])
         if plans is None:
             return None
-        if out is not None and extents_overlap(outs, arrays):   # (a cheap look; the full check decides)
-            self._check_out_overlap(arrays, out, None)
         self._validate(x, plans, HOST)
         divisor = self._divisor(x)
-        g_plan = broadcast_plan("grad_output", np.array(1.0 / divisor, x.dtype), x.shape)
-        given = outs if out is not None else (None,) * (1 + two)
-        grads = tuple(empty(x.shape, x.dtype) if o is None else o for o in given)
-        total = _kernel.pointwise(_KERNEL_INDEX[self._kernel_name()], x, plans.get("y"), plans.get("a"),
-                                  plans.get("b"), g_plan, None, grads[0], grads[1] if two else None, 1, 1,
-                                  self._num_threads(), self._point_options())
+        # what depends only on the size, dtype and divisor (and the options: see _derived):
+        # the plan of grad_output 1 / divisor everywhere, the kernel's number and its options
+        derived, key = self._derived(), (x.size, x.dtype, divisor)
+        cached = derived.get("fast")
+        if cached is None or cached[0] != key:
+            cached = derived["fast"] = (key, broadcast_plan("grad_output", np.array(1.0 / divisor, x.dtype), x.shape),
+                                        _KERNEL_INDEX[self._kernel_name()], self._point_options())
+        if out is None:
+            grads = (empty(x.shape, x.dtype), empty(x.shape, x.dtype)) if two else (empty(x.shape, x.dtype),)
+        else:
+            grads = out if two else (out,)
+        total = _kernel.pointwise(cached[2], x, plans.get("y"), plans.get("a"), plans.get("b"), cached[1], None,
+                                  grads[0], grads[1] if two else None, 1, 1, self._num_threads(), cached[3])
         return LossAndGrad(as_dtype(total / divisor, x.dtype), grads if two else grads[0])
 
     def _fast_operands(self, x, rest):
@@ -190,6 +186,9 @@ class PointwiseLoss(Criterion):
     def _cuda(self, device, spec, want_grad, out, grad_output, hess=False, partial=False):
         from ..cuda.pointwise import pointwise
         return pointwise(device, spec, want_grad, out, grad_output, hess)
+
+
+_SMALLEST_POSITIVE = {np.dtype(t): float(np.finfo(t).smallest_subnormal) for t in (np.float32, np.float64)}
 
 
 def _check_range(arr, name, lo, hi, nan_is_bad, expected, take):
@@ -856,7 +855,7 @@ class GammaLoss(_RangedTargetLoss):
         super().__init__(reduction)
 
     def _target_range(self, dtype):   # y > 0: from the dtype's smallest positive number on
-        return float(np.finfo(dtype).smallest_subnormal), math.inf, "positive values"
+        return _SMALLEST_POSITIVE[dtype], math.inf, "positive values"
 
 
 class ExponentialLoss(_RangedTargetLoss):
