@@ -473,6 +473,16 @@ def test_the_fast_call_with_two_gradients_gives_the_general_paths_bits(make, dty
     assert grads[0] is out[0] and grads[1] is out[1] and out[1].tobytes() == general.grad[1].tobytes()
 
 
+def test_the_kernels_read_the_option_tuples_in_their_order():
+    """The CPU kernels read ClassOptions and PointOptions by position: their fields must stay in
+    the order the kernels name."""
+    from fastloss._spec import ClassOptions, PointOptions
+    from fastloss.losses.pointwise import _kernel as pointwise
+    from fastloss.losses.softmax import _kernel as softmax
+    assert ClassOptions._fields == softmax.OPTION_FIELDS
+    assert PointOptions._fields == pointwise.OPTION_FIELDS
+
+
 def test_only_plain_operands_take_the_fast_call():
     """plain_operands says True only for aligned, C-contiguous, native float32/float64 ndarrays
     of one shape and dtype, and out None or writeable such arrays apart from every input and
