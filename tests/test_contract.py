@@ -710,6 +710,40 @@ def test_only_plain_class_rows_take_the_plain_call():
             crit(a, b, out=out)
 
 
+def assert_plain_call_is_the_general_one(crit, x, t):
+    """crit(x, t), crit.loss, out= and grad_output= give the general path's bits, 2 threads."""
+    with parallel(2):
+        general = crit._dispatch((x, t), True, None, None)
+        fast = crit(x, t)
+        assert fast.loss.tobytes() == general.loss.tobytes() and fast.grad.tobytes() == general.grad.tobytes()
+        assert crit.loss(x, t).tobytes() == general.loss.tobytes()
+        out = np.empty_like(x)
+        assert crit(x, t, out=out).grad is out and out.tobytes() == general.grad.tobytes()
+        g = np.full(np.shape(general.loss), 2.0)
+        assert crit(x, t, grad_output=g).grad.tobytes() == crit._dispatch((x, t), True, None, g).grad.tobytes()
+
+
+@pytest.mark.parametrize("make", [fl.MultiMarginLoss, lambda: fl.MultiMarginLoss(p=2, margin=0.5, reduction="sum"),
+                                  lambda: fl.MultiMarginLoss(reduction="none")])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("rows", [64, 9000])
+def test_the_multi_margin_plain_call_gives_the_general_paths_bits(make, dtype, rows):
+    """MultiMarginLoss's plain call (plain_class_rows, every label a class): the general path's
+    spec and bits, with out= and grad_output; a bad label or an overlapping out goes the
+    general way, which names it."""
+    rng = np.random.default_rng(9)
+    x = rng.standard_normal((rows, 10)).astype(dtype)
+    x[3, 4] = np.nan
+    t = rng.integers(0, 10, rows)
+    crit = make()
+    assert_plain_call_is_the_general_one(crit, x, t)
+    t[5] = -100
+    with pytest.raises(IndexError, match=r"target: expected class indices in \[0, 10\), got -100 at position \(5,\)"):
+        crit(x, t)
+    with pytest.raises(ValueError, match="overlaps input"):
+        crit(x, np.abs(t), out=x)
+
+
 @pytest.mark.parametrize("make", [fl.CrossEntropyLoss, lambda: fl.CrossEntropyLoss(label_smoothing=0.1, z_loss=1e-3),
                                   lambda: fl.CrossEntropyLoss(softcap=3.0, reduction="sum"), fl.NLLLoss,
                                   lambda: fl.SoftmaxFocalLoss(gamma=1.5), lambda: fl.CrossEntropyLoss(reduction="none")])
@@ -724,16 +758,7 @@ def test_the_softmax_plain_call_gives_the_general_paths_bits(make, dtype, rows):
     t = rng.integers(0, 10, rows)
     t[5] = -100
     crit = make()
-    with parallel(2):
-        general = crit._dispatch((x, t), True, None, None)
-        fast = crit(x, t)
-        assert fast.loss.tobytes() == general.loss.tobytes() and fast.grad.tobytes() == general.grad.tobytes()
-        assert crit.loss(x, t).tobytes() == general.loss.tobytes()
-        out = np.empty_like(x)
-        loss, grad = crit(x, t, out=out)
-        assert grad is out and out.tobytes() == general.grad.tobytes()
-        g = np.full(np.shape(general.loss), 2.0)
-        assert crit(x, t, grad_output=g).grad.tobytes() == crit._dispatch((x, t), True, None, g).grad.tobytes()
+    assert_plain_call_is_the_general_one(crit, x, t)
     with pytest.raises(IndexError, match=r"target: expected class indices in \[0, 10\) or ignore_index -100, got 10"):
         crit(x, np.full(rows, 10))   # (the plain call leaves a bad index to the general path, which names it)
     with pytest.raises(ValueError, match="overlaps input"):

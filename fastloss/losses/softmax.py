@@ -571,6 +571,31 @@ class MultiMarginLoss(_RowLoss):
         host, _, _ = class_targets(take.to_host(target), tuple(x.shape)[:-1], C, None, None)
         return (target if take.device else host), None, weight
 
+    def __call__(self, *arrays: ArrayLike, out: Any = None, grad_output: Any = None) -> LossAndGrad:
+        """Loss and gradient, as `Criterion.__call__` (the plain call skips the general conversions)."""
+        spec = self._plain_spec(arrays, out)
+        return self._dispatch(arrays, True, out, grad_output) if spec is None else self._cpu(spec, True, out,
+                                                                                              grad_output)
+
+    def loss(self, *arrays: ArrayLike) -> Any:
+        """The loss alone, as `Criterion.loss`."""
+        spec = self._plain_spec(arrays, None)
+        return (self._dispatch(arrays, False, None, None) if spec is None else self._cpu(spec, False, None, None)).loss
+
+    def _plain_spec(self, arrays, out):
+        """The spec of ``crit(x, target)`` on a plain (N, C) float ndarray, (N,) int64 class
+        indices and out None or a plain array apart from both, without class weights, checked
+        by plain_class_rows (as _ClassRowLoss's plain call): the general path's spec, so its
+        bits. None for any other call (the general path checks it and names what is wrong)."""
+        if len(arrays) != 2 or self.weight is not None:
+            return None
+        plain = _kernel.plain_class_rows(arrays[0], arrays[1], None, out)
+        if plain is None:
+            return None
+        N, C, _ = plain
+        return MarginRows(self._margin_loss, arrays[0], arrays[1], None, None, N, C, reduction(self.reduction, (N,), N),
+                          self.margin, self.p)
+
 
 class MultiLabelMarginLoss(_RowLoss):
     r"""Multi-label hinge loss, as torch's: each target row lists class indices, ended by the
