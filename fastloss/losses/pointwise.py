@@ -127,6 +127,14 @@ class PointwiseLoss(Criterion):
         given the arrays after the input, or None when this call needs the general path."""
         return {"y": (rest[0], None)} if self._plain else None
 
+    def _ones_plan(self, x):
+        """The plan of an absent weight (1 everywhere) over x, kept per size and dtype."""
+        derived, key = self._derived(), (x.size, x.dtype)
+        cached = derived.get("ones")
+        if cached is None or cached[0] != key:
+            cached = derived["ones"] = (key, broadcast_plan("weight", _ONE[x.dtype], x.shape))
+        return cached[1]
+
     # -- the CPU path -------------------------------------------------------------------
     def block_rows(self, shape):
         row = math.prod(shape[1:])   # elements per row; blocks are BLOCK elements from the start
@@ -365,7 +373,7 @@ class BCELoss(PointwiseLoss):
     def _fast_operands(self, x, rest):
         if self.weight is not None:
             return None
-        return {"y": (rest[0], None), "a": broadcast_plan("weight", _ONE[x.dtype], x.shape)}
+        return {"y": (rest[0], None), "a": self._ones_plan(x)}
 
     def _validate(self, x, operands, take):
         _check_range(x, "input", 0.0, 1.0, True, "all elements between 0 and 1", take)
@@ -410,7 +418,7 @@ class BCEWithLogitsLoss(PointwiseLoss):
     def _fast_operands(self, x, rest):
         if self.weight is not None or self.pos_weight is not None:
             return None
-        one = broadcast_plan("weight", _ONE[x.dtype], x.shape)
+        one = self._ones_plan(x)
         return {"y": (rest[0], None), "a": one, "b": one}
 
 
