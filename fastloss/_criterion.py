@@ -168,11 +168,19 @@ class Criterion:
     def __call__(self, *arrays: ArrayLike, out: Any = None, grad_output: Any = None) -> LossAndGrad:
         """Loss and gradient. `out`: gradient buffer(s) to write into; `grad_output`: the
         incoming gradient (a scalar for reduced losses, the loss's shape for 'none')."""
-        return self._dispatch(arrays, True, out, grad_output)
+        plain = self._plain_call(arrays, True, out, grad_output)
+        return self._dispatch(arrays, True, out, grad_output) if plain is None else plain
 
     def loss(self, *arrays: ArrayLike) -> Any:
         """The loss alone: no gradient is computed and no gradient memory is taken."""
-        return self._dispatch(arrays, False, None, None).loss
+        plain = self._plain_call(arrays, False, None, None)
+        return (self._dispatch(arrays, False, None, None) if plain is None else plain).loss
+
+    def _plain_call(self, arrays, want_grad, out, grad_output):
+        """A family's shortcut for its most common call (plain NumPy arrays, checked in C):
+        the general path's kernel and operands without its conversions, so its bits, as a
+        LossAndGrad; None for any other call, which the general path checks and names."""
+        return None
 
     def grad_hess(self, *arrays: ArrayLike, grad_output: Any = None) -> GradHess:
         """The gradient with respect to the input and the exact diagonal of the hessian,

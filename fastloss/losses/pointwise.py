@@ -87,18 +87,15 @@ class PointwiseLoss(Criterion):
         # the fast call below serves the losses whose target needs no check of its own
         cls._plain = cls._operands is PointwiseLoss._operands and cls._cpu is PointwiseLoss._cpu
 
-    def __call__(self, *arrays, out=None, grad_output=None):
-        fast = None if grad_output is not None else self._fast_call(arrays, out)
-        return super().__call__(*arrays, out=out, grad_output=grad_output) if fast is None else fast
-
-    def _fast_call(self, arrays, out):
+    def _plain_call(self, arrays, want_grad, out, grad_output):
         """The most common call, ``crit(x, y)`` (``crit(x1, x2, y)``, ``crit(input, target,
         var)``), with or without ``out=``, on C-contiguous NumPy arrays of one float dtype and
         shape and a reduced loss, without the general path's conversions: the same kernel with
         the same operands, so the same bits. At 64 elements the general path's Python work is
-        most of the call's time. None when the call is not of that form."""
+        most of the call's time. None when the call is not of that form (loss() and
+        grad_output= go the general way)."""
         two = len(self.differentiable) == 2   # a gradient for operand a as well (elementwise here)
-        if (self.reduction == "none" or len(arrays) != len(self.arguments)
+        if (not want_grad or grad_output is not None or self.reduction == "none" or len(arrays) != len(self.arguments)
                 or not _kernel.plain_operands(arrays, out, 1 + two)):
             return None
         x = arrays[0]

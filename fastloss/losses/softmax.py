@@ -11,7 +11,7 @@ runs the spec on the CPU in ``_cpu`` or on the GPU in ``fastloss/cuda/softmax.py
 """
 import math
 from collections import namedtuple
-from typing import Any, Literal, Optional
+from typing import Literal, Optional
 
 import numpy as np
 
@@ -78,16 +78,6 @@ class _ClassRowLoss(Criterion):
                                             weight)
         target = target if take.device else host
         return (target, None) + ((weights, kept) if mean else (ExactSum.of_int(1), 1))
-
-    def __call__(self, *arrays: ArrayLike, out: Any = None, grad_output: Any = None) -> LossAndGrad:
-        """Loss and gradient, as `Criterion.__call__` (the plain call skips the general conversions)."""
-        plain = self._plain_call(arrays, True, out, grad_output)
-        return self._dispatch(arrays, True, out, grad_output) if plain is None else plain
-
-    def loss(self, *arrays: ArrayLike) -> Any:
-        """The loss alone, as `Criterion.loss`."""
-        plain = self._plain_call(arrays, False, None, None)
-        return (self._dispatch(arrays, False, None, None) if plain is None else plain).loss
 
     def _plain_call(self, arrays, want_grad, out, grad_output):
         """The most common call, ``crit(x, target)`` with x an aligned C-contiguous (N, C) float
@@ -571,30 +561,19 @@ class MultiMarginLoss(_RowLoss):
         host, _, _ = class_targets(take.to_host(target), tuple(x.shape)[:-1], C, None, None)
         return (target if take.device else host), None, weight
 
-    def __call__(self, *arrays: ArrayLike, out: Any = None, grad_output: Any = None) -> LossAndGrad:
-        """Loss and gradient, as `Criterion.__call__` (the plain call skips the general conversions)."""
-        spec = self._plain_spec(arrays, out)
-        return self._dispatch(arrays, True, out, grad_output) if spec is None else self._cpu(spec, True, out,
-                                                                                              grad_output)
-
-    def loss(self, *arrays: ArrayLike) -> Any:
-        """The loss alone, as `Criterion.loss`."""
-        spec = self._plain_spec(arrays, None)
-        return (self._dispatch(arrays, False, None, None) if spec is None else self._cpu(spec, False, None, None)).loss
-
-    def _plain_spec(self, arrays, out):
-        """The spec of ``crit(x, target)`` on a plain (N, C) float ndarray, (N,) int64 class
-        indices and out None or a plain array apart from both, without class weights, checked
-        by plain_class_rows (as _ClassRowLoss's plain call): the general path's spec, so its
-        bits. None for any other call (the general path checks it and names what is wrong)."""
+    def _plain_call(self, arrays, want_grad, out, grad_output):
+        """``crit(x, target)`` on a plain (N, C) float ndarray, (N,) int64 class indices and out
+        None or a plain array apart from both, without class weights, checked by
+        plain_class_rows (as _ClassRowLoss's plain call): the general path's spec, so its bits."""
         if len(arrays) != 2 or self.weight is not None:
             return None
         plain = _kernel.plain_class_rows(arrays[0], arrays[1], None, out)
         if plain is None:
             return None
         N, C, _ = plain
-        return MarginRows(self._margin_loss, arrays[0], arrays[1], None, None, N, C, reduction(self.reduction, (N,), N),
+        spec = MarginRows(self._margin_loss, arrays[0], arrays[1], None, None, N, C, reduction(self.reduction, (N,), N),
                           self.margin, self.p)
+        return self._cpu(spec, want_grad, out, grad_output)
 
 
 class MultiLabelMarginLoss(_RowLoss):
