@@ -1,4 +1,5 @@
-"""The float32 exp, log and log1p of simd_math.h, which the kernels inline at full SIMD width.
+"""The float32 exp, log and log1p of simd_math.h, which the kernels inline at full SIMD width,
+and its c e^z (fl_times_expf, the log-link losses' y e^-x).
 
 Every one of the 2^32 float32 inputs is checked against float64 libm at the CPU level the
 kernels run at here (CI runs this file at v2, v3 and v4): within 2 ulp of the correctly rounded
@@ -25,12 +26,13 @@ def bits_of(x):
     return struct.unpack("<I", struct.pack("<f", x))[0]
 
 
-def scan(function, start=0, stop=ALL, limit=2.0, parts=16):
-    """(worst ulp, its input, count above limit) over [start, stop), on two threads."""
+def scan(function, start=0, stop=ALL, limit=2.0, parts=16, c=1.0):
+    """(worst ulp, its input, count above limit) over [start, stop), on two threads (c: the
+    coefficient of "times_exp")."""
     step = -(-(stop - start) // parts)
     ranges = [(a, min(a + step, stop)) for a in range(start, stop, step)]
     with ThreadPoolExecutor(2) as ex:
-        results = list(ex.map(lambda r: _kernels.pointwise.ulp_scan(function, *r, limit), ranges))
+        results = list(ex.map(lambda r: _kernels.pointwise.ulp_scan(function, *r, limit, c), ranges))
     worst, bits, _ = max(results)
     return worst, as_float(bits), sum(r[2] for r in results)
 
@@ -59,11 +61,11 @@ def test_the_scan_sees_a_wrong_exp_neg():
     assert worst >= 1e9 and over > 0 and 44.0 <= at < 45.0
 
 
-@pytest.mark.parametrize("function", FUNCTIONS)
+@pytest.mark.parametrize("function", FUNCTIONS + ("times_exp",))
 def test_the_scan_sees_errors(function):
     # the same scan with a limit below what any float function reaches in [1, 2) (~0.5 ulp:
     # rounding alone) counts errors and reports a worst input from the range
-    worst, at, over = scan(function, bits_of(1.0), bits_of(2.0), limit=0.25, parts=2)
+    worst, at, over = scan(function, bits_of(1.0), bits_of(2.0), limit=0.25, parts=2, c=1.25)
     assert 0.25 < worst <= 2.0 and over > 0 and 1.0 <= at < 2.0
 
 
@@ -83,6 +85,43 @@ def test_special_values(function):
         bits = bits_of(x)
         worst, _, over = _kernels.pointwise.ulp_scan(function, bits, bits + 1, 2.0)
         assert over == 0 and worst <= 2.0, (function, x, worst)
+
+
+# fl_times_expf(c, z) = c e^z, within 1 ulp, scanned over z for one c at a time: every z for one c, and for a
+# set of c from the smallest subnormal to the largest float, the z where c e^z crosses the
+# largest float, the smallest normal and the smallest subnormal (2^19 patterns around each)
+TIMES_EXP_C = [2.0 ** -149, 3e-39, 2.0 ** -126, 1e-30, 0.7, 1.25, 1e30, 1e38, float(np.finfo(np.float32).max)]
+
+
+@pytest.mark.exhaustive
+def test_times_exp_of_every_z_within_2_ulp():
+    # every z in [-310, 310] (past +-300 the clamp gives the same as at +-300: the special
+    # values below check that)
+    for start in (0, 1 << 31):
+        worst, at, over = scan("times_exp", start, start + bits_of(310.0) + 1, limit=1.0, c=1.25)
+        assert over == 0 and worst <= 1.0, f"times_exp(1.25, z) at {_kernels.LEVEL}: {worst:.3f} ulp at z={at!r}"
+
+
+@pytest.mark.parametrize("c", TIMES_EXP_C)
+def test_times_exp_where_it_over_and_underflows(c):
+    c = float(np.float32(c))
+    big, normal, tiny = (float(np.finfo(np.float32).max), float(np.finfo(np.float32).tiny),
+                         float(np.finfo(np.float32).smallest_subnormal))
+    for edge in (np.log(big / c), np.log(normal / c), np.log(tiny / c), 1.0, -1.0):
+        if abs(edge) > 1e-3:
+            bits = bits_of(edge)
+            worst, at, over = scan("times_exp", bits - (1 << 18), bits + (1 << 18), limit=1.0, parts=2, c=c)
+            assert over == 0 and worst <= 1.0, f"times_exp({c!r}, z) at {_kernels.LEVEL}: {worst:.3f} ulp at z={at!r}"
+
+
+@pytest.mark.parametrize("c", [0.0, -0.0, 1e-45, 1.0, 3e38, np.inf, np.nan])
+def test_times_exp_special_values(c):
+    # a zero c gives 0 at every z but NaN (0 e^inf: a zero target contributes nothing), inf
+    # and NaN give what c e^z does (inf e^-inf: NaN); the scan's float64 reference says so
+    for z in (np.nan, np.inf, -np.inf, 0.0, -0.0, 300.0, -300.0, 1e30, -1e30, 88.72, -103.9):
+        bits = bits_of(z)
+        worst, _, over = _kernels.pointwise.ulp_scan("times_exp", bits, bits + 1, 1.0, c)
+        assert over == 0 and worst <= 1.0, (c, z, worst)
 
 
 def test_bad_range_is_refused():

@@ -4,13 +4,14 @@
  * which scans all 2^32 patterns at each CPU level. */
 #include "simd_math.h"
 
-enum { FL_SCAN_EXP, FL_SCAN_LOG, FL_SCAN_LOG1P, FL_SCAN_EXP_NEG, FL_SCAN_CHUNK = 1024 };
+enum { FL_SCAN_EXP, FL_SCAN_LOG, FL_SCAN_LOG1P, FL_SCAN_EXP_NEG, FL_SCAN_TIMES_EXP, FL_SCAN_CHUNK = 1024 };
 
 /* The worst error over bit patterns [start, stop), in ulp; *worst_bits gets its input and *over
- * the count of inputs with an error above `limit`. A result that should be NaN must be NaN,
+ * the count of inputs with an error above `limit`. FL_SCAN_TIMES_EXP scans fl_times_expf(c, z)
+ * over the patterns z for the one coefficient c. A result that should be NaN must be NaN,
  * one that rounds to +-inf must be exactly that: anything else counts as 1e9 ulp. */
 static double fl_ulp_scan(int which, unsigned long long start, unsigned long long stop, double limit,
-                          uint32_t* worst_bits, long long* over) {
+                          float c, uint32_t* worst_bits, long long* over) {
     float x[FL_SCAN_CHUNK], got[FL_SCAN_CHUNK];
     double want[FL_SCAN_CHUNK], err[FL_SCAN_CHUNK], worst = -1.0;
     *over = 0;
@@ -34,6 +35,14 @@ static double fl_ulp_scan(int which, unsigned long long start, unsigned long lon
             for (int i = 0; i < n; i++) want[i] = log(want[i]);
             for (int i = 0; i < n; i++)
                 want[i] = x[i] == 0.0f ? -INFINITY : x[i] == INFINITY ? INFINITY : x[i] > 0.0f ? want[i] : NAN;
+        } else if (which == FL_SCAN_TIMES_EXP) {   /* c e^z in float64; a finite c e^+-300 is 0 or inf */
+            for (int i = 0; i < n; i++) got[i] = fl_times_expf(c, x[i]);
+            for (int i = 0; i < n; i++)   /* (+-inf stay: inf e^-inf is NaN) */
+                want[i] = x[i] != x[i] ? 0.0 : x[i] < -300.0f ? (x[i] == -INFINITY ? -INFINITY : -300.0)
+                                              : x[i] > 300.0f ? (x[i] == INFINITY ? INFINITY : 300.0) : x[i];
+            for (int i = 0; i < n; i++) want[i] = exp(want[i]);
+            for (int i = 0; i < n; i++)   /* 0 e^z is 0 but at a NaN z */
+                want[i] = x[i] != x[i] ? NAN : c == 0.0f ? 0.0 : (double) c * want[i];
         } else if (which == FL_SCAN_EXP_NEG) {   /* against fl_expf: 0 ulp where they agree */
             for (int i = 0; i < n; i++) got[i] = fl_expf_neg(x[i]);
             for (int i = 0; i < n; i++) want[i] = fl_expf(x[i]);
@@ -52,6 +61,13 @@ static double fl_ulp_scan(int which, unsigned long long start, unsigned long lon
             int exact_only = (want[i] != want[i]) | (biased == 0xff);   /* NaN, or rounds to +-inf */
             int same = (got[i] == rounded) | ((got[i] != got[i]) & (want[i] != want[i]));
             err[i] = exact_only ? (same ? 0.0 : 1e9) : ((got[i] != got[i]) ? 1e9 : off);
+            /* fl_times_expf rounds i e^r before it scales: at the overflow threshold it may give
+             * the largest float where the result rounds to inf, or inf where it rounds to the
+             * largest float; that error is measured in that float's ulp, inf counting as 2^128 */
+            double capped = got[i] > 0x1.fffffep127f ? (double) 0x1p128L : (double) got[i];   /* (L: see FL_LN2) */
+            int edge = (which == FL_SCAN_TIMES_EXP) & ((biased == 0xff) | (got[i] > 0x1.fffffep127f))
+                       & (want[i] > 0x1p127) & (want[i] < INFINITY) & (capped >= 0x1p127) & !same;
+            err[i] = edge ? __builtin_fabs(capped - want[i]) / 0x1p104 : err[i];
         }
         /* errors are >= 0, so their bits order as int64s do: an integer max vectorises */
         int64_t chunk_worst = -1, chunk_over = 0, limit_bits, bits;
