@@ -102,26 +102,30 @@ def test_times_exp_of_every_z_within_2_ulp():
         assert over == 0 and worst <= 1.0, f"times_exp(1.25, z) at {_kernels.LEVEL}: {worst:.3f} ulp at z={at!r}"
 
 
+@pytest.mark.parametrize("function", ["times_exp", "times_exp_minus"])
 @pytest.mark.parametrize("c", TIMES_EXP_C)
-def test_times_exp_where_it_over_and_underflows(c):
+def test_times_exp_where_it_over_and_underflows(c, function):
+    # (times_exp_minus: c e^-z, ExponentialLoss's e^-|x| from the reduction of |x|)
+    sign = 1.0 if function == "times_exp" else -1.0
     c = float(np.float32(c))
     big, normal, tiny = (float(np.finfo(np.float32).max), float(np.finfo(np.float32).tiny),
                          float(np.finfo(np.float32).smallest_subnormal))
     for edge in (np.log(big / c), np.log(normal / c), np.log(tiny / c), 1.0, -1.0):
         if abs(edge) > 1e-3:
-            bits = bits_of(edge)
-            worst, at, over = scan("times_exp", bits - (1 << 18), bits + (1 << 18), limit=1.0, parts=2, c=c)
-            assert over == 0 and worst <= 1.0, f"times_exp({c!r}, z) at {_kernels.LEVEL}: {worst:.3f} ulp at z={at!r}"
+            bits = bits_of(sign * edge)
+            worst, at, over = scan(function, bits - (1 << 18), bits + (1 << 18), limit=1.0, parts=2, c=c)
+            assert over == 0 and worst <= 1.0, f"{function}({c!r}, z) at {_kernels.LEVEL}: {worst:.3f} ulp at z={at!r}"
 
 
+@pytest.mark.parametrize("function", ["times_exp", "times_exp_minus"])
 @pytest.mark.parametrize("c", [0.0, -0.0, 1e-45, 1.0, 3e38, np.inf, np.nan])
-def test_times_exp_special_values(c):
+def test_times_exp_special_values(c, function):
     # a zero c gives 0 at every z but NaN (0 e^inf: a zero target contributes nothing), inf
     # and NaN give what c e^z does (inf e^-inf: NaN); the scan's float64 reference says so
     for z in (np.nan, np.inf, -np.inf, 0.0, -0.0, 300.0, -300.0, 1e30, -1e30, 88.72, -103.9):
         bits = bits_of(z)
-        worst, _, over = _kernels.pointwise.ulp_scan("times_exp", bits, bits + 1, 1.0, c)
-        assert over == 0 and worst <= 1.0, (c, z, worst)
+        worst, _, over = _kernels.pointwise.ulp_scan(function, bits, bits + 1, 1.0, c)
+        assert over == 0 and worst <= 1.0, (function, c, z, worst)
 
 
 def test_bad_range_is_refused():

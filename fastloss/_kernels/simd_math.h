@@ -92,6 +92,8 @@ FL_INLINE double fl_times_exp_double(double c, double z) {
     return c == 0 && z == z ? 0 : v;
 }
 
+FL_INLINE double fl_times_exp_double_minus(double c, double z) { return fl_times_exp_double(c, -z); }
+
 /* c e^z for a float c >= 0 (inf and NaN included) and any z: the log-link losses' y e^-x.
  * No intermediate overflows or underflows: the result is finite wherever c e^z rounds to a
  * finite float (c = 2^-149 and z = 190, or c = 0.5 and z = 89, where e^z alone is inf), and
@@ -113,29 +115,35 @@ FL_INLINE double fl_times_exp_double(double c, double z) {
  * fl_expf's work. Without FMA hardware (x86-64-v2) the exact products would take Dekker's
  * splits, slower than float64 (4.6 against 4.4 ns an element, measured): there it is
  * fl_times_exp_double's, rounded once. */
-FL_INLINE float fl_times_expf(float c, float z) {
+FL_INLINE float fl_times_expf_signed(float c, float z, float sign) {   /* c e^(sign z), sign +-1 */
 #ifdef __FMA__
     float k, zc = z < 300.0f ? z : 300.0f;   /* (NaN: 300; the result is replaced below) */
     zc = zc > -300.0f ? zc : -300.0f;
-    /* e^r = one + (r - (one - 1) + tail + r^2 / 2 + r^3 P(r)) */
-    float tail, r = fl_exp_r(zc, &k, &tail), one = 1.0f + r, r2 = r * r, r2_low = __builtin_fmaf(r, r, -r2);
-    float poly = FL_FMA(r2 * r2, 0x1.9dd62ep-13f, FL_FMA(r2, FL_FMA(0x1.6d4e56p-10f, r, 0x1.111332p-7f),
-                                                         FL_FMA(0x1.5554e6p-5f, r, 0x1.555554p-3f)));
-    float below = FL_FMA(r2 * r, poly, (1.0f - one) + r + tail + 0.5f * r2_low), t = FL_FMA(0.5f, r2, below);
-    float p = one + t, p_low = (one - p) + t;   /* e^r = p + p_low */
+    /* e^(s r) = one + (s r - (one - 1) + s tail + r^2 / 2 + (s r)^3 P(s r)), P by its even and
+     * odd parts (shared by e^r and e^-r: the two signs' calls share all but the last steps) */
+    float tail, r = fl_exp_r(zc, &k, &tail), r2 = r * r, r2_low = __builtin_fmaf(r, r, -r2);
+    float even = FL_FMA(r2 * r2, 0x1.9dd62ep-13f, FL_FMA(r2, 0x1.111332p-7f, 0x1.555554p-3f));
+    float odd = FL_FMA(r2, 0x1.6d4e56p-10f, 0x1.5554e6p-5f);
+    float sr = sign * r, one = 1.0f + sr;
+    float below = FL_FMA(r2 * sr, FL_FMA(sr, odd, even), (1.0f - one) + sr + sign * tail + 0.5f * r2_low);
+    float t = FL_FMA(0.5f, r2, below), p = one + t, p_low = (one - p) + t;   /* e^(s r) = p + p_low */
     uint32_t bits = fl_bits(c) & 0x7fffffffu, biased = bits >> 23;   /* (-0 as 0) */
     uint32_t implicit = (uint32_t) (biased < 1u ? biased : 1u) << 23;
     float i = (float) (int32_t) ((bits & 0x7fffffu) | implicit);
     float m = __builtin_fmaf(i, p, i * p_low);
-    int32_t e = (int32_t) (biased > 1u ? biased : 1u) - 150 + (int32_t) (fl_bits(k) - fl_bits(FL_EXP_SHIFT));
+    int32_t n = (int32_t) (fl_bits(k) - fl_bits(FL_EXP_SHIFT));
+    int32_t e = (int32_t) (biased > 1u ? biased : 1u) - 150 + (sign > 0.0f ? n : -n);
     e = e < -200 ? -200 : (e > 200 ? 200 : e);   /* m < 2^25: 2^-200 gives 0, 2^200 inf */
     int32_t e1 = e >> 1;
     float y = m * fl_from_bits((uint32_t) (e1 + 127) << 23) * fl_from_bits((uint32_t) (e - e1 + 127) << 23);
 #else   /* (no clamp: float64 needs none, and gcc vectorises no select before the widening) */
-    float y = (float) fl_times_exp_double(c, z);
+    float y = (float) fl_times_exp_double(c, (double) sign * z);
 #endif
-    return !(c <= 0x1.fffffep127f) | (z != z) ? c + z : y;
+    return !(c <= 0x1.fffffep127f) | (z != z) ? c + sign * z : y;
 }
+
+FL_INLINE float fl_times_expf(float c, float z) { return fl_times_expf_signed(c, z, 1.0f); }
+FL_INLINE float fl_times_expf_minus(float c, float z) { return fl_times_expf_signed(c, z, -1.0f); }   /* c e^-z */
 
 /* log(x) = e ln 2 + log(m), x = 2^e m with m in [2/3, 4/3) (found by subtracting the bits of
  * 2/3), log(1 + r) = r + r^2 q(r) for r = m - 1 (exact). fl_logf_scaled takes x = 2^s times a
@@ -221,6 +229,7 @@ FL_INLINE void fl_prefetch_bytes(const void* p, size_t n) {
 #define fl_log(x) _Generic((x), float: fl_logf, default: log)(x)
 #define fl_log1p(x) _Generic((x), float: fl_log1pf, default: log1p)(x)
 #define fl_times_exp(c, z) _Generic((c), float: fl_times_expf, default: fl_times_exp_double)(c, z)
+#define fl_times_exp_minus(c, z) _Generic((c), float: fl_times_expf_minus, default: fl_times_exp_double_minus)(c, z)
 #define fl_log1p_from(x, u, inv_u) _Generic((x), float: fl_log1pf_from(x, u, inv_u), default: log1p(x))
 #define fl_abs(x) _Generic((x), float: fabsf, default: fabs)(x)
 #define fl_tanh(x) _Generic((x), float: tanhf, default: tanh)(x)

@@ -4,11 +4,12 @@
  * which scans all 2^32 patterns at each CPU level. */
 #include "simd_math.h"
 
-enum { FL_SCAN_EXP, FL_SCAN_LOG, FL_SCAN_LOG1P, FL_SCAN_EXP_NEG, FL_SCAN_TIMES_EXP, FL_SCAN_CHUNK = 1024 };
+enum { FL_SCAN_EXP, FL_SCAN_LOG, FL_SCAN_LOG1P, FL_SCAN_EXP_NEG, FL_SCAN_TIMES_EXP, FL_SCAN_TIMES_EXP_MINUS,
+       FL_SCAN_CHUNK = 1024 };
 
 /* The worst error over bit patterns [start, stop), in ulp; *worst_bits gets its input and *over
  * the count of inputs with an error above `limit`. FL_SCAN_TIMES_EXP scans fl_times_expf(c, z)
- * over the patterns z for the one coefficient c. A result that should be NaN must be NaN,
+ * over the patterns z for the one coefficient c (_MINUS: fl_times_expf_minus, c e^-z). A result that should be NaN must be NaN,
  * one that rounds to +-inf must be exactly that: anything else counts as 1e9 ulp. */
 static double fl_ulp_scan(int which, unsigned long long start, unsigned long long stop, double limit,
                           float c, uint32_t* worst_bits, long long* over) {
@@ -35,11 +36,17 @@ static double fl_ulp_scan(int which, unsigned long long start, unsigned long lon
             for (int i = 0; i < n; i++) want[i] = log(want[i]);
             for (int i = 0; i < n; i++)
                 want[i] = x[i] == 0.0f ? -INFINITY : x[i] == INFINITY ? INFINITY : x[i] > 0.0f ? want[i] : NAN;
-        } else if (which == FL_SCAN_TIMES_EXP) {   /* c e^z in float64; a finite c e^+-300 is 0 or inf */
-            for (int i = 0; i < n; i++) got[i] = fl_times_expf(c, x[i]);
-            for (int i = 0; i < n; i++)   /* (+-inf stay: inf e^-inf is NaN) */
-                want[i] = x[i] != x[i] ? 0.0 : x[i] < -300.0f ? (x[i] == -INFINITY ? -INFINITY : -300.0)
-                                              : x[i] > 300.0f ? (x[i] == INFINITY ? INFINITY : 300.0) : x[i];
+        } else if (which >= FL_SCAN_TIMES_EXP) {   /* c e^z in float64; a finite c e^+-300 is 0 or inf */
+            float sign = which == FL_SCAN_TIMES_EXP ? 1.0f : -1.0f;
+            if (sign > 0.0f)
+                for (int i = 0; i < n; i++) got[i] = fl_times_expf(c, x[i]);
+            else
+                for (int i = 0; i < n; i++) got[i] = fl_times_expf_minus(c, x[i]);
+            for (int i = 0; i < n; i++) {   /* (+-inf stay: inf e^-inf is NaN) */
+                float z = sign * x[i];
+                want[i] = z != z ? 0.0 : z < -300.0f ? (z == -INFINITY ? -INFINITY : -300.0)
+                                        : z > 300.0f ? (z == INFINITY ? INFINITY : 300.0) : z;
+            }
             for (int i = 0; i < n; i++) want[i] = exp(want[i]);
             for (int i = 0; i < n; i++)   /* 0 e^z is 0 but at a NaN z */
                 want[i] = x[i] != x[i] ? NAN : c == 0.0f ? 0.0 : (double) c * want[i];
@@ -65,7 +72,7 @@ static double fl_ulp_scan(int which, unsigned long long start, unsigned long lon
              * the largest float where the result rounds to inf, or inf where it rounds to the
              * largest float; that error is measured in that float's ulp, inf counting as 2^128 */
             double capped = got[i] > 0x1.fffffep127f ? (double) 0x1p128L : (double) got[i];   /* (L: see FL_LN2) */
-            int edge = (which == FL_SCAN_TIMES_EXP) & ((biased == 0xff) | (got[i] > 0x1.fffffep127f))
+            int edge = (which >= FL_SCAN_TIMES_EXP) & ((biased == 0xff) | (got[i] > 0x1.fffffep127f))
                        & (want[i] > 0x1p127) & (want[i] < INFINITY) & (capped >= 0x1p127) & !same;
             err[i] = edge ? __builtin_fabs(capped - want[i]) / 0x1p104 : err[i];
         }
