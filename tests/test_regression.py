@@ -133,7 +133,7 @@ EXTREME_Y32 = {"gamma": [1e-45, 1e-40, 1e-30, 1e-10, 0.25, 1.0, 3.0, 1e30, 3e38]
 @pytest.mark.parametrize("name, crit", [("gamma", fl.GammaLoss()), ("exponential", fl.ExponentialLoss())])
 def test_log_link_losses_in_float32(name, crit):
     """GammaLoss and ExponentialLoss compute float32 data in float32 (simd_math.h's
-    fl_times_expf): each term within 2 ulp, so the loss, gradient and hessian are within 3e-7 of
+    fl_times_expf): each term within 1 ulp, so the loss, gradient and hessian are within 3e-7 of
     the sum of their terms' sizes (|x| + y e^-x for Gamma's loss, 1 + y e^-x for its gradient,
     the loss itself for Exponential's); inf exactly where the true value rounds to inf."""
     xs, ys = np.meshgrid(EXTREME_X32, EXTREME_Y32[name])

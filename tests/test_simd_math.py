@@ -87,9 +87,10 @@ def test_special_values(function):
         assert over == 0 and worst <= 2.0, (function, x, worst)
 
 
-# fl_times_expf(c, z) = c e^z, within 1 ulp, scanned over z for one c at a time: every z for one c, and for a
-# set of c from the smallest subnormal to the largest float, the z where c e^z crosses the
-# largest float, the smallest normal and the smallest subnormal (2^19 patterns around each)
+# fl_times_expf(c, z) = c e^z, within 1 ulp, scanned over z for one c at a time: every z for
+# one c, and for a set of c from the smallest subnormal to the largest float, the z where c e^z
+# crosses the largest float, the smallest normal and the smallest subnormal (2^19 patterns
+# around each)
 TIMES_EXP_C = [2.0 ** -149, 3e-39, 2.0 ** -126, 1e-30, 0.7, 1.25, 1e30, 1e38, float(np.finfo(np.float32).max)]
 
 

@@ -9,8 +9,9 @@ enum { FL_SCAN_EXP, FL_SCAN_LOG, FL_SCAN_LOG1P, FL_SCAN_EXP_NEG, FL_SCAN_TIMES_E
 
 /* The worst error over bit patterns [start, stop), in ulp; *worst_bits gets its input and *over
  * the count of inputs with an error above `limit`. FL_SCAN_TIMES_EXP scans fl_times_expf(c, z)
- * over the patterns z for the one coefficient c (_MINUS: fl_times_expf_minus, c e^-z). A result that should be NaN must be NaN,
- * one that rounds to +-inf must be exactly that: anything else counts as 1e9 ulp. */
+ * over the patterns z for the one coefficient c (_MINUS: fl_times_expf_minus, c e^-z). A result
+ * that should be NaN must be NaN, one that rounds to +-inf must be exactly that: anything else
+ * counts as 1e9 ulp (fl_times_expf's overflow threshold aside, below). */
 static double fl_ulp_scan(int which, unsigned long long start, unsigned long long stop, double limit,
                           float c, uint32_t* worst_bits, long long* over) {
     float x[FL_SCAN_CHUNK], got[FL_SCAN_CHUNK];
