@@ -182,6 +182,14 @@ def test_dice_with_millions_of_classes_takes_scratch_of_its_classes_not_512_time
     assert g7 < 0
 
 
+def test_dice_refuses_2_31_classes_of_class_index_targets():
+    # the kernel keeps each position's class in 32 bits; the shapes it refuses would be 8 GiB and more
+    from fastloss.losses import softmax
+    x, t = np.zeros(1, np.float32), np.zeros((1, 1), np.int64)
+    with pytest.raises(ValueError, match=r"2147483648 classes \(expected at most 2\^31 - 1"):
+        softmax._kernel.dice(x, 1, 2 ** 31, 1, t, None, ignore_index=None, mode=0, num_threads=1)
+
+
 ALLOCATION_FAILURES = {
     # scratch that cannot be had: a MemoryError, before anything is written to out=
     "ctc": """
