@@ -150,14 +150,20 @@ FL_INLINE float fl_times_expf_minus(float c, float z) { return fl_times_expf_sig
  * positive normal number (NaN or inf give arbitrary numbers); fl_logf any x: a subnormal one is
  * scaled by 2^23 first (a multiply by a selected constant, not a selected product: gcc would
  * evaluate the polynomial for both). */
-FL_INLINE float fl_logf_scaled(float x, int32_t s) {
+FL_INLINE float fl_logf_reduce(float x, int32_t s, float* r_out, float* r2_out, float* fe_out) {   /* q(r), and r, r^2, e - s */
     uint32_t ix = fl_bits(x);
     int32_t e = (int32_t) (ix - 0x3f2aaaabu) >> 23;
     float r = fl_from_bits(ix - ((uint32_t) e << 23)) - 1.0f;
     float r2 = r * r, r4 = r2 * r2;   /* q(r) by Estrin's scheme */
-    float q = FL_FMA(r4, FL_FMA(r2, FL_FMA(0x1.1f4030p-3f, r, -0x1.3b28b4p-3f), FL_FMA(0x1.1ea2d2p-3f, r, -0x1.5032d2p-3f)),
-                     FL_FMA(r2, FL_FMA(0x1.99d420p-3f, r, -0x1.001480p-2f), FL_FMA(0x1.5554fap-2f, r, -0x1.ffffd6p-2f)));
-    float fe = (float) (e - s);
+    *r_out = r;
+    *r2_out = r2;
+    *fe_out = (float) (e - s);
+    return FL_FMA(r4, FL_FMA(r2, FL_FMA(0x1.1f4030p-3f, r, -0x1.3b28b4p-3f), FL_FMA(0x1.1ea2d2p-3f, r, -0x1.5032d2p-3f)),
+                  FL_FMA(r2, FL_FMA(0x1.99d420p-3f, r, -0x1.001480p-2f), FL_FMA(0x1.5554fap-2f, r, -0x1.ffffd6p-2f)));
+}
+
+FL_INLINE float fl_logf_scaled(float x, int32_t s) {
+    float r, r2, fe, q = fl_logf_reduce(x, s, &r, &r2, &fe);
     return FL_FMA(fe, 0x1.62e43p-1f, FL_FMA(fe, -0x1.05c61p-29f, FL_FMA(r2, q, r)));
 }
 
@@ -173,9 +179,15 @@ FL_INLINE float fl_logf(float x) {
 /* log1p(x) from u = 1 + x (rounded) and its reciprocal: log u, corrected by the part of x
  * that the rounding lost, (x - (u - 1)) / u (u - 1 is exact). fl_log1pf_from is for callers
  * that have 1 / u already (the sigmoid's denominator) and x in [0, 1] or NaN: u in [1, 2],
- * where log needs no special case, and NaN passes through the correction. */
+ * where log needs no special case, and NaN passes through the correction. There log u =
+ * e ln 2 + r + r^2 q(r) with e 0 or 1, and e ln2_hi + r is exact (ln2_hi has 17 bits, r is a
+ * multiple of 2^-24 under 1/3, the sum under 0.7), so the result is that sum plus the small
+ * terms (correction first), rounded once: 93% correctly rounded, against 72% for log u plus
+ * the correction (0.26 ulp on average, 1.2 at most, over x = e^-z for z in [0, 12]). */
 FL_INLINE float fl_log1pf_from(float x, float u, float inv_u) {
-    return fl_logf_scaled(u, 0) + (x - (u - 1.0f)) * inv_u;
+    float r, r2, fe, q = fl_logf_reduce(u, 0, &r, &r2, &fe);
+    float correction = (x - (u - 1.0f)) * inv_u;
+    return FL_FMA(fe, 0x1.62e43p-1f, r) + FL_FMA(fe, -0x1.05c61p-29f, FL_FMA(r2, q, correction));
 }
 
 FL_INLINE float fl_log1pf(float x) {

@@ -4,12 +4,13 @@
  * which scans all 2^32 patterns at each CPU level. */
 #include "simd_math.h"
 
-enum { FL_SCAN_EXP, FL_SCAN_LOG, FL_SCAN_LOG1P, FL_SCAN_EXP_NEG, FL_SCAN_TIMES_EXP, FL_SCAN_TIMES_EXP_MINUS,
-       FL_SCAN_CHUNK = 1024 };
+enum { FL_SCAN_EXP, FL_SCAN_LOG, FL_SCAN_LOG1P, FL_SCAN_EXP_NEG, FL_SCAN_LOG1P_FROM, FL_SCAN_TIMES_EXP,
+       FL_SCAN_TIMES_EXP_MINUS, FL_SCAN_CHUNK = 1024 };
 
 /* The worst error over bit patterns [start, stop), in ulp; *worst_bits gets its input and *over
  * the count of inputs with an error above `limit`. FL_SCAN_TIMES_EXP scans fl_times_expf(c, z)
- * over the patterns z for the one coefficient c (_MINUS: fl_times_expf_minus, c e^-z). A result
+ * over the patterns z for the one coefficient c (_MINUS: fl_times_expf_minus, c e^-z);
+ * FL_SCAN_LOG1P_FROM, fl_log1pf_from(x, 1 + x, 1 / (1 + x)) (meant for x in [0, 1]). A result
  * that should be NaN must be NaN, one that rounds to +-inf must be exactly that: anything else
  * counts as 1e9 ulp (fl_times_expf's overflow threshold aside, below). */
 static double fl_ulp_scan(int which, unsigned long long start, unsigned long long stop, double limit,
@@ -54,8 +55,11 @@ static double fl_ulp_scan(int which, unsigned long long start, unsigned long lon
         } else if (which == FL_SCAN_EXP_NEG) {   /* against fl_expf: 0 ulp where they agree */
             for (int i = 0; i < n; i++) got[i] = fl_expf_neg(x[i]);
             for (int i = 0; i < n; i++) want[i] = fl_expf(x[i]);
-        } else {
-            for (int i = 0; i < n; i++) got[i] = fl_log1pf(x[i]);
+        } else {   /* log1p, and fl_log1pf_from given 1 + x and its reciprocal as its callers give them */
+            if (which == FL_SCAN_LOG1P_FROM)
+                for (int i = 0; i < n; i++) got[i] = fl_log1pf_from(x[i], 1.0f + x[i], 1.0f / (1.0f + x[i]));
+            else
+                for (int i = 0; i < n; i++) got[i] = fl_log1pf(x[i]);
             for (int i = 0; i < n; i++) want[i] = (x[i] > -1.0f) & (x[i] < INFINITY) ? (double) x[i] : 0.0;
             for (int i = 0; i < n; i++) want[i] = log1p(want[i]);
             for (int i = 0; i < n; i++)
