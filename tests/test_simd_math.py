@@ -55,6 +55,15 @@ def test_exp_of_nonpositive_inputs_is_exp():
 
 
 @pytest.mark.exhaustive
+def test_exp_neg_short_of_every_nonpositive_input_within_2_ulp():
+    # fl_expf_neg_short (the softmax rows' exp(z - max): 90% correctly rounded, where fl_expf
+    # keeps the bits its reduction loses for 97%) over every x <= 0, -0 and -inf, and every NaN
+    worst, at, over = scan("exp_neg_short", bits_of(np.inf) + 1, ALL)
+    assert over == 0 and worst <= 2.0, f"exp_neg_short at {_kernels.LEVEL}: {worst:.3f} ulp at {at!r}"
+    assert _kernels.pointwise.ulp_scan("exp_neg_short", 0, 1, 0.0)[0] == 0.0   # exp(+0) = 1
+
+
+@pytest.mark.exhaustive
 def test_log1p_from_of_every_input_in_0_1_within_1_5_ulp():
     # fl_log1pf_from(e, 1 + e, 1 / (1 + e)), the softplus of every logistic loss (e = exp(-|x|)
     # in [0, 1]): its exact e ln2_hi + r and one rounding of the rest keep it within 1.5 ulp (1.31
