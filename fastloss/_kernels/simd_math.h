@@ -249,6 +249,11 @@ FL_INLINE void fl_prefetch_bytes(const void* p, size_t n) {
 #define fl_exp(x) _Generic((x), float: fl_expf, default: exp)(x)
 #define fl_exp_neg(x) _Generic((x), float: fl_expf_neg, default: exp)(x)   /* x <= 0 or NaN */
 #define fl_exp_neg_short(x) _Generic((x), float: fl_expf_neg_short, default: exp)(x)   /* the softmax rows' */
+#ifdef __FMA__   /* a x b + c rounded once where the level has FMA (else twice: no slow software fma) */
+#define fl_fma(a, b, c) _Generic((a), float: __builtin_fmaf, default: __builtin_fma)(a, b, c)
+#else
+#define fl_fma(a, b, c) ((a) * (b) + (c))
+#endif
 #define fl_log(x) _Generic((x), float: fl_logf, default: log)(x)
 #define fl_log1p(x) _Generic((x), float: fl_log1pf, default: log1p)(x)
 #define fl_times_exp(c, z) _Generic((c), float: fl_times_expf, default: fl_times_exp_double)(c, z)
