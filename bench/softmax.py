@@ -64,6 +64,8 @@ def _linear(rng, shape):
 
 
 LINEAR_SHAPES, LINEAR_QUICK = ((4096, 1024, 32000),), ((512, 256, 8000),)
+# torch's fused linear + cross entropy (2.12 and later; older torch gives no such column)
+TORCH_LINEAR_CE = getattr(F, "linear_cross_entropy", None) if torch is not None else None
 
 CASES = [
     Case("CrossEntropyLoss", fl.CrossEntropyLoss, _logits, lambda x, t: F.cross_entropy(x, t),
@@ -76,7 +78,7 @@ CASES = [
          lambda x, t: F.cross_entropy(x, t), bytes_per_element=8,
          shapes=SHAPES[2:], quick_shapes=QUICK_SHAPES[2:]),
     Case("LinearCrossEntropyLoss", fl.LinearCrossEntropyLoss, _linear,
-         lambda x, w, t: F.linear_cross_entropy(x, w, t), bytes_per_element=0, differentiable=(0, 1),
+         TORCH_LINEAR_CE, bytes_per_element=0, differentiable=(0, 1),
          shapes=LINEAR_SHAPES, quick_shapes=LINEAR_QUICK),
     Case("LinearCE vs CE(linear)", fl.LinearCrossEntropyLoss, _linear,
          lambda x, w, t: F.cross_entropy(F.linear(x, w), t), bytes_per_element=0, differentiable=(0, 1),
@@ -132,7 +134,7 @@ def report(print_fn=print, quick=False, num_threads=None):
     rows.append((f"LinearCrossEntropyLoss {'x'.join(map(str, shape))}", shape[0] * shape[2] * 4, [
         ("fastloss", lambda: fl.LinearCrossEntropyLoss()(X, W, t2)),
         ("torch linear_cross_entropy", (lambda: _torch_backward(
-            lambda a, b: F.linear_cross_entropy(a, b, torch.from_numpy(t2)), X, W)) if torch else None),
+            lambda a, b: TORCH_LINEAR_CE(a, b, torch.from_numpy(t2)), X, W)) if TORCH_LINEAR_CE else None),
         ("torch cross_entropy(linear)", (lambda: _torch_backward(
             lambda a, b: F.cross_entropy(F.linear(a, b), torch.from_numpy(t2)), X, W)) if torch else None)]))
     print_fn("")

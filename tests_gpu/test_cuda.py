@@ -163,7 +163,8 @@ def test_float16_hessians_are_the_float32_ones_narrowed():
 BAD = [
     (lambda: fl.MSELoss()(dev(np.zeros(3)), np.zeros(3)), ValueError, "all on the host or all on a CUDA device"),
     (lambda: fl.MSELoss()(dev(np.zeros(3, np.int64)), dev(np.zeros(3))), TypeError, "input: expected a float32 or float64"),
-    (lambda: fl.MSELoss()(dev(np.zeros(3, ml_dtypes.bfloat16)), dev(np.zeros(3, ml_dtypes.bfloat16))), TypeError,
+    # (allocated on the device: numba cannot copy an ml_dtypes array there, its buffer has no format)
+    (lambda: fl.MSELoss()(cuda.device_array(3, ml_dtypes.bfloat16), cuda.device_array(3, ml_dtypes.bfloat16)), TypeError,
      r"input: expected a float16, float32 or float64 array on the GPU \(bfloat16 runs on the host only"),
     (lambda: fl.MSELoss()(dev(np.zeros(3)), dev(np.zeros(4))), ValueError, "target: expected a shape that broadcasts"),
     (lambda: fl.MSELoss()(dev(np.zeros(3)), dev(np.zeros(3)), out=dev(np.zeros(4))), ValueError, r"out \(input\): expected shape"),
@@ -234,3 +235,13 @@ def test_every_kernel_compiles_for_the_gpu():
         pytest.skip(stdout.strip())
     assert COMPILE_CHECK.returncode == 0, stdout + stderr
     assert " 0 failed" in stdout
+
+
+def test_a_numba_cuda_that_cannot_run_beside_numpy_is_named():
+    # numba-cuda 0.30.4 fails on NumPy 2.5 (no np.row_stack) at its first compile, deep inside numba
+    from fastloss.cuda._device import numpy_mismatch
+    message = numpy_mismatch("2.5.2", False, "0.30.4")
+    assert "numba-cuda 0.30.4 cannot compile GPU kernels with NumPy 2.5.2" in message and "numpy<2.5" in message
+    assert numpy_mismatch("2.4.6", True, "0.30.4") is None
+    assert numpy_mismatch("2.5.2", False, "0.31.0") is None
+    assert numpy_mismatch("2.5.2", False, "0.30.10") is None

@@ -120,3 +120,9 @@ def test_cupy_arrays_in_and_out():
 def test_mixing_host_and_device_arrays_is_an_error():
     with pytest.raises(ValueError, match="all on the host or all on a CUDA device"):
         fl.MSELoss()(t(np.zeros(3)), np.zeros(3))
+
+
+def test_a_bfloat16_tensor_on_the_gpu_is_a_clear_error():
+    x = torch.zeros(3, dtype=torch.bfloat16, device="cuda")
+    with pytest.raises(TypeError, match=r"input: expected a float16, float32 or float64 array on the GPU \(bfloat16"):
+        fl.MSELoss()(x, x)

@@ -11,12 +11,34 @@ order on one block and writes the loss. The launch shape depends only on the pro
 so the order, and the bits, never change between runs.
 """
 import functools
+import importlib.metadata
 import math
 
 import numpy as np
 from numba import config, cuda, float64
 
 from .._arrays import FLOAT_DTYPES, fail
+
+
+def numpy_mismatch(numpy_version, has_row_stack, numba_cuda_version):
+    """Why this numba-cuda cannot compile a kernel beside this NumPy, or None. numba-cuda
+    0.30.4 and older register an overload of np.row_stack as they compile their first kernel,
+    and NumPy 2.5 removed row_stack: every GPU call would fail there, deep inside numba, with
+    an AttributeError (seen on an H200 with numba-cuda 0.30.4 and NumPy 2.5.2)."""
+    release = tuple(int(part) for part in numba_cuda_version.split("+")[0].split(".")[:3] if part.isdigit())
+    if has_row_stack or release > (0, 30, 4):
+        return None
+    return (f"numba-cuda {numba_cuda_version} cannot compile GPU kernels with NumPy {numpy_version} (it overloads "
+            "np.row_stack, which NumPy 2.5 removed): install 'numpy<2.5', or a numba-cuda release that supports "
+            "your NumPy")
+
+
+try:
+    _NUMBA_CUDA = importlib.metadata.version("numba-cuda")
+except importlib.metadata.PackageNotFoundError:   # (numba's own older CUDA target)
+    _NUMBA_CUDA = None
+if _NUMBA_CUDA and (_mismatch := numpy_mismatch(np.__version__, hasattr(np, "row_stack"), _NUMBA_CUDA)):
+    raise ImportError(_mismatch)
 
 SIMULATOR = bool(config.ENABLE_CUDASIM)
 # threads per block: the simulator runs each as a Python thread and every barrier as a switch
