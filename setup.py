@@ -201,12 +201,17 @@ expand_templates()
 # inexact constants in simd_math.h as long doubles, which the flag leaves alone.
 EXTRA_FLAGS = {"pointwise": ["-fsingle-precision-constant"], "softmax": ["-fsingle-precision-constant"]}
 VECTOR_MATH = {"pointwise", "softmax", "sequence"}   # the kernels whose loops call libmvec
+# Cython's `cdef inline` (the point functions, the row helpers) is a plain `inline`, a hint that
+# each compiler weighs by its own heuristics: where one declines, the loop calls a scalar
+# function per element and does not vectorise (15-30x slower: see the --param flags below).
+# Kernel modules make it always_inline, so the loops' shape does not depend on the compiler.
+FORCED_INLINE = [("CYTHON_INLINE", "inline __attribute__((always_inline))")] if os.name != "nt" else []
 extensions = [
     Extension(
         f"fastloss._kernels.{name}",
         [str(SOURCE / f"{name}.pyx")],
         include_dirs=[np.get_include(), str(SOURCE)],
-        define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
+        define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")] + (FORCED_INLINE if name in KERNELS else []),
         extra_compile_args=list(EXTRA_FLAGS.get(name, [])),
     )
     for name in KERNELS + BASELINE
