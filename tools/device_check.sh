@@ -27,8 +27,12 @@ step 100 build.log python3 setup.py build_ext --inplace -j 16
 python3 -c "import fastloss._kernels as k; print(k.build_info())"
 step 120 gpu_tests.log python3 -m pytest tests_gpu -o addopts= -q -p no:warnings -n 12 -rfE --tb=short
 step 160 gpu_bench.log python3 -m bench --family gpu --json "$OUT/gpu_bench.json"
-# the speed issue's rows at the host's best level, then three at AVX2, on two cores
+# the speed issue's rows at the host's best level, then two at AVX2, on two CPUs of different
+# physical cores (SMT siblings share one core's vector units; this session's first runs used
+# CPUs 0 and 1 without checking)
 export JAX_PLATFORMS=cpu CUDA_VISIBLE_DEVICES=
-step 110 cpu_best.log taskset -c 0,1 python3 tools/issue_rows.py "DiceLoss multiclass" MultiLabelSoftMargin CTCLoss \
+pair=$(lscpu -p=CPU,CORE | grep -v '^#' | sort -t, -k2,2n -u | head -2 | cut -d, -f1 | paste -sd,)
+echo "CPUs $pair (of: $(lscpu -p=CPU,CORE | grep -v '^#' | tr '\n' ' '))"
+step 110 cpu_best.log taskset -c "$pair" python3 tools/issue_rows.py "DiceLoss multiclass" MultiLabelSoftMargin CTCLoss \
   NLLLoss "CE label_smoothing=0.1" CrossEntropyLoss BCELoss SoftMarginLoss BCEWithLogitsLoss SigmoidFocalLoss
-FASTLOSS_CPU=v3 step 25 cpu_v3.log taskset -c 0,1 python3 tools/issue_rows.py BCELoss SoftMarginLoss
+FASTLOSS_CPU=v3 step 25 cpu_v3.log taskset -c "$pair" python3 tools/issue_rows.py BCELoss SoftMarginLoss
