@@ -219,8 +219,8 @@ def test_hessian_matches_the_cpu_path(crit, make):
     assert_matches(ours.hess, expected.hess, np.float64, "hess")
 
 
-# past four grid strides (the simulator's grid is 3 blocks of 4 threads: 12 apart), where the
-# pointwise loop loads four elements before it computes the first, and a tail of 7
+# past several grid strides (the simulator's grid is 3 blocks of 4 threads: 12 apart) and a
+# tail of 7: each thread's elements in order, broadcast operands read by the plan
 LONG = 4 * 12 * 2 + 7
 STRIDED = [
     (fl.MSELoss(reduction="sum"), lambda r: [normal(r, (LONG,)), normal(r, (LONG,))]),
@@ -230,7 +230,7 @@ STRIDED = [
 
 
 @pytest.mark.parametrize("crit,make", STRIDED, ids=[type(c).__name__ for c, _ in STRIDED])
-def test_the_pointwise_loop_past_four_strides(crit, make):
+def test_the_pointwise_loop_over_many_strides(crit, make):
     arrays = make(np.random.default_rng(4))
     expected, ours = crit(*arrays), crit(*map(dev, arrays))
     assert_matches(ours.loss, expected.loss, np.float64, "loss")

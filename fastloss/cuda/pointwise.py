@@ -254,47 +254,26 @@ def _at(arr, plan, k, constant, i):
 @functools.lru_cache(maxsize=None)
 def _kernel(name, dtype, grad, none, hess, grad_a):
     """The loop for one loss and mode (grad: write dl/dx; none: per-element losses, else
-    block partials; hess: the hessian's diagonal; grad_a: dl/da elementwise).
-
-    Each thread loads four elements (a grid stride apart) before it computes the first: one
-    load at a time kept about a third of the bytes in flight that the memory's latency needs
-    (an H200 ran MSELoss at 41% of a device copy's bandwidth). The elements are computed and
-    summed in the same order as one at a time, so the bits are the same."""
+    block partials; hess: the hessian's diagonal; grad_a: dl/da elementwise)."""
     point, R = _point(name, dtype), _TYPES[dtype]
-
-    @cuda.jit(device=True, inline=True)
-    def load(x, y, a, b, g, plan, c, i):
-        return (x[i], R(_at(y, plan, 0, c[0], i)), R(_at(a, plan, 1, c[1], i)), R(_at(b, plan, 2, c[2], i)),
-                R(_at(g, plan, 3, c[3], i)) if grad else R(0))
-
-    @cuda.jit(device=True, inline=True)
-    def store(v, o, i, loss_out, gx, ga, hx):
-        loss, dx, da, dh = point(v[0], v[1], v[2], v[3], o)
-        if none:
-            loss_out[i] = loss
-        if grad:
-            gx[i] = dx * v[4]
-            if grad_a:
-                ga[i] = da * v[4]
-            if hess:
-                hx[i] = dh * v[4]
-        return loss
 
     @cuda.jit
     def kernel(n, x, y, a, b, g, plan, c, o, loss_out, gx, ga, hx, partials):
         acc = 0.0
-        i, step = cuda.grid(1), cuda.gridsize(1)
-        while i + 3 * step < n:
-            v0, v1 = load(x, y, a, b, g, plan, c, i), load(x, y, a, b, g, plan, c, i + step)
-            v2, v3 = load(x, y, a, b, g, plan, c, i + 2 * step), load(x, y, a, b, g, plan, c, i + 3 * step)
-            acc += store(v0, o, i, loss_out, gx, ga, hx)
-            acc += store(v1, o, i + step, loss_out, gx, ga, hx)
-            acc += store(v2, o, i + 2 * step, loss_out, gx, ga, hx)
-            acc += store(v3, o, i + 3 * step, loss_out, gx, ga, hx)
-            i += 4 * step
-        while i < n:
-            acc += store(load(x, y, a, b, g, plan, c, i), o, i, loss_out, gx, ga, hx)
-            i += step
+        for i in range(cuda.grid(1), n, cuda.gridsize(1)):
+            loss, dx, da, dh = point(x[i], R(_at(y, plan, 0, c[0], i)), R(_at(a, plan, 1, c[1], i)),
+                                  R(_at(b, plan, 2, c[2], i)), o)
+            if none:
+                loss_out[i] = loss
+            else:
+                acc += loss
+            if grad:
+                s = R(_at(g, plan, 3, c[3], i))
+                gx[i] = dx * s
+                if grad_a:
+                    ga[i] = da * s
+                if hess:
+                    hx[i] = dh * s
         if not none:
             total = block_sum(acc)
             if cuda.threadIdx.x == 0:
