@@ -23,10 +23,10 @@ if ! python3 -c "import numpy; numpy.row_stack" 2>/dev/null; then
     export PYTHONPATH=/tmp/shim${PYTHONPATH:+:$PYTHONPATH}; echo "shim: numpy.row_stack = numpy.vstack"
 fi
 
-step 100 build.log python3 setup.py build_ext --inplace -j 16
+step 90 build.log python3 setup.py build_ext --inplace -j 16
 python3 -c "import fastloss._kernels as k; print(k.build_info())"
-step 120 gpu_tests.log python3 -m pytest tests_gpu -o addopts= -q -p no:warnings -n 12 -rfE --tb=short
-step 160 gpu_bench.log python3 -m bench --family gpu --json "$OUT/gpu_bench.json"
+step 100 gpu_tests.log python3 -m pytest tests_gpu -o addopts= -q -p no:warnings -n 12 -rfE --tb=short
+step 210 gpu_bench.log python3 -m bench --family gpu --json "$OUT/gpu_bench.json"
 # the speed issue's rows at the host's best level, then two at AVX2, on two CPUs of different
 # physical cores (SMT siblings share one core's vector units; this session's first runs used
 # CPUs 0 and 1 without checking)
