@@ -594,6 +594,14 @@ def test_dice_bad_input(make, args, error, message):
         make()(*args())
 
 
+def test_dice_kernel_refuses_the_softmax_link_without_class_indices():
+    # its gradient pass reads the slopes from the class indices only
+    from fastloss._kernels import softmax as kernel
+    x, y = np.zeros((2, 3, 4), np.float32), np.zeros((2, 3, 4), np.float32)
+    with pytest.raises(ValueError, match="softmax link takes class-index targets"):
+        kernel.dice(x, 2, 3, 4, None, y, ignore_index=None, mode=kernel.DICE_MODES["softmax"], num_threads=1)
+
+
 # ---------------------------------------------------------------- the shared registry (tests/cases.py)
 @pytest.mark.parametrize("case", cases.of_family("softmax"), ids=[c[0] for c in cases.of_family("softmax")])
 @pytest.mark.parametrize("reduction", REDUCTIONS)
