@@ -27,7 +27,7 @@ from ._arrays import (
     scalar_grad_output,
 )
 from ._exact import ExactSum, exact_sum
-from ._kernels.memory import empty, extents_overlap
+from ._kernels.memory import empty, extents_overlap, loss_scalar
 from ._spec import HOST
 from ._threads import get_num_threads
 
@@ -92,6 +92,9 @@ _FLOAT32_MAX = float(np.finfo(np.float32).max)
 def as_dtype(value, dtype):
     """A float64 loss as a NumPy scalar of the loss's dtype (beyond float32's range: inf, quietly);
     for float16/bfloat16 the float32 loss, narrowed (fastloss/_half.py)."""
+    scalar = loss_scalar(value, dtype)
+    if scalar is not None:
+        return scalar
     if dtype.itemsize == 2:
         return _half.narrow_scalar(value, dtype)
     if -_FLOAT32_MAX <= value <= _FLOAT32_MAX:

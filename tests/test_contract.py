@@ -383,6 +383,42 @@ def test_gradient_buffers_are_reused_after_they_are_freed():
     assert memory.cache_info()[:2] == (0, 0)
 
 
+@pytest.mark.parametrize("shape", [(), (0,), (64, 10), (3, 0, 5), (1,) * 8, (1,) * 9, (1024, 256), (1024, 257),
+                                   (np.int64(4), 5), (2 ** 70, 0)])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.dtype(">f4"), np.float16])
+def test_empty_gives_what_numpy_gives(shape, dtype):
+    # small arrays come from NumPy's C API, the others from np.empty or the cache: the same
+    # shape, dtype and layout either way, and NumPy's error for an extent it refuses
+    try:
+        expected = np.empty(shape, dtype)
+    except Exception as error:
+        with pytest.raises(type(error)):
+            memory.empty(shape, dtype)
+        return
+    got = memory.empty(shape, dtype)
+    assert got.shape == expected.shape and got.dtype == expected.dtype
+    assert got.flags.c_contiguous and got.flags.writeable and got.flags.aligned
+
+
+@pytest.mark.parametrize("shape", [(-1,), (2, -3), (2 ** 40, 2 ** 40)])
+def test_empty_refuses_what_numpy_refuses(shape):
+    with pytest.raises((ValueError, MemoryError)):
+        memory.empty(shape, np.float32)
+
+
+def test_loss_scalar_rounds_as_numpy():
+    values = [0.0, -0.0, 1.234, -7.5e-40, 1e-46, 3.4028235677973366e38, 3.4028235e38 * (1 + 2 ** -25), 1e39,
+              -1e300, np.inf, -np.inf, np.nan, 2.0 ** -149 * 1.5]
+    for dtype in (np.dtype(np.float32), np.dtype(np.float64)):
+        for v in values:
+            with np.errstate(over="ignore"):
+                expected = dtype.type(v)
+            got = memory.loss_scalar(v, dtype)
+            assert type(got) is type(expected) and np.asarray(got).tobytes() == np.asarray(expected).tobytes(), v
+    assert memory.loss_scalar(1.0, np.dtype(">f4")) is None            # not native: the general way
+    assert memory.loss_scalar(1.0, np.dtype(np.float16)) is None
+
+
 # ---------------------------------------------------------------- array-likes and functions
 
 def test_array_likes_in_numpy_out():
