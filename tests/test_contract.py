@@ -417,6 +417,7 @@ def test_loss_scalar_rounds_as_numpy():
             assert type(got) is type(expected) and np.asarray(got).tobytes() == np.asarray(expected).tobytes(), v
     assert memory.loss_scalar(1.0, np.dtype(">f4")) is None            # not native: the general way
     assert memory.loss_scalar(1.0, np.dtype(np.float16)) is None
+    assert memory.loss_scalar(1.0, np.float32) is None                  # a type, not a dtype
 
 
 # ---------------------------------------------------------------- array-likes and functions
