@@ -39,11 +39,8 @@ cdef enum:
     SLOTS = 8
     ALIGNMENT = 4096
     HUGEPAGE_MIN = 4 << 20
-
-MIN_BYTES = 1 << 20   # smaller buffers are left to NumPy and malloc
-cdef enum:
-    MAX_SMALL_DIMS = 8   # (empty's C-API path for small arrays)
-    SMALL_BYTES = 1 << 20   # MIN_BYTES
+    MIN_BYTES = 1 << 20   # smaller buffers are left to NumPy and malloc
+    MAX_SMALL_DIMS = 8    # (empty's C-API path for them)
 
 cdef extern from "Python.h":
     long long PyLong_AsLongLongAndOverflow(object obj, int* overflow) except? -1
@@ -160,7 +157,7 @@ def empty(shape, dtype):
         dtype = np.dtype(dtype)
     cdef cnp.npy_intp dims[MAX_SMALL_DIMS]
     cdef long long small = (<cnp.dtype> dtype).itemsize
-    cdef int nd, i, overflow
+    cdef int nd, i, overflow = 0
     if type(shape) is tuple and len(<tuple> shape) <= MAX_SMALL_DIMS and cnp.PyArray_ISNBO((<cnp.dtype> dtype).byteorder):
         # a small call's gradient straight from NumPy's C API: np.empty's argument parsing was
         # 1 us of a 64 x 10 cross entropy's 14 here (any extent that is not a non-negative int
@@ -169,13 +166,13 @@ def empty(shape, dtype):
         for i in range(nd):
             extent = (<tuple> shape)[i]
             dims[i] = PyLong_AsLongLongAndOverflow(extent, &overflow) if type(extent) is int else -1
-            if overflow or not 0 <= dims[i] < SMALL_BYTES:
-                small = SMALL_BYTES
+            if overflow or not 0 <= dims[i] < MIN_BYTES:
+                small = MIN_BYTES
                 break
             small *= dims[i]   # (each factor under 2^20 and the product kept under it: no wrap)
-            if small >= SMALL_BYTES:
+            if small >= MIN_BYTES:
                 break
-        if small < SMALL_BYTES:
+        if small < MIN_BYTES:
             return cnp.PyArray_EMPTY(nd, dims, (<cnp.dtype> dtype).type_num, 0)
     cdef object count = 1   # a Python int: no size can wrap around
     for extent in shape:
