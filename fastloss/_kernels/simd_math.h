@@ -177,6 +177,10 @@ FL_INLINE float fl_logf_scaled(float x, int32_t s) {
     return FL_FMA(fe, 0x1.62e43p-1f, FL_FMA(fe, -0x1.05c61p-29f, FL_FMA(r2, q, r)));
 }
 
+/* fl_logf for a positive normal x only (NaN, inf, 0 and subnormals give arbitrary numbers): the
+ * CTC recursion's log of a sum in [1, 3] */
+FL_INLINE float fl_logf_normal(float x) { return fl_logf_scaled(x, 0); }
+
 FL_INLINE float fl_logf(float x) {
     int subnormal = x < 0x1p-126f;
     float y = fl_logf_scaled(x * (subnormal ? 0x1p23f : 1.0f), subnormal ? 23 : 0);
@@ -255,6 +259,7 @@ FL_INLINE void fl_prefetch_bytes(const void* p, size_t n) {
 #define fl_fma(a, b, c) ((a) * (b) + (c))
 #endif
 #define fl_log(x) _Generic((x), float: fl_logf, default: log)(x)
+#define fl_log_normal(x) _Generic((x), float: fl_logf_normal, default: log)(x)   /* x positive, normal */
 #define fl_log1p(x) _Generic((x), float: fl_log1pf, default: log1p)(x)
 #define fl_times_exp(c, z) _Generic((c), float: fl_times_expf, default: fl_times_exp_double)(c, z)
 #define fl_times_exp_minus(c, z) _Generic((c), float: fl_times_expf_minus, default: fl_times_exp_double_minus)(c, z)
