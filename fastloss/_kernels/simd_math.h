@@ -32,6 +32,9 @@ __attribute__((simd("notinbranch"))) float tanhf(float);
  * error) rounded to float. */
 #include <stddef.h>
 #include <stdint.h>
+#if defined(__SSE__)
+#include <immintrin.h>
+#endif
 #ifdef __FMA__
 #define FL_FMA(a, b, c) __builtin_fmaf(a, b, c)
 #else
@@ -223,6 +226,22 @@ FL_INLINE float fl_log1pf(float x) {
 typedef float fl_vfloat __attribute__((vector_size(FL_VW * 4)));
 typedef int32_t fl_vint __attribute__((vector_size(FL_VW * 4)));
 
+/* v > acc ? v : acc in every lane: x86's MAXPS is exactly that, its first operand taken only
+ * where it compares greater (so NaN never wins, and of two zeros acc stays), in one instruction
+ * where the mask and blend took two dependent ones (the max pass: ~2x faster on Zen 1) */
+FL_INLINE fl_vfloat fl_vmax_greater(fl_vfloat v, fl_vfloat acc) {
+#if defined(__AVX512F__)
+    return (fl_vfloat) _mm512_max_ps((__m512) v, (__m512) acc);
+#elif defined(__AVX__)
+    return (fl_vfloat) _mm256_max_ps((__m256) v, (__m256) acc);
+#elif defined(__SSE__)
+    return (fl_vfloat) _mm_max_ps((__m128) v, (__m128) acc);
+#else
+    fl_vint greater = v > acc;
+    return (fl_vfloat) ((greater & (fl_vint) v) | (~greater & (fl_vint) acc));
+#endif
+}
+
 FL_INLINE void fl_max_lanes_float(float* lanes, const float* z, ptrdiff_t n) {
     fl_vfloat acc[16 / FL_VW], v;
     ptrdiff_t j = 0, k;
@@ -230,8 +249,7 @@ FL_INLINE void fl_max_lanes_float(float* lanes, const float* z, ptrdiff_t n) {
     for (; j + 16 <= n; j += 16)
         for (int part = 0; part < 16 / FL_VW; part++) {
             __builtin_memcpy(&v, z + j + part * FL_VW, sizeof v);
-            fl_vint greater = v > acc[part];
-            acc[part] = (fl_vfloat) ((greater & (fl_vint) v) | (~greater & (fl_vint) acc[part]));
+            acc[part] = fl_vmax_greater(v, acc[part]);
         }
     __builtin_memcpy(lanes, acc, sizeof acc);
     for (k = 0; j + k < n; k++)
