@@ -10,9 +10,11 @@ In float64, whatever the input's dtype:
     nll = -logsumexp(alpha[T-1, S-1], alpha[T-1, S-2])
 
 and beta the same recursion run backwards from the last two states (the forward recursion
-on the reversed target and frames). Each frame's step is one vectorised loop over the states
-(two exps and a log per state: libmvec's for float64 data, simd_math.h's float32
-ones for float32 data, the sums in float64 either way). The gradient is the one
+on the reversed target and frames). A row keeps the blank states and the label states apart,
+so that each frame's step is two vectorised loops: over the blanks, with one exp and a log
+each (a blank is never entered from two states back), and over the labels, with two exps and a
+log (libmvec's for float64 data, simd_math.h's float32 ones for float32 data, the sums in
+float64 either way). The gradient is the one
 torch reports for log_probs: grad[t, c] = g (exp(lp[t, c]) - exp(lcab[t, c] + nll - lp[t, c]))
 with lcab[t, c] = logsumexp of alpha[t, s] + beta[t, s] over the states s with l'_s = c
 (the gradient with respect to the logits under a log_softmax, as torch's kernel computes it),
@@ -53,51 +55,71 @@ ctypedef fused real:
     double
 
 cdef enum:
-    PAD = 2                # -inf entries before state 0 of every row of alpha and beta
+    PAD = 2                # -inf entries in every row of alpha and beta: one before its blanks,
+                           # one before its labels
 
 
-cdef inline void extended(const int64_t* target, Py_ssize_t L, int64_t blank, bint reverse,
-                          int64_t* labels, double* skip) noexcept nogil:
-    """The extended target l' (or its reverse) and, per state, 0 where the state may be entered
-    from two states back (a label unlike the one there) and -inf where not."""
-    cdef Py_ssize_t S = 2 * L + 1, s
-    for s in range(S):
-        labels[s] = blank if s % 2 == 0 else target[(S - 1 - s) // 2 if reverse else s // 2]
-    for s in range(S):
-        skip[s] = 0.0 if s >= 2 and s % 2 == 1 and labels[s] != labels[s - 2] else -INFINITY
+cdef inline void target_labels(const int64_t* target, Py_ssize_t L, bint reverse, int64_t* labels,
+                               double* skip) noexcept nogil:
+    """The target's labels (reverse: reversed) and, per label, 0 where its state may be entered
+    from two states back (a label unlike the one before it) and -inf where not."""
+    cdef Py_ssize_t j
+    for j in range(L):
+        labels[j] = target[L - 1 - j if reverse else j]
+    for j in range(L):
+        skip[j] = 0.0 if j >= 1 and labels[j] != labels[j - 1] else -INFINITY
 
 
-cdef inline void step(const double* prev, double* cur, const double* emit, const double* skip,
-                      Py_ssize_t S, real precision) noexcept nogil:
-    """cur[s] = logsumexp(prev[s], prev[s - 1], prev[s - 2] + skip[s]) + emit[s] for every
-    state; prev and cur have PAD entries of -inf before state 0. The largest term m contributes
-    exp(0) = 1, so two exps remain: of the smaller of the first two terms and of the smaller
-    of the larger one and the third (together the two terms that are not m). Their arguments
-    are raised to -700 (exp gives ~1e-304 there, nothing next to the 1): libmvec's exp leaves
-    its vector path for -inf and for arguments below about -708. The correction term
-    log(1 + e^d1 + e^d2), in [0, log 3], is computed in the data's precision (`precision` only
-    picks it): float32 data gets simd_math.h's inline float exp (the short one, within 1.02 ulp)
-    and log (of a normal number: the sum is in [1, 3]), 16 lanes at AVX-512, with an absolute
-    error near 1e-7 per step, below the rounding of a float32 loss; the sum stays float64. A NaN
-    in the log-probabilities is caught by the caller (see `recursion`): the log need not take one."""
-    cdef Py_ssize_t s
-    cdef double a0, a1, a2, hi, lo, m, d1, d2, r
+cdef inline void step(const double* prev, double* cur, double emit_blank, const double* emit,
+                      const double* skip, Py_ssize_t L, Py_ssize_t lo, Py_ssize_t hi,
+                      real precision) noexcept nogil:
+    """cur = the next frame's row from prev, for the states lo .. hi - 1 (see `recursion` for a
+    row's layout: blanks B, then labels A). State s's logsumexp of prev[s], prev[s - 1] and
+    prev[s - 2] + skip[s], plus its emission, is for blank j (s = 2 j) of B[j] and A[j - 1] (a
+    blank is never entered from two states back), and for label j (s = 2 j + 1) of A[j], B[j]
+    and A[j - 1] + skip[j]. The largest term m contributes exp(0) = 1, so the exps left are of
+    the other terms less m, d1 and d2: one for a blank, two for a label (the smaller of the
+    first two, and the smaller of the larger one and the third). The log(1 + e^d1 (+ e^d2)), in
+    [0, log 3], is computed in the data's precision (`precision` picks it): float32 data gets
+    simd_math.h's inline float exp (the short one, within 1.02 ulp) and log (of a normal number:
+    the sum is in [1, 3]), 8 lanes at AVX2 and 16 at AVX-512, with an absolute error near 1e-7
+    per step, below the rounding of a float32 loss; m and the sum stay float64. d1 and d2 are
+    rounded to that precision first and raised to -700 there (exp gives 0 or ~1e-304, nothing
+    next to the 1; libmvec's float64 exp leaves its vector path for -inf and below about -708),
+    which also turns the NaN of an inf less inf into -700. A state whose terms are all -inf is
+    -inf. A NaN in the log-probabilities is caught by the caller (see `recursion`): the log need
+    not take one."""
+    cdef const double* prev_b = prev + 1
+    cdef const double* prev_a = prev + L + 3
+    cdef double* cur_b = cur + 1
+    cdef double* cur_a = cur + L + 3
+    cdef Py_ssize_t j
+    cdef double a0, a1, a2, hi_term, lo_term, m, r
+    cdef real d1, d2
     cdef bint live
-    for s in range(S):
-        a0 = prev[s]
-        a1 = prev[s - 1]
-        a2 = prev[s - 2] + skip[s]
-        hi = a0 if a0 > a1 else a1
-        lo = a1 if a0 > a1 else a0
-        m = hi if hi > a2 else a2
-        live = m > -INFINITY   # else every term is -inf, and so is the state
-        m = m if live else 0.0
-        d1 = lo - m
-        d2 = (a2 if hi > a2 else hi) - m
-        d1 = d1 if d1 > -700.0 else -700.0
-        d2 = d2 if d2 > -700.0 else -700.0
-        r = m + fl_log_normal(<real> 1 + fl_exp_neg_short(<real> d1) + fl_exp_neg_short(<real> d2)) + emit[s]
-        cur[s] = r if live else -INFINITY
+    for j in range((lo + 1) // 2, (hi + 1) // 2):   # the blanks 2 j in [lo, hi)
+        a0 = prev_b[j]
+        a1 = prev_a[j - 1]
+        m = a0 if a0 > a1 else a1
+        live = m > -INFINITY   # else both terms are -inf, and so is the state
+        d1 = <real> ((a1 if a0 > a1 else a0) - m)
+        d1 = d1 if d1 > -700 else -700
+        r = m + fl_log_normal(<real> 1 + fl_exp_neg_short(d1)) + emit_blank
+        cur_b[j] = r if live else -INFINITY
+    for j in range(lo // 2, hi // 2):   # the labels 2 j + 1 in [lo, hi)
+        a0 = prev_a[j]
+        a1 = prev_b[j]
+        a2 = prev_a[j - 1] + skip[j]
+        hi_term = a0 if a0 > a1 else a1
+        lo_term = a1 if a0 > a1 else a0
+        m = hi_term if hi_term > a2 else a2
+        live = m > -INFINITY
+        d1 = <real> (lo_term - m)
+        d2 = <real> ((a2 if hi_term > a2 else hi_term) - m)
+        d1 = d1 if d1 > -700 else -700
+        d2 = d2 if d2 > -700 else -700
+        r = m + fl_log_normal(<real> 1 + fl_exp_neg_short(d1) + fl_exp_neg_short(d2)) + emit[j]
+        cur_a[j] = r if live else -INFINITY
 
 
 cdef inline double lp_value(const void* lp, Py_ssize_t i, int half, real tag) noexcept nogil:
@@ -110,33 +132,36 @@ cdef inline double lp_value(const void* lp, Py_ssize_t i, int half, real tag) no
 
 
 cdef Py_ssize_t recursion(const void* lp, int half, Py_ssize_t N, Py_ssize_t C, Py_ssize_t b, Py_ssize_t frames,
-                          const int64_t* labels, const double* skip, Py_ssize_t S, bint reverse,
+                          const int64_t* labels, const double* skip, Py_ssize_t L, int64_t blank, bint reverse,
                           double* rows, double* emit, real tag) noexcept nogil:
     """alpha (reverse: beta on reversed states) for frames 0 .. frames - 1 into rows, each
-    S + PAD wide; row k holds frame k (reverse: frame frames - 1 - k). Returns how many NaNs
-    the target's log-probabilities held (the loss is then NaN, as torch's). lp: `real` data,
-    or half data of kind `half` (the float32 kernel: tag is a float)."""
-    cdef Py_ssize_t k, s, t, W = S + PAD, nans = 0, lo, hi, at
+    2 L + 1 + PAD wide: -inf, the L + 1 blank states B (state 2 j is B[j]), -inf, the L label
+    states A (state 2 j + 1 is A[j]); row k holds frame k (reverse: frame frames - 1 - k).
+    Returns how many NaNs the target's log-probabilities held (the loss is then NaN, as
+    torch's). lp: `real` data, or half data of kind `half` (the float32 kernel: tag is a float)."""
+    cdef Py_ssize_t k, s, j, t, S = 2 * L + 1, W = S + PAD, nans = 0, lo, hi, at
+    cdef double emit_blank
     for k in range(frames):
         t = frames - 1 - k if reverse else k
         at = (t * N + b) * C
-        for s in range(S):
-            emit[s] = lp_value(lp, at + labels[s], half, tag)
-        for s in range(S):
-            nans += emit[s] != emit[s]
-        if k == 0:
-            rows[0] = rows[1] = -INFINITY
-            for s in range(S):
-                rows[PAD + s] = emit[s] if s < 2 else -INFINITY
+        emit_blank = lp_value(lp, at + blank, half, tag)
+        nans += emit_blank != emit_blank
+        for j in range(L):
+            emit[j] = lp_value(lp, at + labels[j], half, tag)
+        for j in range(L):
+            nans += emit[j] != emit[j]
+        for s in range(W):
+            rows[k * W + s] = -INFINITY
+        if k == 0:   # states 0 and 1
+            rows[1] = emit_blank
+            if L:
+                rows[L + 3] = emit[0]
             continue
         # only states lo .. hi - 1 are reached by frame k and can still reach the last
         # state by the last frame; the others are -inf (they add 0 to the gradient as well)
         lo = max(0, S - 2 * (frames - k))
         hi = min(S, 2 * k + 2)
-        for s in range(W):
-            rows[k * W + s] = -INFINITY
-        if lo < hi:
-            step(rows + (k - 1) * W + PAD + lo, rows + k * W + PAD + lo, emit + lo, skip + lo, hi - lo, <real> 0)
+        step(rows + (k - 1) * W, rows + k * W, emit_blank, emit, skip, L, lo, hi, <real> 0)
     return nans
 
 
@@ -163,9 +188,11 @@ cdef double ctc_element(const void* lp, void* grad, int half, int grad_half, Py_
     and, when grad is not NULL, its gradient rows grad[:, b, :] scaled by g. alpha: scratch of
     scratch_doubles(frames, 2 L + 1, C) doubles. lp and grad hold `real` data, or half data of
     kind `half` and `grad_half` (the float32 kernel; a float32 gradient beside half lp too)."""
-    cdef Py_ssize_t S = 2 * L + 1, W = S + PAD, t, s, c, nans, zero_from, at
+    cdef Py_ssize_t S = 2 * L + 1, W = S + PAD, t, s, j, c, nans, zero_from, at
     cdef Py_ssize_t grad_size = 2 if grad_half else sizeof(real)
     cdef double nll, last, value, blanks
+    cdef const double* alpha_row
+    cdef const double* beta_row
     cdef const real* row
     cdef real* grow
     cdef double* beta
@@ -176,17 +203,17 @@ cdef double ctc_element(const void* lp, void* grad, int half, int grad_half, Py_
     cdef float* wide_row
     beta = alpha + frames * W
     skip = beta + frames * W          # forward skips, then the reversed ones
-    emit = skip + 2 * S
+    emit = skip + 2 * S               # (a frame's label emissions; its posteriors: blanks, labels)
     occupancy = emit + S
-    labels = <int64_t*> (occupancy + C)
+    labels = <int64_t*> (occupancy + C)   # forward labels, then the reversed ones
     wide_row = <float*> (labels + 2 * S)   # (half data: C floats of the row, C of its gradient)
-    extended(target, L, blank, False, labels, skip)
+    target_labels(target, L, False, labels, skip)
     if frames == 0:
         nll = 0.0 if L == 0 else INFINITY
     else:
-        nans = recursion(lp, half, N, C, b, frames, labels, skip, S, False, alpha, emit, tag)
-        last = alpha[(frames - 1) * W + PAD + S - 1]
-        value = alpha[(frames - 1) * W + PAD + S - 2] if S >= 2 else -INFINITY
+        nans = recursion(lp, half, N, C, b, frames, labels, skip, L, blank, False, alpha, emit, tag)
+        last = alpha[(frames - 1) * W + 1 + L]   # states S - 1 (the last blank) and S - 2 (the last label)
+        value = alpha[(frames - 1) * W + 2 * L + 2] if L else -INFINITY
         nll = -(last if last > value else value)
         if nans:
             nll = NAN
@@ -196,8 +223,8 @@ cdef double ctc_element(const void* lp, void* grad, int half, int grad_half, Py_
         zero_from = 0   # the frames from here on get a zero gradient
         if frames and not (zero_infinity and nll == INFINITY):
             zero_from = frames
-            extended(target, L, blank, True, labels + S, skip + S)
-            recursion(lp, half, N, C, b, frames, labels + S, skip + S, S, True, beta, emit, tag)
+            target_labels(target, L, True, labels + L, skip + L)
+            recursion(lp, half, N, C, b, frames, labels + L, skip + L, L, blank, True, beta, emit, tag)
             for t in range(frames):
                 at = (t * N + b) * C
                 if half:   # (real is float)
@@ -210,9 +237,14 @@ cdef double ctc_element(const void* lp, void* grad, int half, int grad_half, Py_
                 else:
                     grow = <real*> grad + at
                 # the posterior of each state, exp(alpha + beta + nll - lp), summed per class
-                # (all NaN where the alignment is impossible or the input NaN, as torch)
-                for s in range(S):
-                    emit[s] = alpha[t * W + PAD + s] + beta[(frames - 1 - t) * W + PAD + S - 1 - s] + nll - row[labels[s]]
+                # (all NaN where the alignment is impossible or the input NaN, as torch): the
+                # blanks' into emit[0 .. L], the labels' after them (beta's states reversed)
+                alpha_row = alpha + t * W
+                beta_row = beta + (frames - 1 - t) * W
+                for j in range(L + 1):
+                    emit[j] = alpha_row[1 + j] + beta_row[1 + L - j] + nll - row[blank]
+                for j in range(L):
+                    emit[L + 1 + j] = alpha_row[L + 3 + j] + beta_row[2 * L + 2 - j] + nll - row[labels[j]]
                 for s in range(S):   # (separate loops: gathers keep gcc from vectorising exp)
                     emit[s] = emit[s] if emit[s] > -700.0 else -700.0   # see `step`
                 for s in range(S):   # (float32 data: a float exp, within 2 ulp; see simd_math.h)
@@ -222,11 +254,11 @@ cdef double ctc_element(const void* lp, void* grad, int half, int grad_half, Py_
                 # the blank states' sum in a register (a scatter to the one class was a chain of
                 # stores and reloads); added in the same order, so the same bits
                 blanks = 0.0
-                for s in range(0, S, 2):
-                    blanks += emit[s]
+                for j in range(L + 1):
+                    blanks += emit[j]
                 occupancy[blank] += blanks
-                for s in range(1, S, 2):
-                    occupancy[labels[s]] += emit[s]
+                for j in range(L):
+                    occupancy[labels[j]] += emit[L + 1 + j]
                 exp_minus(occupancy, row, C)
                 for c in range(C):
                     grow[c] = <real> (occupancy[c] * g)
