@@ -191,6 +191,7 @@ cdef double ctc_element(const void* lp, void* grad, int half, int grad_half, Py_
     cdef Py_ssize_t S = 2 * L + 1, W = S + PAD, t, s, j, c, nans, zero_from, at
     cdef Py_ssize_t grad_size = 2 if grad_half else sizeof(real)
     cdef double nll, last, value, blanks
+    cdef real d
     cdef const double* alpha_row
     cdef const double* beta_row
     cdef const real* row
@@ -245,10 +246,10 @@ cdef double ctc_element(const void* lp, void* grad, int half, int grad_half, Py_
                     emit[j] = alpha_row[1 + j] + beta_row[1 + L - j] + nll - row[blank]
                 for j in range(L):
                     emit[L + 1 + j] = alpha_row[L + 3 + j] + beta_row[2 * L + 2 - j] + nll - row[labels[j]]
-                for s in range(S):   # (separate loops: gathers keep gcc from vectorising exp)
-                    emit[s] = emit[s] if emit[s] > -700.0 else -700.0   # see `step`
-                for s in range(S):   # (float32 data: a float exp, within 2 ulp; see simd_math.h)
-                    emit[s] = fl_exp(<real> emit[s])
+                for s in range(S):   # (a loop of its own: gathers keep gcc from vectorising exp)
+                    d = <real> emit[s]   # in the data's precision, raised to -700 there (see `step`)
+                    d = d if d > -700 else -700
+                    emit[s] = fl_exp(d)   # (float32 data: a float exp, within 2 ulp; see simd_math.h)
                 for c in range(C):
                     occupancy[c] = 0.0 if nll < INFINITY else NAN   # impossible, or NaN input
                 # the blank states' sum in a register (a scatter to the one class was a chain of
