@@ -76,20 +76,10 @@ def _errors(case):
     return np.concatenate(ours_err), np.concatenate(torch_err)
 
 
-# Issue 16, open: these cases' float32 error is above torch's at the median (by 0.5-1% where the
-# error is rounding; sigmoid focal's by ~10-20%) or at the 99th percentile (by 0.2-2%). Left the
-# set: BCEWithLogits and MultiLabelSoftMargin when their terms were written without cancellation
-# (now 3-9x under torch's at the 99th percentile); SoftMarginLoss and PoissonNLLLoss when
-# fl_log1pf_from rounded once and fl_expf kept the bits its reduction loses (97% correctly
-# rounded, as torch's SLEEF exp nearly is); KLDivLoss with log_target when e^y (y - x) took y - x
-# exactly and rounded once. Strict: a case that starts to pass fails here until it leaves this
-# set.
-KNOWN_GAPS = {"bce-weight", "poisson-rate-full", "sigmoid_focal", "sigmoid_focal-gamma"}
-
-
-@pytest.mark.parametrize("case", [pytest.param(c, marks=pytest.mark.xfail(
-    strict=True, reason="issue 16: float32 error above torch's")) if c[0] in KNOWN_GAPS else c
-    for c in cases.CASES], ids=cases.IDS)
+# Every case: the last four above torch's (BCELoss with weight, PoissonNLLLoss(log_input=False,
+# full=True) and SigmoidFocalLoss with both gamma paths, by 0.5-20% at the median) left when
+# their arithmetic after the float32 exp and logs went to float64, rounded once.
+@pytest.mark.parametrize("case", cases.CASES, ids=cases.IDS)
 def test_float32_error_at_most_torchs(case):
     ours, theirs = _errors(case)
     for q in (50, 99):

@@ -271,10 +271,15 @@ FL_INLINE void fl_prefetch_bytes(const void* p, size_t n) {
 #define fl_exp(x) _Generic((x), float: fl_expf, default: exp)(x)
 #define fl_exp_neg(x) _Generic((x), float: fl_expf_neg, default: exp)(x)   /* x <= 0 or NaN */
 #define fl_exp_neg_short(x) _Generic((x), float: fl_expf_neg_short, default: exp)(x)   /* the softmax rows' */
-#ifdef __FMA__   /* a x b + c rounded once where the level has FMA (else twice: no slow software fma) */
+/* a x b + c rounded once where the level has FMA; without it (x86-64-v2) a float one is the
+ * exact product plus c in float64, then rounded to float (nearly always the same number), and a
+ * double one is rounded twice (no slow software fma) */
+#ifdef __FMA__
 #define fl_fma(a, b, c) _Generic((a), float: __builtin_fmaf, default: __builtin_fma)(a, b, c)
 #else
-#define fl_fma(a, b, c) ((a) * (b) + (c))
+FL_INLINE float fl_fmaf_wide(float a, float b, float c) { return (float) ((double) a * b + c); }
+FL_INLINE double fl_fma_twice(double a, double b, double c) { return a * b + c; }
+#define fl_fma(a, b, c) _Generic((a), float: fl_fmaf_wide, default: fl_fma_twice)(a, b, c)
 #endif
 #define fl_log(x) _Generic((x), float: fl_logf, default: log)(x)
 #define fl_log_normal(x) _Generic((x), float: fl_logf_normal, default: log)(x)   /* x positive, normal */
