@@ -77,8 +77,9 @@ def _errors(case):
 
 
 # Every case: the last four above torch's (BCELoss with weight, PoissonNLLLoss(log_input=False,
-# full=True) and SigmoidFocalLoss with both gamma paths, by 0.5-20% at the median) left when
-# their arithmetic after the float32 exp and logs went to float64, rounded once.
+# full=True) and SigmoidFocalLoss with both gamma paths, by 0.5-20% at the median) came under it
+# when their arithmetic after the float32 exp and logs was rounded once (one FMA for BCELoss,
+# float64 for the others).
 @pytest.mark.parametrize("case", cases.CASES, ids=cases.IDS)
 def test_float32_error_at_most_torchs(case):
     ours, theirs = _errors(case)

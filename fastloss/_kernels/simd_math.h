@@ -228,7 +228,7 @@ typedef int32_t fl_vint __attribute__((vector_size(FL_VW * 4)));
 
 /* v > acc ? v : acc in every lane: x86's MAXPS is exactly that, its first operand taken only
  * where it compares greater (so NaN never wins, and of two zeros acc stays), in one instruction
- * where the mask and blend took two dependent ones (the max pass: ~2x faster on Zen 1) */
+ * where a compare and a blend took two dependent ones (CrossEntropyLoss 4096x1000: ~3% faster) */
 FL_INLINE fl_vfloat fl_vmax_greater(fl_vfloat v, fl_vfloat acc) {
 #if defined(__AVX512F__)
     return (fl_vfloat) _mm512_max_ps((__m512) v, (__m512) acc);
