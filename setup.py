@@ -190,7 +190,9 @@ def level_extensions(kernel):
         extensions.append(Extension(
             f"fastloss._kernels.{level}.{name}", [str(wrapper)], include_dirs=kernel.include_dirs,
             define_macros=kernel.define_macros + [("FASTLOSS_TARGET", f'"{target}"')],
-            extra_compile_args=kernel.extra_compile_args + flags, extra_link_args=flags, depends=kernel.sources))
+            extra_compile_args=kernel.extra_compile_args + flags, extra_link_args=flags,
+            # (the C headers too: an edit of simd_math.h alone rebuilt nothing in place)
+            depends=kernel.sources + sorted(str(h) for h in SOURCE.glob("*.h"))))
     return extensions
 
 
