@@ -191,8 +191,9 @@ def level_extensions(kernel):
             f"fastloss._kernels.{level}.{name}", [str(wrapper)], include_dirs=kernel.include_dirs,
             define_macros=kernel.define_macros + [("FASTLOSS_TARGET", f'"{target}"')],
             extra_compile_args=kernel.extra_compile_args + flags, extra_link_args=flags,
-            # (the C headers too: an edit of simd_math.h alone rebuilt nothing in place)
-            depends=kernel.sources + sorted(str(h) for h in SOURCE.glob("*.h"))))
+            # (with the headers cythonize found it to include: without them an edit of
+            # simd_math.h alone rebuilt nothing in place)
+            depends=kernel.sources + kernel.depends))
     return extensions
 
 
