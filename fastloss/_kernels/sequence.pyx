@@ -57,6 +57,12 @@ ctypedef fused real:
 cdef enum:
     PAD = 2                # -inf entries in every row of alpha and beta: one before its blanks,
                            # one before its labels
+    BLANKS_AT = 1          # where a row's blank states start
+
+
+cdef inline Py_ssize_t labels_at(Py_ssize_t L) noexcept nogil:
+    """Where a row's label states start: after its -inf, its L + 1 blanks and a second -inf."""
+    return L + 3
 
 
 cdef inline void target_labels(const int64_t* target, Py_ssize_t L, bint reverse, int64_t* labels,
@@ -89,10 +95,10 @@ cdef inline void step(const double* prev, double* cur, double emit_blank, const 
     which also turns the NaN of an inf less inf into -700. A state whose terms are all -inf is
     -inf. A NaN in the log-probabilities is caught by the caller (see `recursion`): the log need
     not take one."""
-    cdef const double* prev_b = prev + 1
-    cdef const double* prev_a = prev + L + 3
-    cdef double* cur_b = cur + 1
-    cdef double* cur_a = cur + L + 3
+    cdef const double* prev_b = prev + BLANKS_AT
+    cdef const double* prev_a = prev + labels_at(L)
+    cdef double* cur_b = cur + BLANKS_AT
+    cdef double* cur_a = cur + labels_at(L)
     cdef Py_ssize_t j
     cdef double a0, a1, a2, hi_term, lo_term, m, r
     cdef real d1, d2
@@ -153,9 +159,9 @@ cdef Py_ssize_t recursion(const void* lp, int half, Py_ssize_t N, Py_ssize_t C, 
         for s in range(W):
             rows[k * W + s] = -INFINITY
         if k == 0:   # states 0 and 1
-            rows[1] = emit_blank
+            rows[BLANKS_AT] = emit_blank
             if L:
-                rows[L + 3] = emit[0]
+                rows[labels_at(L)] = emit[0]
             continue
         # only states lo .. hi - 1 are reached by frame k and can still reach the last
         # state by the last frame; the others are -inf (they add 0 to the gradient as well)
@@ -176,8 +182,9 @@ cdef inline void exp_minus(restrict_double occupancy, const real* row, Py_ssize_
 
 cdef object scratch_doubles(object frames, object S, object C):
     """float64 scratch of one element (a Python int: no size wraps around): alpha and beta
-    (frames x (S + PAD) each), skips, emit, occupancy, the labels (2 S int64, as many
-    doubles) and, for half data, a widened row and a gradient row (2 C floats)."""
+    (frames x (S + PAD) each), the skips (2 L: forward and reversed, in room for 2 S), emit (S),
+    occupancy (C), the labels (2 L int64, in room for 2 S doubles) and, for half data, a widened
+    row and a gradient row (2 C floats)."""
     return 2 * frames * (S + PAD) + 5 * S + 2 * C
 
 
@@ -213,8 +220,9 @@ cdef double ctc_element(const void* lp, void* grad, int half, int grad_half, Py_
         nll = 0.0 if L == 0 else INFINITY
     else:
         nans = recursion(lp, half, N, C, b, frames, labels, skip, L, blank, False, alpha, emit, tag)
-        last = alpha[(frames - 1) * W + 1 + L]   # states S - 1 (the last blank) and S - 2 (the last label)
-        value = alpha[(frames - 1) * W + 2 * L + 2] if L else -INFINITY
+        # states S - 1 (the last blank) and S - 2 (the last label)
+        last = alpha[(frames - 1) * W + BLANKS_AT + L]
+        value = alpha[(frames - 1) * W + labels_at(L) + L - 1] if L else -INFINITY
         nll = -(last if last > value else value)
         if nans:
             nll = NAN
@@ -243,9 +251,10 @@ cdef double ctc_element(const void* lp, void* grad, int half, int grad_half, Py_
                 alpha_row = alpha + t * W
                 beta_row = beta + (frames - 1 - t) * W
                 for j in range(L + 1):
-                    emit[j] = alpha_row[1 + j] + beta_row[1 + L - j] + nll - row[blank]
+                    emit[j] = alpha_row[BLANKS_AT + j] + beta_row[BLANKS_AT + L - j] + nll - row[blank]
                 for j in range(L):
-                    emit[L + 1 + j] = alpha_row[L + 3 + j] + beta_row[2 * L + 2 - j] + nll - row[labels[j]]
+                    emit[L + 1 + j] = (alpha_row[labels_at(L) + j] + beta_row[labels_at(L) + L - 1 - j] + nll
+                                       - row[labels[j]])
                 for s in range(S):   # (a loop of its own: gathers keep gcc from vectorising exp)
                     d = <real> emit[s]   # in the data's precision, raised to -700 there (see `step`)
                     d = d if d > -700 else -700
