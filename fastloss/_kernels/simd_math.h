@@ -23,9 +23,9 @@ __attribute__((simd("notinbranch"))) float tanhf(float);
  * vectorises at the full width of every level (16 lanes of AVX-512, 8 of AVX2, 4 of SSE) with
  * no call, no spilled registers and no scalar special-value path. Each is within 2 ulp of the
  * float64 result over every float32 input (tests/test_simd_math.py scans all 2^32 of them at
- * each level; the worst measured at v3/v4 and at v2: exp 1.04, 1.01; log 1.18, 1.35; log1p
- * 1.66, 1.85 ulp) and keeps IEEE's special values:
- * NaN in gives NaN, exp(-inf) = 0, exp(inf) = log(inf) = inf, log(0) = -inf, log(x < 0) = NaN.
+ * each level; the worst measured at v3/v4 and at v2: exp 0.78, 0.78 (the softmax rows' short
+ * one 1.01, 0.99); log 1.18, 1.35; log1p 1.66, 1.85 ulp) and keeps IEEE's special values: NaN
+ * in gives NaN, exp(-inf) = 0, exp(inf) = log(inf) = inf, log(0) = -inf, log(x < 0) = NaN.
  * The kernels compile with -ffp-contract=off, so a multiply-add fuses only where FL_FMA says:
  * with FMA hardware (v3, v4) in one rounding, without it (v2) in two; a level gives the same
  * bits in every kernel and every loop position. The coefficients are minimax fits (relative
@@ -60,21 +60,25 @@ FL_INLINE float fl_exp_r(float x, float* k_out, float* tail_out) {   /* r, k, an
     return r;
 }
 
-/* exp(r), and k. `carried` (a constant at every call) keeps what the roundings of r and of
- * 1 + r lose: 1 + r as one + low exactly (Fast2Sum), and r's tail added to the small terms
- * before the one rounding to one + ...: 97% correctly rounded over [-20, 20], within 0.7 ulp,
- * for four operations more; without, 90%, within 1.02 ulp. */
-FL_INLINE float fl_exp_reduced(float x, float* k_out, int carried) {
+/* exp(r) as one + rest, to be rounded once, and k. `carried` (a constant at every call) keeps
+ * what the roundings of r and of 1 + r lose: 1 + r as one + low exactly (Fast2Sum), and r's
+ * tail added to the small terms before the one rounding of one + rest: 97% correctly rounded
+ * over [-20, 20], within 0.78 ulp, for four operations more; without, one = 1: 90%, within
+ * 1.01 ulp. q(r) by Horner's rule: at AVX-512 the loops are bound by the multiply-adds, and
+ * it takes one multiply fewer than Estrin's scheme, whose shorter dependency chain the
+ * out-of-order window hides anyway (as exact: within 1.01 where Estrin's was 1.04 ulp). */
+FL_INLINE float fl_exp_reduced(float x, float* k_out, float* rest_out, int carried) {
     float tail, r = fl_exp_r(x, k_out, &tail);
-    float r2 = r * r, r4 = r2 * r2;   /* q(r) by Estrin's scheme: a shorter dependency chain */
-    float q = FL_FMA(r4, 0x1.6a2444p-10f, FL_FMA(r2, FL_FMA(0x1.1239d4p-7f, r, 0x1.5558f2p-5f),
-                                                   FL_FMA(0x1.555492p-3f, r, 0x1.fffffcp-2f)));
+    float r2 = r * r;
+    float q = FL_FMA(FL_FMA(FL_FMA(FL_FMA(0x1.6a2444p-10f, r, 0x1.1239d4p-7f), r, 0x1.5558f2p-5f), r,
+                            0x1.555492p-3f), r, 0x1.fffffcp-2f);
     float one = 1.0f + r, low = (1.0f - one) + r;
-    return carried ? one + (low + FL_FMA(r2, q, tail)) : 1.0f + FL_FMA(r2, q, r);
+    *rest_out = carried ? low + FL_FMA(r2, q, tail) : FL_FMA(r2, q, r);
+    return carried ? one : 1.0f;
 }
 
 FL_INLINE float fl_expf(float x) {
-    float k, p = fl_exp_reduced(x, &k, 1);
+    float k, rest, one = fl_exp_reduced(x, &k, &rest, 1), p = one + rest;
     int32_t ni = (int32_t) (fl_bits(k) - fl_bits(FL_EXP_SHIFT)), n1 = ni >> 1, n2 = ni - n1;
     float y = p * fl_from_bits((uint32_t) (n1 + 127) << 23) * fl_from_bits((uint32_t) (n2 + 127) << 23);
     y = x > 88.75f ? __builtin_inff() : y;
@@ -86,11 +90,14 @@ FL_INLINE float fl_expf(float x) {
  * 2^-64, so that a subnormal result is still rounded once, and nothing can overflow. The same
  * bits as fl_expf over that whole domain (tests/test_simd_math.py scans it); a positive x above
  * 43 would give inf. fl_expf_neg_short is the same without `carried` (see fl_exp_reduced),
- * within 1.02 ulp: the softmax rows' exp(z - max), a fifth of cross entropy's time, whose
+ * within 1.01 ulp: the softmax rows' exp(z - max), a fifth of cross entropy's time, whose
  * float32 error stays under torch's with it (tests/test_float32_error.py). */
 FL_INLINE float fl_expf_neg_with(float x, int carried) {
-    float k, p = fl_exp_reduced(x, &k, carried);
-    float y = p * fl_from_bits((fl_bits(k) - fl_bits(FL_EXP_SHIFT) + 191u) << 23) * 0x1p-64f;
+    float k, rest, one = fl_exp_reduced(x, &k, &rest, carried);
+    float s = fl_from_bits((fl_bits(k) - fl_bits(FL_EXP_SHIFT) + 191u) << 23);
+    /* (one + rest) s rounded once, as one multiply-add: the same number as one + rest rounded
+     * and then scaled, since s is a normal power of 2 (with one = 1, an add less) */
+    float y = FL_FMA(rest, s, one * s) * 0x1p-64f;
     return x < -104.0f ? 0.0f : y;
 }
 
