@@ -259,6 +259,70 @@ def test_small_rows_give_the_row_kernels_bits(options, C, dtype):
                                   np.asarray(loss).reshape(-1).view(np.uint8))
 
 
+@pytest.fixture
+def streaming():
+    """Cross entropy's streamed gradient (non-temporal stores from a row of scratch, for
+    gradients of 64 MiB and more) from any size on, and then back."""
+    kernel = fl.losses.softmax._kernel
+    previous = kernel.set_stream_min_bytes(0)
+    yield kernel
+    kernel.set_stream_min_bytes(previous)
+
+
+@pytest.mark.parametrize("options", [{}, {"label_smoothing": 0.1}, {"weight": "w", "ignore_index": 3},
+                                     {"reduction": "none", "z_loss": 1e-3}],
+                         ids=["plain", "smoothing", "weight-ignore", "none-z_loss"])
+@pytest.mark.parametrize("C", [17, 1031])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_streamed_gradient_has_the_same_bits(streaming, options, C, dtype):
+    """The streamed gradient is the plain one, bit for bit: every class count's head and tail
+    around the whole vectors, the target's class on either side of them, a gradient not
+    aligned to a vector (one element in), on one thread and two, with specials in the rows."""
+    rng = np.random.default_rng(11)
+    N = 37
+    x = rng.standard_normal((N, C)) * 4
+    x[3, 0], x[5, 1], x[7, C - 1], x[9, 2] = np.inf, -np.inf, np.nan, 1e30
+    x = x.astype(dtype)
+    t = rng.integers(0, C, N)
+    t[::6], t[1::6] = 0, C - 1
+    options = dict(options)
+    if options.get("weight") == "w":
+        options["weight"] = rng.uniform(0.5, 2.0, C).astype(dtype)
+        t[::5] = 3
+    crit = fl.CrossEntropyLoss(**options)
+    misaligned = np.empty(N * C + 1, dtype)[1:].reshape(N, C)
+    results = []
+    for limit in (1 << 62, 0):
+        streaming.set_stream_min_bytes(limit)
+        for threads in (1, 2):
+            with parallel(threads):
+                before = streaming.streamed()
+                loss, grad = crit(x, t)
+                loss_out, grad_out = crit(x, t, out=misaligned)
+                assert streaming.streamed() - before == (2 if limit == 0 else 0)
+            results.append((np.asarray(loss).tobytes(), grad.tobytes(), np.asarray(loss_out).tobytes(), grad_out.tobytes()))
+    assert results[0][0] == results[0][2] and results[0][1] == results[0][3]
+    assert len(set(results)) == 1
+
+
+def test_streamed_gradient_only_where_it_applies(streaming):
+    """Probability targets, class weights with label smoothing, the hessian, the softcap and
+    the loss alone keep the plain path (their gradients are read back or not written)."""
+    rng = np.random.default_rng(12)
+    x = rng.standard_normal((20, 40)).astype(np.float32)
+    t = rng.integers(0, 40, 20)
+    w = rng.uniform(0.5, 2.0, 40).astype(np.float32)
+    before = streaming.streamed()
+    fl.CrossEntropyLoss()(x, rng.dirichlet(np.ones(40), 20).astype(np.float32))
+    fl.CrossEntropyLoss(weight=w, label_smoothing=0.1)(x, t)
+    fl.CrossEntropyLoss(softcap=5.0)(x, t)
+    fl.CrossEntropyLoss().loss(x, t)
+    fl.CrossEntropyLoss().grad_hess(x, t)
+    assert streaming.streamed() == before
+    fl.CrossEntropyLoss(weight=w)(x, t)
+    assert streaming.streamed() == before + 1
+
+
 def test_out_and_functional():
     rng = np.random.default_rng(6)
     x, t = rng.standard_normal((8, 6)), rng.integers(0, 6, 8)

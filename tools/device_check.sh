@@ -36,3 +36,5 @@ echo "CPUs $pair (of: $(lscpu -p=CPU,CORE | grep -v '^#' | tr '\n' ' '))"
 step 110 cpu_best.log taskset -c "$pair" python3 tools/issue_rows.py "DiceLoss multiclass" MultiLabelSoftMargin CTCLoss \
   NLLLoss "CE label_smoothing=0.1" CrossEntropyLoss BCELoss SoftMarginLoss BCEWithLogitsLoss SigmoidFocalLoss
 FASTLOSS_CPU=v3 step 25 cpu_v3.log taskset -c "$pair" python3 tools/issue_rows.py BCELoss SoftMarginLoss
+# cross entropy's streamed gradient against the plain one (neutral on the compute-bound Zen 1)
+step 45 cpu_stream.log taskset -c "$pair" python3 tools/stream_ab.py
