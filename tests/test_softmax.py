@@ -146,6 +146,33 @@ def test_all_ignored_gives_nan_and_zero_gradient_as_torch():
     assert np.isnan(F.cross_entropy(torch.tensor(x), torch.tensor(t)).item())
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("layout", ["rows", "strided"])
+def test_softcap_over_the_range_of_tanh(dtype, layout):
+    """The softcap's tanh and its slope 1 - tanh^2 (float32: float64 arithmetic from one exp,
+    with a series below |x / cap| = 2^-9) at zero, either side of that switch, where tanh
+    saturates, at infinities and at NaN: the loss and gradient per row against torch float64."""
+    cap = 3.0
+    u = np.array([0.0, 1e-30, 1e-6, 0.0019, 0.001953125, 0.00196, 0.01, 0.3, 0.7, 1.5, 4.0, 9.0, 20.0, 1e4])
+    x = np.concatenate([u, -u]).astype(dtype).reshape(4, 7) * cap
+    x = np.stack([x, x[::-1]], axis=2) if layout == "strided" else x   # (4, 7, 2): classes not contiguous
+    t = np.arange(x.size // 7).reshape(x.shape[:1] + x.shape[2:]) % 7
+    crit = fl.CrossEntropyLoss(softcap=cap, reduction="none")
+    loss, grad = crit(x, t)
+    xt = torch.tensor(x.astype(np.float64), requires_grad=True)
+    ref = torch_cross_entropy(xt, torch.tensor(t), "none", softcap=cap)
+    ref.sum().backward()
+    assert_close(loss, ref.detach().numpy(), dtype)
+    assert_close(grad, xt.grad.numpy(), dtype)
+    specials = np.array([[np.inf, -np.inf, 0.5, 1.0], [np.nan, 0.0, 1.0, 2.0]], dtype)
+    loss, grad = fl.CrossEntropyLoss(softcap=cap, reduction="none")(specials, np.array([0, 2]))
+    xt = torch.tensor(specials.astype(np.float64), requires_grad=True)
+    ref = torch_cross_entropy(xt, torch.tensor([0, 2]), "none", softcap=cap)
+    ref.sum().backward()
+    assert_close(loss, ref.detach().numpy(), dtype)
+    assert_close(grad, xt.grad.numpy(), dtype)
+
+
 @pytest.mark.parametrize("target_dtype", [np.int8, np.uint8, np.int16, np.int32, np.int64, np.uint64])
 def test_any_integer_target_dtype(target_dtype):
     x = np.random.default_rng(2).standard_normal((5, 4))
