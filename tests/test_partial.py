@@ -42,7 +42,7 @@ def cases(dtype):
     yield "ce-kdim", fl.CrossEntropyLoss(), 90, rows_of(kdim, r.integers(0, 7, (90, 3, 5)))
     yield "focal", fl.SoftmaxFocalLoss(gamma=2.0, weight=w), 900, rows_of(logits, t)
     yield "ce-z-loss", fl.CrossEntropyLoss(z_loss=1e-3), 900, rows_of(logits, t)
-    dice_x = r.standard_normal((60, 4, 8, 8)).astype(dtype)   # blocks of 512 positions: 8 samples
+    dice_x = r.standard_normal((60, 4, 8, 8)).astype(dtype)   # blocks of 1024 positions: 16 samples
     yield "dice", fl.DiceLoss("multiclass", smooth=1.0), 60, rows_of(dice_x, r.integers(0, 4, (60, 8, 8)))
     yield "nll", fl.NLLLoss(weight=w), 900, rows_of(logits, t)
     yield "multi-margin", fl.MultiMarginLoss(p=2), 900, rows_of(logits, np.abs(t) % 50)
